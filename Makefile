@@ -1,0 +1,36 @@
+# The README's two commands: `make demo` (set-up + main job) and `make test` (set-up + tests).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_STEPS ?= 3000
+DEMO_OUT ?= runs/demo
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# torch first and pinned: 2.13.0 is the CPU wheel on disk; a looser pin pulls GBs of CUDA wheels.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/rss train --reward image --steps $(DEMO_STEPS) --out $(DEMO_OUT)
+	@echo "report: $(DEMO_OUT)/ (final.json, metrics.jsonl, curves.png, checkpoint.pt)"
+
+# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
+test: install
+	@$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: install
+	$(VENV)/bin/ruff check learner reward_service tests
+
+bench: install
+	$(VENV)/bin/rss bench convergence --json runs/bench-convergence.json
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

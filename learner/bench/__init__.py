@@ -1,0 +1,13 @@
+"""`rss bench ...`: benchmark scripts, one module each."""
+
+from __future__ import annotations
+
+BENCHES = ("convergence",)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHES:
+        raise ValueError(f"rss bench needs one of: {', '.join(BENCHES)}")
+    from learner.bench.convergence import main as convergence_main
+
+    return convergence_main(argv[1:])

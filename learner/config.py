@@ -1,0 +1,142 @@
+"""`rss train` arguments: one dataclass whose field docstrings are the --help text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# The best image-level configuration `rss bench convergence` found (README, "Convergence").
+# `rss train --reward image` uses it when no other flag is given.
+IMAGE_BEST = {"samples": 8, "psd": True, "syncan": True, "psr": False, "estimator": "reinforce"}
+PIXEL_DEFAULT = {"samples": 1, "estimator": "likelihood"}
+
+
+@dataclass
+class TrainArgs:
+    # Data
+    dataset: Literal["shapes", "voc", "cityscapes", "context"] = "shapes"
+    """dataset layout: built-in procedural `shapes`, or a folder in VOC/Cityscapes/Pascal Context layout"""
+    data_root: str | None = None
+    """dataset folder (folder datasets only)"""
+    num_classes: int | None = None
+    """override the layout's class count, for custom data kept in a standard layout"""
+    class_names: str | None = None
+    """comma-separated class names to go with --num-classes"""
+    image_size: int = 256
+    """folder datasets: images and labels are resized to this square size"""
+    shapes_size: int = 64
+    """shapes: image side in pixels"""
+    train_size: int = 2000
+    """shapes: number of training images"""
+    val_size: int = 200
+    """shapes: number of validation images"""
+    train_split: str = "train"
+    """split to train on"""
+    val_split: str = "val"
+    """split to evaluate on"""
+
+    # Objective and reward
+    objective: Literal["rl", "ce"] = "rl"
+    """`rl` learns from rewards; `ce` is the pixel-supervised cross-entropy baseline"""
+    reward: Literal["image", "pixel"] = "image"
+    """reward granularity: one number per mask (`image`) or one per pixel (`pixel`)"""
+    metric: Literal["miou", "miou_union", "pixel_acc", "dice"] = "miou"
+    """image-level ground-truth reward: per-image mIoU over the label's classes (`miou`),
+    over label-or-sample classes (`miou_union`: collapses to background), pixel accuracy, Dice"""
+    samples: int = 0
+    """masks sampled per image, K (0: the default for --reward: image 8, pixel 1)"""
+    psd: bool = IMAGE_BEST["psd"]
+    """pair-wise spatial difference advantages (needs K >= 2); off: leave-one-out or batch-mean baseline"""
+    syncan: bool = IMAGE_BEST["syncan"]
+    """scale advantages by their std over the global batch (all DDP ranks)"""
+    estimator: Literal["auto", "likelihood", "reinforce"] = "auto"
+    """`likelihood` divides each advantage by pi(a) of the sampled action (capped by
+    --max-weight), so a rarely sampled right answer moves the policy as cross-entropy would;
+    `reinforce` is the plain policy gradient; `auto`: the measured best for --reward"""
+    max_weight: float = 20.0
+    """likelihood estimator: cap on 1/pi(a)"""
+    psr: bool = IMAGE_BEST["psr"]
+    """progressive scale rewards: act on a coarse grid first (image-level rewards only)"""
+    psr_mode: Literal["grid", "pool"] = "grid"
+    """PSR form: `grid` samples a strided pixel lattice scored against the label there;
+    `pool` pools logits into cells"""
+    psr_scales: tuple[int, ...] = (16, 32, 0)
+    """PSR scales, coarse to fine; 0 = full resolution"""
+    psr_rule: Literal["fractions", "plateau"] = "fractions"
+    """when PSR moves to the next scale: at step fractions, or when the reward plateaus"""
+    psr_fractions: tuple[float, ...] | None = None
+    """step fractions at which each next scale starts (default: evenly over the first half)"""
+    psr_patience: int = 300
+    """plateau rule: steps without reward improvement before the next scale"""
+    entropy_coef: float = 0.0
+    """entropy bonus weight (beta)"""
+
+    # Model and optimisation
+    arch: str = "unet"
+    """`unet` (built in) or `smp:<Arch>:<encoder>` with segmentation-models-pytorch installed"""
+    width: int = 8
+    """UNet base width (channels at full resolution)"""
+    depth: int = 3
+    """UNet downsampling levels (channels double at each)"""
+    steps: int = 3000
+    """optimisation steps"""
+    batch_size: int = 16
+    """images per step"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    seed: int = 0
+    """seed for initialisation, data order and sampling (runs are reproducible)"""
+
+    # Running
+    device: str = "auto"
+    """`auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ..."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default); use 1 when other services share the cores"""
+    eval_every: int = 250
+    """steps between validation runs"""
+    checkpoint_every: int = 500
+    """steps between checkpoints"""
+    out: str = "runs/latest"
+    """output folder: metrics.jsonl, final.json, checkpoint.pt, curves.png"""
+    resume: bool = False
+    """continue from OUT/checkpoint.pt exactly where it stopped"""
+    progress: bool = True
+    """show a progress bar"""
+
+    def resolved_samples(self) -> int:
+        if self.samples:
+            return self.samples
+        return IMAGE_BEST["samples"] if self.reward == "image" else PIXEL_DEFAULT["samples"]
+
+    def resolved_estimator(self) -> str:
+        if self.estimator != "auto":
+            return self.estimator
+        return IMAGE_BEST["estimator"] if self.reward == "image" else PIXEL_DEFAULT["estimator"]
+
+    def validate(self) -> None:
+        """Reject impossible combinations up front, naming the flag."""
+        if self.samples < 0:
+            raise ValueError(f"--samples must be >= 1 (or 0 for the default), got {self.samples}")
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "width", "depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_weight < 1:
+            raise ValueError(f"--max-weight must be >= 1, got {self.max_weight}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.dataset != "shapes" and not self.data_root:
+            raise ValueError(f"--dataset {self.dataset} needs --data-root")
+        if self.class_names and self.num_classes is None:
+            raise ValueError("--class-names needs --num-classes")
+        if self.class_names and len(self.class_names.split(",")) != self.num_classes:
+            raise ValueError(
+                f"--class-names lists {len(self.class_names.split(','))} names for --num-classes {self.num_classes}"
+            )
+        if self.objective == "rl" and self.reward == "pixel" and self.psr:
+            raise ValueError(
+                "--psr applies to image-level rewards; pixel rewards already credit each pixel (use --no-psr)"
+            )
+        if self.psr and not self.psr_scales:
+            raise ValueError("--psr-scales needs at least one scale")
+        if any(s < 0 for s in self.psr_scales):
+            raise ValueError(f"--psr-scales must be >= 0, got {self.psr_scales}")

@@ -1,0 +1,75 @@
+"""Where rewards come from: the `RewardSource` interface and its in-process implementation.
+
+The learner hands a source the sampled masks of one step and gets rewards back; it never
+sees labels itself. `LocalRewardSource` calls the very functions the reward service uses
+(`reward_service.scorers.gt`); a remote source (the loop issue) posts the same episodes over
+HTTP and reads results from Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from learner.data import SegDataset
+from learner.policy import ActionGrid, grid_labels, masks_for_scoring
+from reward_service.scorers import gt
+
+
+@dataclass
+class Episodes:
+    """The masks sampled in one step: ``actions`` (B, K, h, w) on ``grid`` for ``indices``."""
+
+    indices: torch.Tensor
+    actions: torch.Tensor
+    grid: ActionGrid
+    image_size: tuple[int, int]
+    level: str
+
+
+@dataclass
+class Rewards:
+    """Image level: ``image`` (B, K). Pixel level: ``pixel`` (B, K, h, w) and ``valid`` (B, h, w)."""
+
+    image: torch.Tensor | None = None
+    pixel: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+
+
+class RewardSource(Protocol):
+    def score(self, episodes: Episodes) -> Rewards: ...
+
+
+class LabelStore:
+    """Labels of a split by index, kept on ``device`` as uint8 (built on first use)."""
+
+    def __init__(self, dataset: SegDataset, device: torch.device) -> None:
+        self.dataset, self.device = dataset, device
+        self._labels: torch.Tensor | None = None
+
+    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
+        if self._labels is None:
+            tensors = getattr(self.dataset, "tensors", None)
+            labels = tensors()[1] if tensors else torch.stack([self.dataset[i][1] for i in range(len(self.dataset))])
+            self._labels = labels.to(torch.uint8).to(self.device)
+        return self._labels[indices.to(self.device)].long()
+
+
+class LocalRewardSource:
+    """Ground-truth rewards computed in-process, with the same code the service runs."""
+
+    def __init__(self, dataset: SegDataset, device: torch.device, metric: str = "miou") -> None:
+        if metric not in gt.METRICS:
+            raise ValueError(f"--metric must be one of {', '.join(gt.METRICS)}, got {metric!r}")
+        self.labels, self.metric, self.num_classes = LabelStore(dataset, device), metric, dataset.num_classes
+
+    def score(self, episodes: Episodes) -> Rewards:
+        labels = grid_labels(self.labels(episodes.indices), episodes.grid)  # (B, h, w)
+        masks = masks_for_scoring(episodes.actions, episodes.grid, tuple(labels.shape[-2:]))
+        target = labels.unsqueeze(1)  # (B, 1, h, w): shared by the K samples
+        if episodes.level == "pixel":
+            pixel, valid = gt.pixel_reward(masks, target)
+            return Rewards(pixel=pixel, valid=valid[:, 0])
+        return Rewards(image=gt.image_reward(masks, target, self.num_classes, self.metric))

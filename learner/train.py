@@ -1,0 +1,214 @@
+"""`rss train`: the training loop for the RL objectives (pixel/image rewards) and the CE baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from learner.advantages import baseline_advantages, likelihood_weights, pixel_advantages, psd_advantages, syncan
+from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.config import TrainArgs
+from learner.data import SegDataset, build_dataset
+from learner.evaluate import evaluate
+from learner.model import build_model
+from learner.policy import (
+    ActionGrid,
+    ScaleSchedule,
+    action_log_probs,
+    action_logits,
+    class_weights,
+    random_grid,
+    sample_actions,
+)
+from learner.report import write_curves
+from learner.rewards import Episodes, LabelStore, LocalRewardSource, RewardSource
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def build_splits(args: TrainArgs) -> tuple[SegDataset, SegDataset]:
+    names = args.class_names.split(",") if args.class_names else None
+    common = {
+        "root": args.data_root, "num_classes": args.num_classes, "class_names": names,
+        "image_size": None if args.dataset == "shapes" else args.image_size,
+        "shapes_size": args.shapes_size, "seed": args.seed,
+    }
+    train = build_dataset(args.dataset, args.train_split, shapes_length=args.train_size, **common)
+    val = build_dataset(args.dataset, args.val_split, shapes_length=args.val_size, **common)
+    return train, val
+
+
+def step_generator(seed: int, step: int, rank: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
+    """Randomness of one step is a pure function of (seed, step, rank): resume is exact."""
+    return torch.Generator(device).manual_seed(((seed * 1_000_003 + step) * 101 + rank) % (2**63))
+
+
+def load_batch(dataset: SegDataset, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+    tensors = getattr(dataset, "tensors", None)
+    if tensors is not None:
+        return tensors()[0][indices].to(device, non_blocking=True)
+    return torch.stack([dataset[int(i)][0] for i in indices]).to(device)
+
+
+def rl_loss(
+    args: TrainArgs,
+    logits: torch.Tensor,
+    indices: torch.Tensor,
+    grid: ActionGrid,
+    source: RewardSource,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, dict]:
+    """Sample K masks, score them, and return the policy-gradient loss and step statistics."""
+    k = args.resolved_samples()
+    logp = F.log_softmax(action_logits(logits, grid), dim=1)  # (B, C, h, w)
+    actions = sample_actions(logp, k, generator)
+    rewards = source.score(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), args.reward))
+    likelihood = args.resolved_estimator() == "likelihood"
+    if args.reward == "image":
+        assert rewards.image is not None
+        r = rewards.image.to(logp.dtype)
+        if args.psd and k >= 2:
+            adv = psd_advantages(r, actions, logits.shape[1])
+        else:
+            adv = baseline_advantages(r, actions.shape[2:])
+        mean_reward = float(r.mean())
+    else:
+        assert rewards.pixel is not None and rewards.valid is not None
+        adv = pixel_advantages(rewards.pixel, rewards.valid, likelihood)
+        mean_reward = float(rewards.pixel.sum() / (rewards.valid.sum() * k).clamp(min=1))
+    if likelihood:
+        adv = adv * likelihood_weights(action_log_probs(logp.detach(), actions), args.max_weight)
+    std = 0.0
+    if args.syncan:
+        adv, std = syncan(adv)
+    # sum_k A_k log pi(a_k), folded per class so the graph has no K dimension.
+    pg_loss = -(class_weights(adv.detach(), actions, logp.shape[1]) * logp).sum() / adv.numel()
+    loss = pg_loss
+    if args.entropy_coef:
+        entropy = -(logp.exp() * logp).sum(1).mean()
+        loss = loss - args.entropy_coef * entropy
+    stats = {"reward": mean_reward, "adv_std": std, "nonzero_adv": float((adv != 0).float().mean())}
+    return loss, stats
+
+
+def train(args: TrainArgs) -> dict:
+    """Train and evaluate; returns the contents of final.json."""
+    args.validate()
+    rank = int(os.environ.get("RANK", "0"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+
+    train_ds, val_ds = build_splits(args)
+    model = build_model(train_ds.num_classes, args.arch, args.width, args.depth).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    schedule = ScaleSchedule(list(args.psr_scales), args.steps, args.psr_rule,
+                             list(args.psr_fractions) if args.psr_fractions else None, args.psr_patience)
+    source = LocalRewardSource(train_ds, device, args.metric)
+    labels = LabelStore(train_ds, device)  # only the CE baseline reads labels directly
+
+    start, elapsed, step_seconds = 0, 0.0, 0.0
+    ckpt_path = out / "checkpoint.pt"
+    if args.resume:
+        ckpt = load_checkpoint(ckpt_path, device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        start, elapsed, step_seconds = ckpt["step"], ckpt["seconds"], ckpt["step_seconds"]
+        log.info("resumed from %s at step %d (scale %s)", ckpt_path, start, schedule.scale)
+    elif (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()
+
+    def save(step: int) -> None:
+        if rank == 0:
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            schedule=schedule.state_dict(), step=step, seconds=elapsed,
+                            step_seconds=step_seconds, args=dataclasses.asdict(args))
+
+    window: list[dict] = []
+    last_eval: dict = {}
+    bar = tqdm(total=args.steps, initial=start, disable=not args.progress or rank != 0, dynamic_ncols=True)
+    height, width = load_batch(train_ds, torch.zeros(1, dtype=torch.long), device).shape[-2:]
+    for step in range(start, args.steps):
+        t0 = time.perf_counter()
+        gen = step_generator(args.seed, step, rank)
+        indices = torch.randint(len(train_ds), (args.batch_size,), generator=gen)
+        images = load_batch(train_ds, indices, device)
+        logits = model(images)
+        if args.objective == "ce":
+            loss = F.cross_entropy(logits, labels(indices), ignore_index=255)
+            stats = {"reward": float("nan")}
+            scale = 0
+        else:
+            scale = schedule.scale if args.psr else 0
+            grid = random_grid(scale, args.psr_mode, height, width, gen) if scale else ActionGrid(0)
+            sample_gen = gen if device.type == "cpu" else step_generator(args.seed, step, rank, device)
+            loss, stats = rl_loss(args, logits, indices, grid, source, sample_gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        step_seconds += dt
+        elapsed += dt
+        window.append({**stats, "loss": float(loss.detach())})
+        if args.objective == "rl" and args.psr and schedule.update(step, stats["reward"]):
+            log.info("step %d: PSR scale -> %s", step + 1, schedule.scale or "full")
+        bar.update(1)
+        bar.set_postfix(reward=f"{stats['reward']:.3f}", scale=scale or "full", val_miou=last_eval.get("val_miou", "-"))
+        done = step + 1
+        if done % args.eval_every == 0 or done == args.steps:
+            t1 = time.perf_counter()
+            metrics = evaluate(model, val_ds, device)
+            elapsed += time.perf_counter() - t1
+            rewards = torch.tensor([w["reward"] for w in window])
+            last_eval = {
+                "step": done, "seconds": round(elapsed, 3), "sec_per_step": step_seconds / (done - start or 1),
+                "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(window) > 1 else 0.0,
+                "loss": sum(w["loss"] for w in window) / len(window), "scale": scale,
+                "val_miou": round(metrics["miou"], 5), "val_pixel_acc": round(metrics["pixel_acc"], 5),
+                "per_class_iou": metrics["per_class_iou"],
+            }
+            window = []
+            if rank == 0:
+                with (out / "metrics.jsonl").open("a") as f:
+                    f.write(json.dumps(last_eval) + "\n")
+                log.info("step %d: val mIoU %.4f, pixel acc %.4f, reward %.4f, scale %s",
+                         done, metrics["miou"], metrics["pixel_acc"], last_eval["reward_mean"], scale or "full")
+        if done % args.checkpoint_every == 0 or done == args.steps:
+            save(done)
+    bar.close()
+    final = {
+        "val_miou": last_eval.get("val_miou"), "val_pixel_acc": last_eval.get("val_pixel_acc"),
+        "per_class_iou": last_eval.get("per_class_iou"), "class_names": val_ds.class_names,
+        "steps": args.steps, "seconds": round(elapsed, 3), "sec_per_step": step_seconds / max(args.steps - start, 1),
+        "samples": args.resolved_samples(), "device": str(device), "config": dataclasses.asdict(args),
+    }
+    if rank == 0:
+        (out / "final.json").write_text(json.dumps(final, indent=2) + "\n")
+        write_curves(out / "metrics.jsonl", out / "curves.png")
+    return final
