@@ -33,14 +33,14 @@ def psd_advantages(rewards: torch.Tensor, actions: torch.Tensor, num_classes: in
     b, k = rewards.shape
     if k < 2:
         raise ValueError("PSD needs at least 2 samples per image (--samples >= 2)")
-    r = rewards[:, :, None, None].expand(actions.shape).contiguous()
+    r = rewards[:, :, None, None].expand(actions.shape)
     zeros = torch.zeros((b, num_classes, *actions.shape[2:]), dtype=rewards.dtype, device=rewards.device)
     count = zeros.scatter_add(1, actions, torch.ones_like(r))  # (B, C, h, w)
     rsum = zeros.scatter_add(1, actions, r)
-    n_same = count.gather(1, actions)  # (B, K, h, w), includes the sample itself
-    s_same = rsum.gather(1, actions)
-    total = k * r - rewards.sum(1)[:, None, None, None]  # sum_j (R_i - R_j)
-    return (total - (r * n_same - s_same)) / (k - 1)
+    # (R_i n - S) over the samples that agree with sample i, n including i itself.
+    same = r * count.gather(1, actions) - rsum.gather(1, actions)
+    total = k * rewards - rewards.sum(1, keepdim=True)  # sum_j (R_i - R_j), (B, K)
+    return (total[:, :, None, None] - same).div_(k - 1)
 
 
 def baseline_advantages(rewards: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -78,9 +78,13 @@ def pixel_advantages(pixel_rewards: torch.Tensor, valid: torch.Tensor, likelihoo
     return adv * valid_k
 
 
-def likelihood_weights(action_log_prob: torch.Tensor, max_weight: float) -> torch.Tensor:
-    """``1 / pi(a)`` per sampled action, capped at ``max_weight`` to bound the variance of rare hits."""
-    return action_log_prob.detach().exp().clamp(min=1.0 / max_weight).reciprocal()
+def likelihood_weights(log_prob: torch.Tensor, max_weight: float) -> torch.Tensor:
+    """``1 / pi``, capped at ``max_weight`` to bound the variance of rare hits.
+
+    Computed on the (B, C, h, w) policy and gathered at the actions afterwards: C values per
+    cell instead of K.
+    """
+    return log_prob.detach().exp().clamp(min=1.0 / max_weight).reciprocal()
 
 
 def syncan(adv: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, float]:
@@ -91,11 +95,11 @@ def syncan(adv: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, float]:
     concatenated batch. Zero entries (agreeing pixels under PSD, ignored pixels) are left out,
     as they carry no signal. Advantages are scaled, not centred: PSD's zeros stay zero.
     """
-    nonzero = adv != 0
+    # float64 accumulators without a float64 copy of the advantages.
     stats = torch.stack([
-        nonzero.sum().to(torch.float64),
-        adv.double().sum(),
-        adv.double().pow(2).sum(),
+        torch.count_nonzero(adv).to(torch.float64),
+        adv.sum(dtype=torch.float64),
+        (adv * adv).sum(dtype=torch.float64),
     ])
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(stats)

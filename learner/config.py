@@ -7,7 +7,9 @@ from typing import Literal
 
 # The best image-level configuration `rss bench convergence` found (README, "Convergence").
 # `rss train --reward image` uses it when no other flag is given.
-IMAGE_BEST = {"samples": 8, "psd": True, "syncan": True, "psr": False, "estimator": "reinforce"}
+IMAGE_BEST = {
+    "samples": 32, "psd": True, "syncan": True, "estimator": "likelihood", "psr": True, "psr_scales": (32,),
+}
 PIXEL_DEFAULT = {"samples": 1, "estimator": "likelihood"}
 
 
@@ -44,7 +46,7 @@ class TrainArgs:
     """image-level ground-truth reward: per-image mIoU over the label's classes (`miou`),
     over label-or-sample classes (`miou_union`: collapses to background), pixel accuracy, Dice"""
     samples: int = 0
-    """masks sampled per image, K (0: the default for --reward: image 8, pixel 1)"""
+    """masks sampled per image, K (0: the default for --reward: image 32, pixel 1)"""
     psd: bool = IMAGE_BEST["psd"]
     """pair-wise spatial difference advantages (needs K >= 2); off: leave-one-out or batch-mean baseline"""
     syncan: bool = IMAGE_BEST["syncan"]
@@ -56,12 +58,13 @@ class TrainArgs:
     max_weight: float = 20.0
     """likelihood estimator: cap on 1/pi(a)"""
     psr: bool = IMAGE_BEST["psr"]
-    """progressive scale rewards: act on a coarse grid first (image-level rewards only)"""
+    """progressive scale rewards: act on a coarse grid first (image-level rewards only:
+    pixel rewards already credit each pixel, so --reward pixel ignores it)"""
     psr_mode: Literal["grid", "pool"] = "grid"
     """PSR form: `grid` samples a strided pixel lattice scored against the label there;
     `pool` pools logits into cells"""
-    psr_scales: tuple[int, ...] = (16, 32, 0)
-    """PSR scales, coarse to fine; 0 = full resolution"""
+    psr_scales: tuple[int, ...] = IMAGE_BEST["psr_scales"]
+    """PSR scales, coarse to fine; 0 = full resolution (default: a fixed 32 x 32 lattice)"""
     psr_rule: Literal["fractions", "plateau"] = "fractions"
     """when PSR moves to the next scale: at step fractions, or when the reward plateaus"""
     psr_fractions: tuple[float, ...] | None = None
@@ -131,10 +134,6 @@ class TrainArgs:
         if self.class_names and len(self.class_names.split(",")) != self.num_classes:
             raise ValueError(
                 f"--class-names lists {len(self.class_names.split(','))} names for --num-classes {self.num_classes}"
-            )
-        if self.objective == "rl" and self.reward == "pixel" and self.psr:
-            raise ValueError(
-                "--psr applies to image-level rewards; pixel rewards already credit each pixel (use --no-psr)"
             )
         if self.psr and not self.psr_scales:
             raise ValueError("--psr-scales needs at least one scale")

@@ -91,9 +91,10 @@ def sample_actions(logp: torch.Tensor, samples: int, generator: torch.Generator 
     # The class is the number of CDF steps below u; u < 1 <= cdf[..., -1] up to rounding, so
     # the last step is never counted and a last CDF value just under 1 cannot give class C.
     if c <= 32:
-        index = torch.zeros(u.shape, dtype=torch.long, device=u.device)
+        steps = torch.zeros(u.shape, dtype=torch.uint8, device=u.device)
         for j in range(c - 1):
-            index += u >= cdf[..., j : j + 1]
+            steps += u >= cdf[..., j : j + 1]
+        index = steps.long()
     else:
         index = torch.searchsorted(cdf[..., :-1].contiguous(), u, right=True)
     return index.permute(0, 3, 1, 2)

@@ -23,7 +23,6 @@ from learner.model import build_model
 from learner.policy import (
     ActionGrid,
     ScaleSchedule,
-    action_log_probs,
     action_logits,
     class_weights,
     random_grid,
@@ -95,7 +94,7 @@ def rl_loss(
         adv = pixel_advantages(rewards.pixel, rewards.valid, likelihood)
         mean_reward = float(rewards.pixel.sum() / (rewards.valid.sum() * k).clamp(min=1))
     if likelihood:
-        adv = adv * likelihood_weights(action_log_probs(logp.detach(), actions), args.max_weight)
+        adv = adv * likelihood_weights(logp, args.max_weight).gather(1, actions)
     std = 0.0
     if args.syncan:
         adv, std = syncan(adv)
@@ -105,7 +104,7 @@ def rl_loss(
     if args.entropy_coef:
         entropy = -(logp.exp() * logp).sum(1).mean()
         loss = loss - args.entropy_coef * entropy
-    stats = {"reward": mean_reward, "adv_std": std, "nonzero_adv": float((adv != 0).float().mean())}
+    stats = {"reward": mean_reward, "adv_std": std}
     return loss, stats
 
 
@@ -123,8 +122,8 @@ def train(args: TrainArgs) -> dict:
     torch.manual_seed(args.seed)
 
     train_ds, val_ds = build_splits(args)
-    model = build_model(train_ds.num_classes, args.arch, args.width, args.depth).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    core = build_model(train_ds.num_classes, args.arch, args.width, args.depth).to(device)
+    optimizer = torch.optim.Adam(core.parameters(), lr=args.lr)
     schedule = ScaleSchedule(list(args.psr_scales), args.steps, args.psr_rule,
                              list(args.psr_fractions) if args.psr_fractions else None, args.psr_patience)
     source = LocalRewardSource(train_ds, device, args.metric)
@@ -134,20 +133,24 @@ def train(args: TrainArgs) -> dict:
     ckpt_path = out / "checkpoint.pt"
     if args.resume:
         ckpt = load_checkpoint(ckpt_path, device)
-        model.load_state_dict(ckpt["model"])
+        core.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
         start, elapsed, step_seconds = ckpt["step"], ckpt["seconds"], ckpt["step_seconds"]
         log.info("resumed from %s at step %d (scale %s)", ckpt_path, start, schedule.scale)
-    elif (out / "metrics.jsonl").exists():
+    elif (out / "metrics.jsonl").exists() and rank == 0:
         (out / "metrics.jsonl").unlink()
+    # Under torchrun every rank trains on its own batches; DDP averages the gradients and
+    # SyncAN (advantages.syncan) gives every rank the same advantage scale.
+    model = torch.nn.parallel.DistributedDataParallel(core) if dist.is_initialized() else core
 
     def save(step: int) -> None:
         if rank == 0:
-            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+            save_checkpoint(ckpt_path, model=core.state_dict(), optimizer=optimizer.state_dict(),
                             schedule=schedule.state_dict(), step=step, seconds=elapsed,
                             step_seconds=step_seconds, args=dataclasses.asdict(args))
 
+    use_psr = args.objective == "rl" and args.reward == "image" and args.psr
     window: list[dict] = []
     last_eval: dict = {}
     bar = tqdm(total=args.steps, initial=start, disable=not args.progress or rank != 0, dynamic_ncols=True)
@@ -163,7 +166,7 @@ def train(args: TrainArgs) -> dict:
             stats = {"reward": float("nan")}
             scale = 0
         else:
-            scale = schedule.scale if args.psr else 0
+            scale = schedule.scale if use_psr else 0
             grid = random_grid(scale, args.psr_mode, height, width, gen) if scale else ActionGrid(0)
             sample_gen = gen if device.type == "cpu" else step_generator(args.seed, step, rank, device)
             loss, stats = rl_loss(args, logits, indices, grid, source, sample_gen)
@@ -176,14 +179,14 @@ def train(args: TrainArgs) -> dict:
         step_seconds += dt
         elapsed += dt
         window.append({**stats, "loss": float(loss.detach())})
-        if args.objective == "rl" and args.psr and schedule.update(step, stats["reward"]):
+        if use_psr and schedule.update(step, stats["reward"]):
             log.info("step %d: PSR scale -> %s", step + 1, schedule.scale or "full")
         bar.update(1)
         bar.set_postfix(reward=f"{stats['reward']:.3f}", scale=scale or "full", val_miou=last_eval.get("val_miou", "-"))
         done = step + 1
         if done % args.eval_every == 0 or done == args.steps:
             t1 = time.perf_counter()
-            metrics = evaluate(model, val_ds, device)
+            metrics = evaluate(core, val_ds, device)
             elapsed += time.perf_counter() - t1
             rewards = torch.tensor([w["reward"] for w in window])
             last_eval = {

@@ -55,7 +55,7 @@ def test_outputs_and_final_json(tmp_path):
 @pytest.mark.parametrize("bad, flag", [
     ({"samples": -1}, "--samples"),
     ({"steps": 0}, "--steps"),
-    ({"reward": "pixel", "psr": True}, "--psr"),
+    ({"max_weight": 0.5}, "--max-weight"),
     ({"dataset": "voc"}, "--data-root"),
     ({"class_names": "a,b"}, "--class-names"),
 ])
