@@ -75,6 +75,44 @@ class SegDataset(abc.ABC):
         return label
 
 
+class FolderDataset(SegDataset):
+    """A split whose ids map to (image file, label file) pairs on disk.
+
+    Subclasses find the pairs in their layout and call ``set_pairs``; they may override
+    ``convert_label`` (stored values -> class indices) and ``default_class_names``.
+    """
+
+    default_class_names: tuple[str, ...] = ()
+
+    def __init__(self, *, num_classes: int | None, class_names: list[str] | None, image_size: int | None) -> None:
+        default_n = len(self.default_class_names)
+        n = default_n if num_classes is None else num_classes
+        if class_names is None and n == default_n:
+            class_names = list(self.default_class_names)
+        super().__init__(num_classes=n, class_names=class_names, image_size=image_size)
+        self._pairs: dict[str, tuple[Path, Path]] = {}
+        self._source = ""
+
+    def set_pairs(self, pairs: dict[str, tuple[Path, Path]], source: Path) -> None:
+        """Adopt the split's pairs after checking every file exists; ``source`` names the split in errors."""
+        require_files(pairs)
+        self._pairs, self._source, self.ids = pairs, str(source), list(pairs)
+
+    def convert_label(self, label: np.ndarray) -> np.ndarray:
+        """Map stored label values to class indices (identity by default)."""
+        return label
+
+    def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        paths = self._pairs.get(image_id) if isinstance(image_id, str) else None
+        if paths is None:
+            raise DatasetError(f"{self._source}: image id {image_id!r} is not in split {self.split!r}")
+        image_path, label_path = paths
+        image = read_image(image_path)
+        label = self.convert_label(read_label(label_path))
+        check_same_size(image, label, image_path, label_path)
+        return image, self.check_label(label, label_path)
+
+
 def read_image(path: Path) -> np.ndarray:
     """An RGB image as (H, W, 3) uint8, with the file named in any error."""
     if not path.is_file():
