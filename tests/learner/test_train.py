@@ -10,7 +10,7 @@ import torch
 from conftest import run_rss
 
 from learner.checkpoint import load_checkpoint
-from learner.config import TrainArgs
+from learner.config import IMAGE_BEST, TrainArgs
 from learner.train import train
 
 TINY = {
@@ -46,7 +46,7 @@ def test_outputs_and_final_json(tmp_path):
     assert saved == json.loads(json.dumps(final))
     for key in ("val_miou", "val_pixel_acc", "per_class_iou", "steps", "seconds", "config"):
         assert key in saved
-    assert saved["config"]["reward"] == "image" and saved["samples"] == 8
+    assert saved["config"]["reward"] == "image" and saved["samples"] == IMAGE_BEST["samples"]
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     for key in ("step", "seconds", "reward_mean", "reward_std", "scale", "val_miou", "val_pixel_acc", "per_class_iou"):
         assert key in row
