@@ -153,8 +153,11 @@ def train(args: TrainArgs) -> dict:
     use_psr = args.objective == "rl" and args.reward == "image" and args.psr
     window: list[dict] = []
     last_eval: dict = {}
-    bar = tqdm(total=args.steps, initial=start, disable=not args.progress or rank != 0, dynamic_ncols=True)
+    # The first batch builds in-memory datasets (shapes: a few seconds), before the clock starts.
     height, width = load_batch(train_ds, torch.zeros(1, dtype=torch.long), device).shape[-2:]
+    log.info("%s: %d train / %d val images of %dx%d, %d classes; training on %s",
+             args.dataset, len(train_ds), len(val_ds), height, width, train_ds.num_classes, device)
+    bar = tqdm(total=args.steps, initial=start, disable=not args.progress or rank != 0, dynamic_ncols=True)
     for step in range(start, args.steps):
         t0 = time.perf_counter()
         gen = step_generator(args.seed, step, rank)
