@@ -10,16 +10,9 @@ from learner.metrics import ConfusionMatrix
 
 
 def iterate_split(dataset: SegDataset, batch_size: int):
-    """(images, labels) batches in order; in-memory datasets are sliced, others loaded."""
-    tensors = getattr(dataset, "tensors", None)
-    if tensors is not None:
-        images, labels = tensors()
-        for i in range(0, len(dataset), batch_size):
-            yield images[i : i + batch_size], labels[i : i + batch_size]
-        return
+    """(images, labels) batches in order."""
     for i in range(0, len(dataset), batch_size):
-        pairs = [dataset[j] for j in range(i, min(i + batch_size, len(dataset)))]
-        yield torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        yield dataset.batch(torch.arange(i, min(i + batch_size, len(dataset))))
 
 
 def evaluate(model: nn.Module, dataset: SegDataset, device: torch.device, batch_size: int = 32) -> dict:

@@ -51,8 +51,7 @@ class LabelStore:
 
     def __call__(self, indices: torch.Tensor) -> torch.Tensor:
         if self._labels is None:
-            tensors = getattr(self.dataset, "tensors", None)
-            labels = tensors()[1] if tensors else torch.stack([self.dataset[i][1] for i in range(len(self.dataset))])
+            labels = self.dataset.batch(torch.arange(len(self.dataset)))[1]
             self._labels = labels.to(torch.uint8).to(self.device)
         return self._labels[indices.to(self.device)].long()
 

@@ -61,10 +61,7 @@ def step_generator(seed: int, step: int, rank: int = 0, device: torch.device | s
 
 
 def load_batch(dataset: SegDataset, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
-    tensors = getattr(dataset, "tensors", None)
-    if tensors is not None:
-        return tensors()[0][indices].to(device, non_blocking=True)
-    return torch.stack([dataset[int(i)][0] for i in indices]).to(device)
+    return dataset.batch(indices)[0].to(device, non_blocking=True)
 
 
 def rl_loss(

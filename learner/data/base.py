@@ -58,6 +58,11 @@ class SegDataset(abc.ABC):
         image, label = self.load(self.ids[index])
         return to_tensors(image, label, self.image_size)
 
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (N, 3, S, S) and labels (N, S, S) of ``indices``; in-memory datasets slice."""
+        pairs = [self[int(i)] for i in indices]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
     @property
     def palette(self) -> np.ndarray:
         """(num_classes, 3) uint8 colours for drawing masks (the VOC colour map)."""

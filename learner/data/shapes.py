@@ -130,6 +130,10 @@ class ShapesDataset(SegDataset):
             raise DatasetError(f"shapes: unknown image id {image_id!r} in split {self.split!r}")
         return make_shapes_image(self.seed, split, int(index), self.size)
 
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.tensors()
+        return images[indices], labels[indices]
+
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole split as (N, 3, S, S) float and (N, S, S) int64 tensors, built once."""
         if self._cache is None:
