@@ -1,0 +1,1 @@
+"""Runnable examples that sit beside the packages (not installed with them)."""

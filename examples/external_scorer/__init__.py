@@ -1,0 +1,1 @@
+"""A minimal external scorer for the reward service's `http` scorer."""

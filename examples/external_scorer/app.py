@@ -1,0 +1,117 @@
+"""An external scorer for the reward service's `http` scorer: ground-truth rewards on the built-in `shapes` data.
+
+Copy it and put your own scoring in `score_request` (or your own labels in `load_label`). Run it
+from the repository root with ``uvicorn examples.external_scorer.app:app --port 9000`` and register
+runs with ``"scorer": "http", "endpoint": "http://127.0.0.1:9000/score"``. The service must serve
+the same data: EXAMPLE_SCORER_SHAPES_SIZE and EXAMPLE_SCORER_SEED here equal RSS_SHAPES_SIZE and
+RSS_SEED there, else the labels differ and so do the rewards.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from fastapi import FastAPI, HTTPException
+
+from learner.data import DatasetError, SegDataset, build_dataset
+from learner.data.base import to_tensors
+from learner.policy import ActionGrid, grid_labels, masks_for_scoring
+from reward_service.codec import MaskError, decode_mask, encode_array
+from reward_service.keys import SCHEMA_VERSION
+from reward_service.schemas import ExternalScoreRequest, ExternalScoreResponse, Health
+from reward_service.scorers import gt
+
+
+class RequestError(ValueError):
+    """A request this scorer cannot answer; it becomes a 422 with the message."""
+
+
+@dataclass(frozen=True)
+class ExampleSettings:
+    shapes_size: int = 64
+    shapes_length: int | None = None
+    seed: int = 0
+
+
+@lru_cache
+def get_settings() -> ExampleSettings:
+    """EXAMPLE_SCORER_SHAPES_SIZE (64), EXAMPLE_SCORER_SEED (0), EXAMPLE_SCORER_SHAPES_LENGTH (the split's default)."""
+    length = os.environ.get("EXAMPLE_SCORER_SHAPES_LENGTH")
+    return ExampleSettings(
+        shapes_size=int(os.environ.get("EXAMPLE_SCORER_SHAPES_SIZE", "64")),
+        shapes_length=int(length) if length else None,
+        seed=int(os.environ.get("EXAMPLE_SCORER_SEED", "0")),
+    )
+
+
+@lru_cache
+def get_dataset(split: str) -> SegDataset:
+    """One split of `shapes`, built on first use (an unknown split raises and is not cached)."""
+    s = get_settings()
+    return build_dataset("shapes", split, shapes_size=s.shapes_size, shapes_length=s.shapes_length, seed=s.seed)
+
+
+def load_label(request: ExternalScoreRequest) -> tuple[torch.Tensor, int]:
+    """The (H, W) int64 label of the request's image at its ``image_size``, and the class count."""
+    if request.dataset != "shapes":
+        raise RequestError(f"this scorer serves dataset 'shapes', not {request.dataset!r}")
+    dataset = get_dataset(request.image_id.partition("/")[0])  # ids are "{split}/{index:06d}"
+    image, label = dataset.load(request.image_id)
+    return to_tensors(image, label, request.image_size)[1], dataset.num_classes
+
+
+def score_labels(request: ExternalScoreRequest, label: torch.Tensor, num_classes: int) -> ExternalScoreResponse:
+    """Score the request's samples against ``label`` (H, W), 255 = ignore, on the request's action grid."""
+    if request.metric not in gt.METRICS:
+        raise RequestError(f"unknown metric {request.metric!r} (choose from {', '.join(gt.METRICS)})")
+    grid = ActionGrid(request.grid.scale, request.grid.mode, tuple(request.grid.offset))
+    pooled = grid.mode == "pool" and grid.scale > 0
+    if request.level == "pixel" and pooled:
+        raise RequestError("pixel level needs grid mode or scale 0: a pooled cell has no per-pixel reward")
+    target = grid_labels(label, grid)  # grid mode: the label at the lattice; else the full label
+    shape = (grid.scale, grid.scale) if pooled else tuple(target.shape)
+    actions = torch.stack([
+        torch.from_numpy(decode_mask(mask, shape, f"sample {i}").astype(np.int64))
+        for i, mask in enumerate(request.samples)
+    ])
+    if int(actions.max()) >= num_classes:
+        raise RequestError(f"sample values must be class indices in [0, {num_classes})")
+    masks = masks_for_scoring(actions, grid, tuple(target.shape))  # pooled cells upsampled to the label
+    if request.level == "image":
+        rewards = gt.image_reward(masks, target[None], num_classes, request.metric)
+        return ExternalScoreResponse(rewards=rewards.tolist())
+    correct, valid = gt.pixel_reward(masks, target[None])
+    maps = correct.numpy().astype(np.float32)
+    maps[~valid.numpy()] = np.nan  # ignored pixels have no reward
+    return ExternalScoreResponse(reward_maps=[encode_array(m) for m in maps])
+
+
+def score_request(request: ExternalScoreRequest) -> ExternalScoreResponse:
+    """The whole contract: one reward (image level) or one map (pixel level) per sample, in sample order."""
+    if request.schema_version != SCHEMA_VERSION:
+        raise RequestError(f"schema_version {request.schema_version} is not supported (this scorer speaks "
+                           f"{SCHEMA_VERSION})")
+    label, num_classes = load_label(request)
+    return score_labels(request, label, num_classes)
+
+
+app = FastAPI(title="RSS example external scorer", version="1")
+
+
+@app.get("/health")
+def read_health() -> Health:
+    """Liveness: the process answers."""
+    return Health()
+
+
+@app.post("/score")
+def score_episode(request: ExternalScoreRequest) -> ExternalScoreResponse:
+    """Score one episode's sampled masks against the shapes ground truth."""
+    try:
+        return score_request(request)
+    except (RequestError, MaskError, DatasetError) as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
