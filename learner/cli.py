@@ -10,7 +10,9 @@ USAGE = """usage: rss <command> [options]
 commands:
   train               train a segmentation policy from rewards (or --objective ce)
   eval                evaluate a checkpoint on a dataset split
+  serve               run the reward service (FastAPI + Redis; settings from RSS_* variables)
   bench convergence   CE vs pixel- and image-level RSS on shapes, one table
+  bench service       GT scoring through the service vs in-process, and POST latency
 
 Run `rss <command> --help` for the options of each."""
 
@@ -36,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
             from learner.evaluate_cli import main as eval_main
 
             return eval_main(rest)
+        if command == "serve":
+            from reward_service.cli import main as serve_main
+
+            return serve_main(rest)
         if command == "bench":
             from learner.bench import main as bench_main
 

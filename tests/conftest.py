@@ -19,6 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def voc_root(tmp_path: Path) -> Path:
     """A VOC-2012-layout folder: 6 train / 2 val images of 40x48, palette labels with a 255 border."""
+    return write_voc(tmp_path)
+
+
+def write_voc(tmp_path: Path) -> Path:
+    """Write the `voc_root` fixture's folder under ``tmp_path``; returns its root."""
     root = tmp_path / "VOC2012"
     (root / "ImageSets" / "Segmentation").mkdir(parents=True)
     (root / "JPEGImages").mkdir()

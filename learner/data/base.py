@@ -103,12 +103,16 @@ class FolderDataset(SegDataset):
         require_files(pairs)
         self._pairs, self._source, self.ids = pairs, str(source), list(pairs)
 
+    def files(self, image_id: str) -> tuple[Path, Path] | None:
+        """The (image, label) files of ``image_id``, or None when the split has no such id."""
+        return self._pairs.get(image_id) if isinstance(image_id, str) else None
+
     def convert_label(self, label: np.ndarray) -> np.ndarray:
         """Map stored label values to class indices (identity by default)."""
         return label
 
     def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
-        paths = self._pairs.get(image_id) if isinstance(image_id, str) else None
+        paths = self.files(image_id)
         if paths is None:
             raise DatasetError(f"{self._source}: image id {image_id!r} is not in split {self.split!r}")
         image_path, label_path = paths

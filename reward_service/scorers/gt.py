@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from learner.policy import ActionGrid, masks_for_scoring
+
 IGNORE_INDEX = 255
 METRICS = ("miou", "miou_union", "pixel_acc", "dice")
 
@@ -89,3 +91,21 @@ def pixel_reward(
     _check_shapes(pred, label)
     valid = (label != IGNORE_INDEX).broadcast_to(pred.shape)
     return ((pred == label) & valid).float(), valid
+
+
+def score_masks(
+    masks: np.ndarray, target: np.ndarray, grid: ActionGrid, level: str, num_classes: int, metric: str = "miou"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rewards of an episode's K masks (K, h, w) on ``grid`` against ``target`` (the grid's label).
+
+    Image level: ``(K,)`` rewards and None. Pixel level: ``(K, h, w)`` float rewards with NaN
+    where the label is ignore, and the (K, h, w) valid mask. This is the service's `gt` scorer
+    and the learner's in-process source in one definition.
+    """
+    label = _as_long(target)
+    preds = masks_for_scoring(_as_long(masks), grid, tuple(label.shape[-2:]))
+    label = label.unsqueeze(0)  # (1, h, w): shared by the K samples
+    if level == "pixel":
+        pixel, valid = pixel_reward(preds, label)
+        return torch.where(valid, pixel, torch.nan), valid
+    return image_reward(preds, label, num_classes, metric), None

@@ -1,0 +1,42 @@
+"""Runs: a learner registers its scoring configuration before posting episodes."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, HTTPException, Response
+
+from reward_service import keys
+from reward_service.api.deps import AnyToken, Learner, ServicesDep
+from reward_service.schemas import RunCreate, RunPublic
+from reward_service.store import RunConflict
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+@router.post("", response_model=RunPublic, status_code=201,
+             responses={200: {"description": "Already registered with this configuration."},
+                        409: {"description": "Registered with a different configuration."}})
+async def create_run(body: RunCreate, services: ServicesDep, response: Response, _: Learner) -> RunPublic:
+    """Register a run (idempotent for the same configuration) and create its results stream."""
+    dataset = services.dataset
+    if body.dataset != dataset.name:
+        raise HTTPException(422, detail=f"Dataset {body.dataset!r} is not served here; this service serves "
+                                        f"{dataset.name!r}.")
+    run = RunPublic(**body.model_dump(), num_classes=dataset.num_classes, class_names=dataset.class_names,
+                    results_stream=keys.results(body.run_id), created_at=time.time())
+    try:
+        run, created = await services.store.create_run(run)
+    except RunConflict as exc:
+        raise HTTPException(409, detail=f"{exc}.") from exc
+    response.status_code = 201 if created else 200
+    return run
+
+
+@router.get("/{run_id}", response_model=RunPublic)
+async def read_run(run_id: str, services: ServicesDep, _: AnyToken) -> RunPublic:
+    """A registered run's configuration."""
+    run = await services.store.get_run(run_id)
+    if run is None:
+        raise HTTPException(404, detail=f"Run {run_id!r} is not registered.")
+    return run

@@ -1,0 +1,126 @@
+"""The dataset the service scores against and serves images from, addressed by safe image ids.
+
+Labels go through the learner's own resize (`learner.data.base.to_tensors`) and PSR lattice
+(`learner.policy.grid_labels`), so a mask is scored against exactly the pixels the learner's
+in-process reward would use.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import OrderedDict
+from pathlib import Path
+from threading import Lock
+
+import numpy as np
+import torch
+from PIL import Image
+
+from learner.data import DatasetError, SegDataset, build_dataset
+from learner.data.base import FolderDataset, to_tensors
+from learner.policy import ActionGrid, grid_labels
+from reward_service.core.config import Settings
+from reward_service.schemas import Grid
+
+# Dataset-relative names: path segments of safe characters, no "..", no absolute paths.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
+
+
+class ImageIdError(ValueError):
+    """An image id that is malformed or would leave the dataset root (a 400)."""
+
+
+class UnknownImage(LookupError):
+    """A well-formed image id the served split does not have (a 404)."""
+
+
+def check_image_id(image_id: str) -> str:
+    if len(image_id) > 256 or not _SAFE_ID.match(image_id) or ".." in image_id.split("/"):
+        raise ImageIdError(
+            f"image id {image_id[:80]!r} is not a dataset-relative name (letters, digits, '_.-' and '/', no '..')"
+        )
+    return image_id
+
+
+class ServedDataset:
+    """One split of one dataset, with a bounded cache of labels at the sizes runs ask for."""
+
+    def __init__(self, settings: Settings, cache_size: int = 512) -> None:
+        self.name = settings.dataset
+        self.dataset: SegDataset = build_dataset(
+            settings.dataset, settings.split, root=settings.data_root, num_classes=settings.num_classes,
+            shapes_size=settings.shapes_size, shapes_length=settings.shapes_length, seed=settings.seed,
+        )
+        self.root = Path(settings.data_root).resolve() if settings.data_root else None
+        self.ids = set(self.dataset.ids)
+        self._cache: OrderedDict[tuple[str, int | None], np.ndarray] = OrderedDict()
+        self._cache_size, self._lock = cache_size, Lock()
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.dataset.class_names)
+
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        return [tuple(int(v) for v in row) for row in self.dataset.palette]
+
+    def require(self, image_id: str) -> str:
+        """``image_id`` if the split has it; ImageIdError / UnknownImage otherwise."""
+        check_image_id(image_id)
+        if image_id not in self.ids:
+            raise UnknownImage(f"image {image_id!r} is not in the served dataset ({self.name}, split "
+                               f"{getattr(self.dataset, 'split', '?')!r})")
+        if isinstance(self.dataset, FolderDataset) and self.root is not None:
+            for path in self.dataset.files(image_id) or ():
+                if not path.resolve().is_relative_to(self.root):
+                    raise ImageIdError(f"image id {image_id!r} resolves outside the dataset root")
+        return image_id
+
+    def label(self, image_id: str, image_size: int | None) -> np.ndarray:
+        """The (H, W) uint8 label the learner trains against (resized to ``image_size``)."""
+        key = (self.require(image_id), image_size)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        image, label = self.dataset.load(image_id)
+        label = to_tensors(image, label, image_size)[1].to(torch.uint8).numpy()
+        with self._lock:
+            self._cache[key] = label
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return label
+
+    def target(self, image_id: str, image_size: int | None, grid: Grid) -> np.ndarray:
+        """The label a sample on ``grid`` is scored against: the lattice pixels, or full size."""
+        label = self.label(image_id, image_size)
+        return grid_labels(torch.from_numpy(label), as_action_grid(grid)).numpy()
+
+    def mask_shape(self, image_id: str, image_size: int | None, grid: Grid) -> tuple[int, int]:
+        """The shape a sampled mask must have on ``grid``."""
+        if grid.scale and grid.mode == "pool":
+            return grid.scale, grid.scale
+        label = self.label(image_id, image_size)
+        if grid.scale:
+            sy, sx = as_action_grid(grid).stride(*label.shape)
+            if not (0 <= grid.offset[0] < sy and 0 <= grid.offset[1] < sx):
+                raise ValueError(f"grid offset {tuple(grid.offset)} must lie within the stride {(sy, sx)}")
+        return tuple(self.target(image_id, image_size, grid).shape)
+
+    def image_png(self, image_id: str) -> bytes:
+        image, _ = self.dataset.load(self.require(image_id))
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+
+
+def as_action_grid(grid: Grid) -> ActionGrid:
+    return ActionGrid(grid.scale, grid.mode, tuple(grid.offset))
+
+
+__all__ = ["DatasetError", "ImageIdError", "ServedDataset", "UnknownImage", "as_action_grid", "check_image_id"]

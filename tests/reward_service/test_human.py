@@ -1,0 +1,147 @@
+"""The human scorer through the real service: leases, expiry, several ratings, skips, every task kind."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from reward_service import codec
+from tests.reward_service.conftest import rater, read_results, register, service_env, wait_status
+from tests.reward_service.procs import start_service
+from tests.reward_service.test_service import IMAGE, episode, label_of, noisy
+
+
+@pytest.fixture
+def raters(service: str, redis_client) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    with rater(service, "alice") as alice, rater(service, "bob") as bob:
+        yield alice, bob
+
+
+def post(learner: httpx.Client, run_id: str, masks: list[np.ndarray], level: str = "image") -> str:
+    response = learner.post("/v1/episodes", json=episode(run_id, [codec.raw_mask(m) for m in masks], level=level))
+    assert response.status_code == 202, response.text
+    return response.json()["episode_id"]
+
+
+def lease(c: httpx.Client, wait_s: float = 5) -> dict | None:
+    response = c.get("/v1/tasks/next", params={"wait_s": wait_s})
+    assert response.status_code in (200, 204), response.text
+    return response.json() if response.status_code == 200 else None
+
+
+def answer(c: httpx.Client, task: dict, **rating) -> httpx.Response:
+    return c.post(f"/v1/tasks/{task['task_id']}/rating", json={"lease_id": task["lease_id"], **rating})
+
+
+def test_scores_from_two_raters_are_averaged_with_their_spread(learner, raters, redis_client) -> None:
+    alice, bob = raters
+    register(learner, "h", scorer="human", ratings_per_task=2)
+    episode_id = post(learner, "h", [label_of()])
+    task = lease(alice)
+    assert task["kind"] == "score" and task["episode_id"] == episode_id and task["ratings_needed"] == 2
+    assert task["image_url"] == f"/v1/images/{IMAGE}" and task["class_names"][0] == "background"
+    mask = codec.decode_mask(codec.PngMask(**task["samples"][0]["mask"]), (64, 64))
+    np.testing.assert_array_equal(mask, label_of())  # the rater sees exactly the sampled mask
+    image = alice.get(task["image_url"])
+    assert Image.open(io.BytesIO(image.content)).size == (64, 64)
+    assert lease(alice, wait_s=0) is None  # the second slot of the same task is not for alice
+    assert wait_status(learner, episode_id, ("waiting_for_rater",))["status"] == "waiting_for_rater"
+    first = answer(alice, task, score=0.9)
+    assert first.status_code == 200 and first.json() == {
+        "task_id": task["task_id"], "ratings_done": 1, "ratings_needed": 2, "complete": False}
+    second_task = lease(bob)
+    assert second_task["task_id"] == task["task_id"]
+    assert answer(bob, second_task, score=0.5).json()["complete"] is True
+    (result,) = read_results(redis_client, "h", 1)
+    assert result["reward"] == pytest.approx(0.7) and result["reward_std"] == pytest.approx(0.2)
+    assert result["ratings"] == 2 and sorted(result["rater_ids"]) == ["alice", "bob"] and result["source"] == "human"
+    assert wait_status(learner, episode_id, ("scored",))["status"] == "scored"
+    stats = learner.get("/v1/stats").json()
+    assert stats["raters"]["alice"]["rated"] == 1 and stats["tasks_waiting"] == 0 and stats["leases_pending"] == 0
+
+
+def test_pairwise_preferences_become_win_shares(learner, raters, redis_client) -> None:
+    alice, _ = raters
+    register(learner, "pair", scorer="human", task_kind="pairwise")
+    odd = learner.post("/v1/episodes", json=episode("pair", [codec.raw_mask(label_of())] * 3))
+    assert odd.status_code == 422 and "even number of samples" in odd.text
+    post(learner, "pair", [label_of(), noisy(label_of(), 0), noisy(label_of(), 1), label_of()])
+    answers = {}
+    for preference in ("b", "tie"):
+        task = lease(alice)
+        assert task["kind"] == "pairwise" and len(task["samples"]) == 2
+        wrong_kind = answer(alice, task, score=0.3)
+        assert wrong_kind.status_code == 422 and "answer with 'preference'" in wrong_kind.text
+        assert answer(alice, task, preference=preference).status_code == 200
+        answers[task["samples"][0]["sample_index"]] = preference
+    rewards = [r["reward"] for r in read_results(redis_client, "pair", 4)]
+    expected = {"b": [0.0, 1.0], "tie": [0.5, 0.5]}
+    assert rewards == expected[answers[0]] + expected[answers[2]]
+
+
+def test_pixel_maps_mark_exactly_the_painted_pixels(learner, raters, redis_client) -> None:
+    alice, _ = raters
+    register(learner, "px", scorer="human", level="pixel")
+    post(learner, "px", [noisy(label_of(), 4)], level="pixel")
+    task = lease(alice)
+    assert task["kind"] == "pixel"
+    bad = answer(alice, task, pixels=codec.png_mask(np.full((64, 64), 7, np.uint8)).model_dump())
+    assert bad.status_code == 422 and "0 (unmarked), 1 (correct) or 2 (wrong)" in bad.text
+    small = answer(alice, task, pixels=codec.png_mask(np.zeros((8, 8), np.uint8)).model_dump())
+    assert small.status_code == 422 and "expected 64x64" in small.text
+    painted = np.zeros((64, 64), np.uint8)
+    painted[10:20, 5:30] = 2  # wrong
+    painted[40:50, 40:44] = 1  # correct
+    assert answer(alice, task, pixels=codec.png_mask(painted).model_dump()).status_code == 200
+    (result,) = read_results(redis_client, "px", 1)
+    reward_map = codec.decode_array(codec.ArrayB64(**result["reward_map"]))
+    expected = np.zeros((64, 64), np.float32)
+    expected[10:20, 5:30], expected[40:50, 40:44] = -1, 1
+    np.testing.assert_array_equal(reward_map, expected)
+
+
+def test_skip_returns_the_task_to_others_and_answers_are_checked(learner, raters, redis_client) -> None:
+    alice, bob = raters
+    register(learner, "sk", scorer="human")
+    post(learner, "sk", [label_of()])
+    task = lease(alice)
+    stolen = answer(bob, task, score=1.0)
+    assert stolen.status_code == 403 and "another rater" in stolen.text
+    assert alice.post(f"/v1/tasks/{task['task_id']}/skip", json={"lease_id": task["lease_id"]}).status_code == 204
+    assert lease(alice, wait_s=0) is None  # not offered to the rater who skipped it
+    again = lease(bob)
+    assert again["task_id"] == task["task_id"] and again["lease_id"] != task["lease_id"]
+    late = answer(alice, task, score=0.1)
+    assert late.status_code == 409 and "already skipped" in late.text
+    assert answer(bob, again, score=0.25).status_code == 200
+    replay = answer(bob, again, score=0.25)
+    assert replay.status_code == 409 and "already answered" in replay.text
+    unknown = bob.post(f"/v1/tasks/{task['task_id']}/rating", json={"lease_id": "nope", "score": 1})
+    assert unknown.status_code == 404
+    assert [r["reward"] for r in read_results(redis_client, "sk", 1)] == [0.25]
+    assert learner.get("/v1/stats").json()["raters"]["alice"]["skipped"] == 1
+
+
+def test_an_expired_lease_is_refused_and_the_task_goes_to_the_next_rater(redis_server, redis_client) -> None:
+    with start_service(service_env(redis_server, lease_s=1.0)) as proc, \
+            rater(proc.url, "alice") as alice, rater(proc.url, "bob") as bob:
+        from tests.reward_service.conftest import client
+
+        with client(proc.url) as learner:
+            register(learner, "ex", scorer="human")
+            post(learner, "ex", [label_of()])
+        task = lease(alice)
+        assert lease(bob, wait_s=0) is None  # leased: nobody else sees it
+        time.sleep(1.3)
+        late = answer(alice, task, score=0.5)
+        assert late.status_code == 410 and "expired" in late.text
+        again = lease(bob)
+        assert again is not None and again["task_id"] == task["task_id"]
+        assert answer(bob, again, score=0.75).status_code == 200
+        assert [r["reward"] for r in read_results(redis_client, "ex", 1)] == [0.75]

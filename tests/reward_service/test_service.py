@@ -1,0 +1,272 @@
+"""The service end to end: a real `rss serve` process, a real redis-server, HTTP with httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+import redis.asyncio as aioredis
+import torch
+from PIL import Image
+
+from learner.data import build_dataset
+from learner.data.base import to_tensors
+from learner.policy import ActionGrid, grid_labels
+from reward_service import codec
+from reward_service.core.config import Settings
+from reward_service.scorers import gt
+from reward_service.store import claim_database
+from tests.conftest import REPO, run_rss
+from tests.reward_service.conftest import client, read_results, register, wait_status
+
+SHAPES = build_dataset("shapes", "train")
+IMAGE = "train/000003"
+
+
+def label_of(image_id: str = IMAGE, size: int | None = None) -> np.ndarray:
+    image, label = SHAPES.load(image_id)
+    return to_tensors(image, label, size)[1].numpy().astype(np.uint8)
+
+
+def noisy(label: np.ndarray, seed: int, fraction: float = 0.3, classes: int = 4) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    flip = rng.random(label.shape) < fraction
+    return np.where(flip, rng.integers(0, classes, label.shape), label).astype(np.uint8)
+
+
+def episode(run_id: str, masks: list, image_id: str = IMAGE, level: str = "image", **extra) -> dict:
+    return {"run_id": run_id, "image_id": image_id, "level": level, "policy_version": 7,
+            "samples": [m.model_dump() for m in masks], **extra}
+
+
+def test_gt_image_level_matches_the_reward_functions(learner, redis_client) -> None:
+    register(learner, "img", metric="miou")
+    label = label_of()
+    masks = [label, noisy(label, 1), noisy(label, 2, 0.8)]
+    body = episode("img", [codec.png_mask(masks[0]), codec.raw_mask(masks[1]), codec.rle_mask(masks[2])])
+    accepted = learner.post("/v1/episodes", json=body)
+    assert accepted.status_code == 202, accepted.text
+    results = read_results(redis_client, "img", 3)
+    expected = gt.image_reward(np.stack(masks)[None], label[None, None], 4, "miou")[0]
+    assert [r["sample_index"] for r in results] == [0, 1, 2]
+    assert [r["reward"] for r in results] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert results[0]["reward"] == pytest.approx(1.0)
+    assert all(r["source"] == "gt" and r["policy_version"] == 7 and r["episode_id"] == accepted.json()["episode_id"]
+               for r in results)
+    status = wait_status(learner, accepted.json()["episode_id"], ("scored",))
+    assert status["samples"] == 3 and status["attempts"] == 1
+
+
+def test_gt_on_a_psr_lattice_and_resized_labels(learner, redis_client) -> None:
+    """A 16x16 lattice at offset (1, 2) of labels resized to 48: scored at exactly those pixels."""
+    register(learner, "lattice", image_size=48, metric="dice")
+    label = torch.from_numpy(label_of(size=48)).long()
+    grid = ActionGrid(16, "grid", (1, 2))
+    target = grid_labels(label, grid).numpy().astype(np.uint8)
+    assert target.shape == (16, 16)
+    masks = [target, noisy(target, 3, 0.5)]
+    body = episode("lattice", [codec.raw_mask(m) for m in masks], scale=16, offset=[1, 2])
+    assert learner.post("/v1/episodes", json=body).status_code == 202
+    results = read_results(redis_client, "lattice", 2)
+    expected = gt.image_reward(np.stack(masks)[None], target[None, None], 4, "dice")[0]
+    assert [r["reward"] for r in results] == pytest.approx(expected.tolist(), abs=1e-6)
+    # a full-size mask does not fit the declared lattice
+    wrong = learner.post("/v1/episodes", json=episode("lattice", [codec.raw_mask(label_of(size=48))], scale=16))
+    assert wrong.status_code == 422 and "expected (16, 16)" in wrong.text
+
+
+def test_gt_pixel_level_on_voc_with_ignore(voc_service, redis_server, redis_client) -> None:
+    url, root = voc_service
+    with client(url) as c:
+        register(c, "pix", dataset="voc", level="pixel")
+        voc = build_dataset("voc", "train", root=root)
+        image_id = voc.ids[1]
+        label = voc.load(image_id)[1]
+        assert (label == 255).any()
+        masks = [np.where(label == 255, 0, label).astype(np.uint8), np.zeros_like(label)]
+        response = c.post("/v1/episodes", json=episode("pix", [codec.png_mask(m) for m in masks], image_id, "pixel"))
+        assert response.status_code == 202, response.text
+    results = read_results(redis.Redis(port=redis_server.port, db=1), "pix", 2)
+    for result, mask in zip(results, masks, strict=True):
+        reward_map = codec.decode_array(codec.ArrayB64(**result["reward_map"]))
+        pixel, valid = gt.pixel_reward(mask, label)
+        assert reward_map.shape == label.shape and "reward" not in result
+        assert np.isnan(reward_map[label == 255]).all()
+        np.testing.assert_array_equal(reward_map[valid.numpy()], pixel.numpy()[valid.numpy()])
+    assert np.nanmin(codec.decode_array(codec.ArrayB64(**results[0]["reward_map"]))) == 1.0
+
+
+def test_runs_are_idempotent_and_conflicts_are_refused(learner) -> None:
+    first = register(learner, "same")
+    again = learner.post("/v1/runs", json={"run_id": "same", "dataset": "shapes", "level": "image"})
+    assert again.status_code == 200 and again.json()["created_at"] == first["created_at"]
+    conflict = learner.post("/v1/runs", json={"run_id": "same", "dataset": "shapes", "level": "pixel"})
+    assert conflict.status_code == 409 and "different configuration" in conflict.text
+    assert learner.get("/v1/runs/same").json()["num_classes"] == 4
+    assert learner.get("/v1/runs/nope").status_code == 404
+    wrong_dataset = learner.post("/v1/runs", json={"run_id": "x", "dataset": "voc", "level": "image"})
+    assert wrong_dataset.status_code == 422 and "serves 'shapes'" in wrong_dataset.text
+    no_endpoint = learner.post("/v1/runs", json={"run_id": "x", "dataset": "shapes", "level": "image",
+                                                 "scorer": "http"})
+    assert no_endpoint.status_code == 422 and "endpoint" in no_endpoint.text
+
+
+def test_auth_roles(service, redis_client) -> None:
+    body = {"run_id": "a", "dataset": "shapes", "level": "image"}
+    with client(service, token=None) as anonymous:
+        assert anonymous.post("/v1/runs", json=body).status_code == 401
+        assert anonymous.get("/v1/tasks/next").status_code == 401
+        assert anonymous.get(f"/v1/images/{IMAGE}").status_code == 401
+        assert anonymous.get("/v1/health").status_code == 200  # probes need no token
+    with client(service, token="not-a-token") as stranger:
+        response = stranger.post("/v1/runs", json=body)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    with client(service, token="alice-secret") as alice:
+        assert alice.post("/v1/runs", json=body).status_code == 403
+        assert alice.get(f"/v1/images/{IMAGE}").status_code == 200
+    with client(service) as learner:
+        assert learner.get("/v1/tasks/next").status_code == 403
+    assert redis_client.keys("rss:v1:run:*") == []
+
+
+def _state(r) -> dict:
+    """What a rejected request must not have changed."""
+    return {"episodes": sorted(r.keys("rss:v1:episode:*")), "jobs": r.xlen("rss:v1:jobs")}
+
+
+def _bomb_png(height: int, width: int) -> str:
+    """A PNG whose header claims height x width but holds a few bytes: decoding it would explode."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    return base64.b64encode(bytes(data)).decode()
+
+
+@pytest.mark.parametrize(("mutate", "status", "message"), [
+    (lambda b: b.update(run_id="ghost"), 404, "not registered"),
+    (lambda b: b.update(image_id="train/999999"), 404, "not in the served dataset"),
+    (lambda b: b.update(image_id="../../etc/passwd"), 400, "dataset-relative"),
+    (lambda b: b.update(image_id="/etc/passwd"), 400, "dataset-relative"),
+    (lambda b: b.update(level="pixel"), 422, "does not match run level"),
+    (lambda b: b.update(samples=[codec.raw_mask(np.zeros((32, 32), np.uint8)).model_dump()]), 422, "(64, 64)"),
+    (lambda b: b.update(samples=[codec.png_mask(np.full((64, 64), 9, np.uint8)).model_dump()]), 422,
+     "class value 9 is out of range for 4 classes"),
+    (lambda b: b.update(samples=[{"format": "png", "data": "!!notbase64"}]), 422, "not valid base64"),
+    (lambda b: b.update(samples=[{"format": "png", "data": base64.b64encode(b"GIF89a....").decode()}]), 422,
+     "not a readable PNG"),
+    (lambda b: b.update(samples=[{"format": "png", "data": _bomb_png(5000, 5000)}]), 422,
+     "PNG is 5000x5000, expected 64x64"),
+    (lambda b: b.update(samples=[{"format": "png", "data": _bomb_png(40000, 40000)}]), 422, "decompression bomb"),
+    (lambda b: b.update(samples=[{"format": "rle", "shape": [64, 64], "values": [0], "counts": [10]}]), 422,
+     "RLE covers 10 pixels"),
+    (lambda b: b.update(samples=[]), 422, "at least 1 item"),
+    (lambda b: b.update(policy_version=-1), 422, "greater than or equal to 0"),
+    (lambda b: b.update(scale=8, offset=[9, 0]), 422, "offset"),
+    (lambda b: b.pop("samples"), 422, "samples"),
+])
+def test_bad_episodes_get_a_clear_4xx_and_leave_nothing(learner, redis_client, mutate, status, message) -> None:
+    register(learner, "bad")
+    body = episode("bad", [codec.raw_mask(label_of())])
+    before = _state(redis_client)
+    mutate(body)
+    response = learner.post("/v1/episodes", json=body)
+    assert response.status_code == status, response.text
+    assert message in response.text
+    assert _state(redis_client) == before
+
+
+def test_malformed_and_oversized_bodies(learner, redis_client) -> None:
+    register(learner, "bad")
+    before = _state(redis_client)
+    malformed = learner.post("/v1/episodes", content=b'{"run_id": "bad", ',
+                             headers={"content-type": "application/json"})
+    assert malformed.status_code == 422 and "json" in malformed.text.lower()
+    big = np.random.default_rng(0).integers(0, 4, (1100, 1100), dtype=np.uint8)  # > the test's 2 MB limit
+    oversized = learner.post("/v1/episodes", json=episode("bad", [codec.raw_mask(big)] * 2))
+    assert oversized.status_code == 413 and "exceeds the limit of 2000000 bytes" in oversized.text
+    too_many = learner.post("/v1/episodes", json=episode("bad", [codec.raw_mask(label_of())] * 65))
+    assert too_many.status_code == 422 and "limit of 64" in too_many.text
+    assert _state(redis_client) == before
+
+
+def test_images_are_served_and_ids_cannot_leave_the_root(voc_service, redis_client) -> None:
+    url, root = voc_service
+    (root.parent / "secret.png").write_bytes(b"not for raters")
+    with client(url, token="bob-secret") as bob:
+        voc = build_dataset("voc", "train", root=root)
+        response = bob.get(f"/v1/images/{voc.ids[0]}")
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        assert np.asarray(Image.open(io.BytesIO(response.content))).shape == (40, 48, 3)
+        for bad in ("..%2Fsecret.png", "%2E%2E/%2E%2E/secret", "JPEGImages/..%2F..%2Fsecret", "a\\..\\b"):
+            assert bob.get(f"/v1/images/{bad}").status_code in (400, 404), bad
+        assert bob.get("/v1/images/2007_999999").status_code == 404
+
+
+def test_a_database_serves_one_dataset(redis_server, redis_client) -> None:
+    """A service configured for other data refuses a database another one already serves."""
+
+    async def claim(**settings) -> None:
+        r = aioredis.Redis(port=redis_server.port, db=2)
+        try:
+            await claim_database(r, Settings(_env_file=None, **settings))
+        finally:
+            await r.aclose()
+
+    asyncio.run(claim(seed=0))
+    asyncio.run(claim(seed=0))  # a replica with the same data: fine
+    with pytest.raises(RuntimeError, match="already serves"):
+        asyncio.run(claim(seed=1))
+
+
+def test_episode_status_and_unknown_episode(learner, redis_client) -> None:
+    register(learner, "st")
+    response = learner.post("/v1/episodes", json=episode("st", [codec.raw_mask(label_of())]))
+    assert response.json()["status"] == "queued" and response.json()["results_stream"] == "rss:v1:results:st"
+    assert wait_status(learner, response.json()["episode_id"], ("scored",))["reason"] is None
+    missing = learner.get("/v1/episodes/0123")
+    assert missing.status_code == 404 and "unknown" in missing.text
+
+
+def test_operations_endpoints(learner, redis_client) -> None:
+    assert learner.get("/v1/health").json() == {"status": "ok"}
+    ready = learner.get("/v1/ready")
+    assert ready.status_code == 200 and ready.json()["redis"] and ready.json()["scorer"]
+    register(learner, "ops")
+    for seed in range(3):
+        learner.post("/v1/episodes", json=episode("ops", [codec.raw_mask(noisy(label_of(), seed))]))
+    read_results(redis_client, "ops", 3)
+    stats = learner.get("/v1/stats").json()
+    assert stats["results_last_minute"] >= 3 and stats["jobs_pending"] == 0 and stats["dead_letters"] == 0
+    assert set(stats["raters"]) == {"alice", "bob"}
+    text = learner.get("/metrics/").text
+    assert re.search(r'rss_episodes_accepted_total\{scorer="gt"\} [1-9]', text)
+    assert re.search(r'rss_request_seconds_count\{method="POST",route="/v1/episodes",status="202"\}', text)
+    paths = learner.get("/openapi.json").json()["paths"]
+    assert {"/v1/episodes", "/v1/runs", "/v1/tasks/next", "/v1/tasks/{task_id}/rating", "/v1/ready",
+            "/v1/images/{image_id}"} <= set(paths)
+
+
+def test_env_example_documents_every_setting() -> None:
+    documented = set(re.findall(r"^#?\s*RSS_([A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.M))
+    assert documented == {name.upper() for name in Settings.model_fields}
+
+
+def test_settings_reject_a_retry_idle_shorter_than_an_external_call() -> None:
+    with pytest.raises(ValueError, match="RSS_RETRY_IDLE_S"):
+        Settings(retry_idle_s=5, http_timeout_s=10, http_retries=0, _env_file=None)
+
+
+def test_serve_refuses_to_start_without_a_learner_token(tmp_path: Path) -> None:
+    result = run_rss("serve", "--port", "1", timeout=60)
+    assert result.returncode == 2 and "RSS_LEARNER_TOKENS" in result.stderr
