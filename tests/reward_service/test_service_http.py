@@ -1,0 +1,74 @@
+"""The `http` scorer through the real service: the example external scorer swapped in, and broken endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from reward_service import codec
+from reward_service.scorers import gt
+from tests.reward_service.conftest import read_results, register, wait_status
+from tests.reward_service.procs import Proc, start_uvicorn
+from tests.reward_service.test_service import episode, label_of, noisy
+
+
+@pytest.fixture(scope="module")
+def example_scorer() -> Iterator[Proc]:
+    with start_uvicorn("examples.external_scorer.app:app", env={"OMP_NUM_THREADS": "1"}) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def faulty_scorer() -> Iterator[Proc]:
+    with start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"}) as proc:
+        yield proc
+
+
+def test_the_example_external_scorer_swaps_in_at_both_levels(learner, redis_client, example_scorer) -> None:
+    label = label_of()
+    masks = [label, noisy(label, 5), noisy(label, 6, 0.7)]
+    register(learner, "ext", scorer="http", endpoint=f"{example_scorer.url}/score")
+    register(learner, "ext-px", scorer="http", level="pixel", endpoint=f"{example_scorer.url}/score")
+    assert learner.post("/v1/episodes", json=episode("ext", [codec.raw_mask(m) for m in masks])).status_code == 202
+    pixel_body = episode("ext-px", [codec.png_mask(masks[1])], level="pixel")
+    assert learner.post("/v1/episodes", json=pixel_body).status_code == 202
+    results = read_results(redis_client, "ext", 3)
+    expected = gt.image_reward(np.stack(masks)[None], label[None, None], 4, "miou")[0]
+    assert [r["reward"] for r in results] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert {r["source"] for r in results} == {"http"}
+    (pixel,) = read_results(redis_client, "ext-px", 1)
+    reward_map = codec.decode_array(codec.ArrayB64(**pixel["reward_map"]))
+    np.testing.assert_array_equal(reward_map, (masks[1] == label).astype(np.float32))
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("/fail", "endpoint returned 500"),
+    ("/slow?delay=3", "timed out after 0.5 s"),
+    ("/garbage", "invalid JSON"),
+    ("/wrong-count", "2 rewards for 1 samples"),
+])
+def test_a_broken_endpoint_ends_in_error_results_and_a_dead_letter(
+        learner, redis_client, faulty_scorer, path, reason) -> None:
+    """The test service allows 2 attempts, 2 s apart: then one error entry per sample, status failed."""
+    register(learner, "broken", scorer="http", endpoint=f"{faulty_scorer.url}{path}")
+    register(learner, "fine")  # a gt run beside it keeps scoring
+    accepted = learner.post("/v1/episodes", json=episode("broken", [codec.raw_mask(label_of())]))
+    assert learner.post("/v1/episodes", json=episode("fine", [codec.raw_mask(label_of())])).status_code == 202
+    assert read_results(redis_client, "fine", 1)[0]["reward"] == pytest.approx(1.0)
+    (result,) = read_results(redis_client, "broken", 1, timeout=30)
+    assert reason in result["error"] and "reward" not in result and result["ratings"] == 0
+    status = wait_status(learner, accepted.json()["episode_id"], ("failed",))
+    assert status["attempts"] == 2 and reason in status["reason"]
+    letters = redis_client.xrange("rss:v1:deadletter")
+    assert len(letters) == 1 and letters[0][1][b"id"].decode() == accepted.json()["episode_id"]
+    assert learner.get("/v1/stats").json()["dead_letters"] == 1
+
+
+def test_a_flaky_endpoint_recovers_on_the_next_attempt(learner, redis_client, faulty_scorer) -> None:
+    register(learner, "flaky", scorer="http", endpoint=f"{faulty_scorer.url}/flaky?fails=1")
+    accepted = learner.post("/v1/episodes", json=episode("flaky", [codec.raw_mask(label_of())]))
+    (result,) = read_results(redis_client, "flaky", 1, timeout=30)
+    assert result["reward"] == pytest.approx(1.0) and "error" not in result
+    assert wait_status(learner, accepted.json()["episode_id"], ("scored",))["attempts"] == 2
