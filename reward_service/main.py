@@ -16,6 +16,7 @@ from reward_service import keys, metrics
 from reward_service.api.main import api_router
 from reward_service.core.config import Settings, get_settings
 from reward_service.datasets import ServedDataset
+from reward_service.schemas import ExternalScoreRequest, ExternalScoreResponse, Result
 from reward_service.scorers.http import HttpScorer
 from reward_service.scorers.human import HumanTasks
 from reward_service.services import Services
@@ -121,6 +122,24 @@ class LimitAndMeasure:
         await send({"type": "http.response.body", "body": body})
 
 
+def add_contract_schemas(app: FastAPI) -> None:
+    """Put the models no route takes (results entries, the external scorer's contract) in the OpenAPI schemas."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (Result, ExternalScoreRequest, ExternalScoreResponse):
+                definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(definition.pop("$defs", {}))
+                components[model.__name__] = definition
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service app; ``settings`` default to the environment (`RSS_*`)."""
     settings = settings or get_settings()
@@ -135,4 +154,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     app.mount("/metrics", make_asgi_app())
     app.add_middleware(LimitAndMeasure, max_body_bytes=settings.max_body_bytes)
+    add_contract_schemas(app)
     return app

@@ -252,14 +252,20 @@ def test_operations_endpoints(learner, redis_client) -> None:
     text = learner.get("/metrics/").text
     assert re.search(r'rss_episodes_accepted_total\{scorer="gt"\} [1-9]', text)
     assert re.search(r'rss_request_seconds_count\{method="POST",route="/v1/episodes",status="202"\}', text)
-    paths = learner.get("/openapi.json").json()["paths"]
+    openapi = learner.get("/openapi.json").json()
+    assert {"Result", "ExternalScoreRequest", "ExternalScoreResponse", "RawMask"} <= set(openapi["components"]["schemas"])
+    paths = openapi["paths"]
     assert {"/v1/episodes", "/v1/runs", "/v1/tasks/next", "/v1/tasks/{task_id}/rating", "/v1/ready",
             "/v1/images/{image_id}"} <= set(paths)
 
 
-def test_env_example_documents_every_setting() -> None:
+def test_env_example_and_readme_document_every_setting() -> None:
+    settings = {name.upper() for name in Settings.model_fields}
     documented = set(re.findall(r"^#?\s*RSS_([A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.M))
-    assert documented == {name.upper() for name in Settings.model_fields}
+    assert documented == settings
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("### Settings"):]
+    assert {name for name in settings if f"`RSS_{name}`" not in table} == set()
 
 
 def test_settings_reject_a_retry_idle_shorter_than_an_external_call() -> None:
