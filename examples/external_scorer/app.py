@@ -19,7 +19,7 @@ from fastapi import FastAPI, HTTPException
 
 from learner.data import DatasetError, SegDataset, build_dataset
 from learner.data.base import to_tensors
-from learner.policy import ActionGrid, grid_labels, masks_for_scoring
+from learner.policy import ActionGrid, grid_labels
 from reward_service.codec import MaskError, decode_mask, encode_array
 from reward_service.keys import SCHEMA_VERSION
 from reward_service.schemas import ExternalScoreRequest, ExternalScoreResponse, Health
@@ -80,14 +80,10 @@ def score_labels(request: ExternalScoreRequest, label: torch.Tensor, num_classes
     ])
     if int(actions.max()) >= num_classes:
         raise RequestError(f"sample values must be class indices in [0, {num_classes})")
-    masks = masks_for_scoring(actions, grid, tuple(target.shape))  # pooled cells upsampled to the label
+    rewards, _ = gt.score_masks(actions, target, grid, request.level, num_classes, request.metric)
     if request.level == "image":
-        rewards = gt.image_reward(masks, target[None], num_classes, request.metric)
         return ExternalScoreResponse(rewards=rewards.tolist())
-    correct, valid = gt.pixel_reward(masks, target[None])
-    maps = correct.numpy().astype(np.float32)
-    maps[~valid.numpy()] = np.nan  # ignored pixels have no reward
-    return ExternalScoreResponse(reward_maps=[encode_array(m) for m in maps])
+    return ExternalScoreResponse(reward_maps=[encode_array(m.numpy().astype(np.float32)) for m in rewards])
 
 
 def score_request(request: ExternalScoreRequest) -> ExternalScoreResponse:

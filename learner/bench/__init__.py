@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-BENCHES = ("convergence",)
+BENCHES = ("convergence", "service")
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHES:
         raise ValueError(f"rss bench needs one of: {', '.join(BENCHES)}")
+    if argv[0] == "service":
+        from learner.bench.service import main as service_main
+
+        return service_main(argv[1:])
     from learner.bench.convergence import main as convergence_main
 
     return convergence_main(argv[1:])

@@ -317,20 +317,22 @@ async def through_service(url: str, token: str, redis_url: str, run_id: str, poo
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0, limits=limits) as http:
             reader = asyncio.create_task(read())
             started = time.perf_counter()
-            posters = asyncio.gather(*(post(http) for _ in range(clients)))
-            done, _ = await asyncio.wait({posters, reader}, return_when=asyncio.FIRST_EXCEPTION)
-            if reader in done and reader.exception() is None and not posters.done():
-                raise BenchError(f"read {len(results)} results before all episodes were posted")  # not reachable
-            for task in done:
-                if task.exception() is not None:
-                    posters.cancel()
-                    reader.cancel()
-                    raise task.exception()
+            posters = asyncio.ensure_future(asyncio.gather(*(post(http) for _ in range(clients))))
             try:
-                await asyncio.wait_for(reader, timeout)
-            except asyncio.TimeoutError as exc:
-                raise BenchError(f"only {len(results)} of {expected} results arrived within {timeout:g} s after "
-                                 f"the last POST") from exc
+                await asyncio.wait({posters, reader}, return_when=asyncio.FIRST_EXCEPTION)
+                for task in (posters, reader):
+                    if task.done() and task.exception() is not None:
+                        raise task.exception()
+                await posters
+                try:
+                    await asyncio.wait_for(reader, timeout)
+                except asyncio.TimeoutError as exc:
+                    raise BenchError(f"only {len(results)} of {expected} results arrived within {timeout:g} s "
+                                     f"after the last POST") from exc
+            finally:
+                posters.cancel()
+                reader.cancel()
+                await asyncio.gather(posters, reader, return_exceptions=True)
     finally:
         bar.close()
         await r.aclose()
@@ -358,12 +360,12 @@ def scrape(url: str) -> dict[str, float]:
     """Service-side sums from /metrics: scoring seconds and POST /v1/episodes seconds (sum, count)."""
     import httpx
 
-    text = httpx.get(url + "/metrics", timeout=10.0).text
+    text = httpx.get(url + "/metrics/", timeout=10.0).text
     wanted = {
-        "scoring_sum": ("rss_scoring_seconds_sum", 'scorer="gt"'),
-        "scoring_count": ("rss_scoring_seconds_count", 'scorer="gt"'),
-        "post_sum": ("rss_request_seconds_sum", 'route="/v1/episodes"'),
-        "post_count": ("rss_request_seconds_count", 'route="/v1/episodes"'),
+        "scoring_sum": ("rss_scoring_seconds_sum", ('scorer="gt"',)),
+        "scoring_count": ("rss_scoring_seconds_count", ('scorer="gt"',)),
+        "post_sum": ("rss_request_seconds_sum", ('method="POST"', 'route="/v1/episodes"', 'status="202"')),
+        "post_count": ("rss_request_seconds_count", ('method="POST"', 'route="/v1/episodes"', 'status="202"')),
     }
     values = dict.fromkeys(wanted, 0.0)
     for line in text.splitlines():
@@ -371,7 +373,7 @@ def scrape(url: str) -> dict[str, float]:
         if not match:
             continue
         for key, (name, labels) in wanted.items():
-            if match[1] == name and labels in match[2] and 'method="POST"' in match[2] | ('scorer=' in match[2]):
+            if match[1] == name and all(label in match[2] for label in labels):
                 values[key] += float(match[3])
     return values
 
@@ -414,11 +416,12 @@ def format_table(report: dict) -> str:
 
 def format_details(report: dict) -> str:
     d = report
+    in_process_ms = 1000 / d["in_process_masks_per_s"] * d["samples"]
     lines = [
         f"encoding per mask (info): png {d['encode_png_ms']:.2f} ms ({d['encode_png_bytes'] / 1024:.0f} KiB b64), "
         f"raw {d['encode_raw_ms']:.2f} ms ({d['encode_raw_bytes'] / 1024:.0f} KiB b64); bodies were pre-encoded raw",
         f"service side per episode: POST handler {d['server_post_ms']:.1f} ms, scoring job "
-        f"{d['server_scoring_ms']:.1f} ms (queue wait excluded; in-process {1000 / d['in_process_masks_per_s'] * d['samples']:.1f} ms)",
+        f"{d['server_scoring_ms']:.1f} ms (queue wait excluded; in-process {in_process_ms:.1f} ms)",
     ]
     cpu = d.get("cpu_seconds") or {}
     if cpu:
@@ -564,7 +567,8 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     for noisy in ("httpx", "httpcore"):  # one INFO line per request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops the children too (finally blocks)
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop redis-server and rss serve.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         report = run(args)
     except BenchError as exc:

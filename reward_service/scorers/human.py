@@ -27,7 +27,7 @@ from reward_service.store import Store, _s, ensure_group
 
 log = logging.getLogger(__name__)
 
-PIXEL_VALUES = {0: 0.0, 1: 1.0, 2: -1.0}  # unmarked, correct, wrong -> reward
+PIXEL_REWARD = np.array([0.0, 1.0, -1.0], np.float32)  # painted 0 unmarked, 1 correct, 2 wrong -> reward
 PREFERENCE = {"a": (1.0, 0.0), "b": (0.0, 1.0), "tie": (0.5, 0.5)}
 
 # KEYS: lease, task, ratings, raters, TASKS, JOBS, rater stats. ARGV: now, rating JSON, rater, entry id, task id.
@@ -82,8 +82,7 @@ def task_groups(kind: str, samples: int) -> list[list[int]]:
 def combine(kind: str, ratings: list[dict], samples: list[int], shape: tuple[int, int]) -> list[dict[str, Any]]:
     """Per-sample reward fields from a task's ratings: the mean over raters, and its spread."""
     if kind == "pixel":
-        maps = np.stack([codec.decode_array(codec.ArrayB64(**r["pixels"])) for r in ratings]).astype(np.float32)
-        rewards = np.vectorize(PIXEL_VALUES.get, otypes=[np.float32])(maps)
+        rewards = PIXEL_REWARD[np.stack([codec.decode_array(codec.ArrayB64(**r["pixels"])) for r in ratings])]
         return [{"reward_map": codec.encode_array(rewards.mean(0)), "reward_std": float(rewards.std(0).mean())}]
     if kind == "pairwise":
         values = np.array([PREFERENCE[r["preference"]] for r in ratings])  # (N, 2)
