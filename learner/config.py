@@ -90,6 +90,24 @@ class TrainArgs:
     seed: int = 0
     """seed for initialisation, data order and sampling (runs are reproducible)"""
 
+    # Where rewards come from
+    reward_source: Literal["local", "remote"] = "local"
+    """`local`: ground truth in-process; `remote`: the reward service (token in $RSS_LEARNER_TOKEN)"""
+    service_url: str = "http://127.0.0.1:8000"
+    """remote: the reward service's base URL"""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """remote: the Redis database the service writes results to"""
+    run_id: str = ""
+    """remote: the run's id at the service (default: the --out folder's name, so --resume keeps it)"""
+    scorer: Literal["gt", "human", "http"] = "gt"
+    """remote: who scores: ground truth, human raters, or an external endpoint (--endpoint)"""
+    endpoint: str = ""
+    """remote, --scorer http: the external scorer's URL"""
+    reward_timeout_s: float = 300.0
+    """remote: how long a step waits for its rewards before leaving the missing images out"""
+    post_concurrency: int = 8
+    """remote: episodes posted in parallel"""
+
     # Running
     device: str = "auto"
     """`auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ..."""
@@ -135,6 +153,12 @@ class TrainArgs:
             raise ValueError(
                 f"--class-names lists {len(self.class_names.split(','))} names for --num-classes {self.num_classes}"
             )
+        if self.reward_source == "remote" and self.objective != "rl":
+            raise ValueError("--reward-source remote needs --objective rl (the CE baseline reads labels)")
+        if self.scorer == "http" and not self.endpoint:
+            raise ValueError("--scorer http needs --endpoint URL")
+        if self.reward_timeout_s <= 0 or self.post_concurrency < 1:
+            raise ValueError("--reward-timeout-s must be positive and --post-concurrency >= 1")
         if self.psr and not self.psr_scales:
             raise ValueError("--psr-scales needs at least one scale")
         if any(s < 0 for s in self.psr_scales):

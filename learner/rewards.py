@@ -31,15 +31,29 @@ class Episodes:
 
 @dataclass
 class Rewards:
-    """Image level: ``image`` (B, K). Pixel level: ``pixel`` (B, K, h, w) and ``valid`` (B, h, w)."""
+    """Image level: ``image`` (B, K). Pixel level: ``pixel`` (B, K, h, w) and ``valid`` (B, h, w).
+
+    ``keep`` (B,) marks the images whose rewards all arrived (a remote source may lose some to
+    failures or timeouts); None means all of them.
+    """
 
     image: torch.Tensor | None = None
     pixel: torch.Tensor | None = None
     valid: torch.Tensor | None = None
+    keep: torch.Tensor | None = None
 
 
 class RewardSource(Protocol):
+    policy_version: int
+
     def score(self, episodes: Episodes) -> Rewards: ...
+
+    def commit(self) -> None:
+        """Called after the optimizer step that applied the last rewards."""
+
+    def stats(self) -> dict[str, float]: ...
+
+    def close(self) -> None: ...
 
 
 class LabelStore:
@@ -59,6 +73,8 @@ class LabelStore:
 class LocalRewardSource:
     """Ground-truth rewards computed in-process, with the same code the service runs."""
 
+    policy_version = 0
+
     def __init__(self, dataset: SegDataset, device: torch.device, metric: str = "miou") -> None:
         if metric not in gt.METRICS:
             raise ValueError(f"--metric must be one of {', '.join(gt.METRICS)}, got {metric!r}")
@@ -72,3 +88,12 @@ class LocalRewardSource:
             pixel, valid = gt.pixel_reward(masks, target)
             return Rewards(pixel=pixel, valid=valid[:, 0])
         return Rewards(image=gt.image_reward(masks, target, self.num_classes, self.metric))
+
+    def commit(self) -> None:
+        pass
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        pass

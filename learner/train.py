@@ -85,11 +85,13 @@ def rl_loss(
             adv = psd_advantages(r, actions, logits.shape[1])
         else:
             adv = baseline_advantages(r, actions.shape[2:])
-        mean_reward = float(r.mean())
+        mean_reward = float(r[rewards.keep].mean() if rewards.keep is not None and rewards.keep.any() else r.mean())
     else:
         assert rewards.pixel is not None and rewards.valid is not None
         adv = pixel_advantages(rewards.pixel, rewards.valid, likelihood)
         mean_reward = float(rewards.pixel.sum() / (rewards.valid.sum() * k).clamp(min=1))
+    if rewards.keep is not None:  # images whose rewards did not all arrive take no part
+        adv = adv * rewards.keep.view(-1, *[1] * (adv.ndim - 1)).to(adv.dtype)
     if likelihood:
         adv = adv * likelihood_weights(logp, args.max_weight).gather(1, actions)
     std = 0.0
@@ -103,6 +105,14 @@ def rl_loss(
         loss = loss - args.entropy_coef * entropy
     stats = {"reward": mean_reward, "adv_std": std}
     return loss, stats
+
+
+def build_source(args: TrainArgs, train_ds: SegDataset, device: torch.device) -> RewardSource:
+    if args.objective == "rl" and args.reward_source == "remote":
+        from learner.remote import RemoteRewardSource
+
+        return RemoteRewardSource(args, train_ds)
+    return LocalRewardSource(train_ds, device, args.metric)
 
 
 def train(args: TrainArgs) -> dict:
@@ -123,7 +133,7 @@ def train(args: TrainArgs) -> dict:
     optimizer = torch.optim.Adam(core.parameters(), lr=args.lr)
     schedule = ScaleSchedule(list(args.psr_scales), args.steps, args.psr_rule,
                              list(args.psr_fractions) if args.psr_fractions else None, args.psr_patience)
-    source = LocalRewardSource(train_ds, device, args.metric)
+    source = build_source(args, train_ds, device)
     labels = LabelStore(train_ds, device)  # only the CE baseline reads labels directly
 
     start, elapsed, step_seconds = 0, 0.0, 0.0
@@ -169,10 +179,12 @@ def train(args: TrainArgs) -> dict:
             scale = schedule.scale if use_psr else 0
             grid = random_grid(scale, args.psr_mode, height, width, gen) if scale else ActionGrid(0)
             sample_gen = gen if device.type == "cpu" else step_generator(args.seed, step, rank, device)
+            source.policy_version = step
             loss, stats = rl_loss(args, logits, indices, grid, source, sample_gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        source.commit()
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
@@ -182,7 +194,8 @@ def train(args: TrainArgs) -> dict:
         if use_psr and schedule.update(step, stats["reward"]):
             log.info("step %d: PSR scale -> %s", step + 1, schedule.scale or "full")
         bar.update(1)
-        bar.set_postfix(reward=f"{stats['reward']:.3f}", scale=scale or "full", val_miou=last_eval.get("val_miou", "-"))
+        bar.set_postfix(reward=f"{stats['reward']:.3f}", scale=scale or "full", val_miou=last_eval.get("val_miou", "-"),
+                        **source.stats())
         done = step + 1
         if done % args.eval_every == 0 or done == args.steps:
             t1 = time.perf_counter()
@@ -205,11 +218,13 @@ def train(args: TrainArgs) -> dict:
         if done % args.checkpoint_every == 0 or done == args.steps:
             save(done)
     bar.close()
+    source.close()
     final = {
         "val_miou": last_eval.get("val_miou"), "val_pixel_acc": last_eval.get("val_pixel_acc"),
         "per_class_iou": last_eval.get("per_class_iou"), "class_names": val_ds.class_names,
         "steps": args.steps, "seconds": round(elapsed, 3), "sec_per_step": step_seconds / max(args.steps - start, 1),
         "samples": args.resolved_samples(), "device": str(device), "config": dataclasses.asdict(args),
+        "rewards": source.stats(),
     }
     if rank == 0:
         (out / "final.json").write_text(json.dumps(final, indent=2) + "\n")

@@ -1,17 +1,22 @@
-"""Shared fixtures: tiny datasets written in the standard layouts, and the CLI runner."""
+"""Shared fixtures: tiny datasets in the standard layouts, the CLI runner, a real redis-server."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 from PIL import Image
 
 from learner.data.base import voc_palette
+from tests.reward_service.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,3 +57,48 @@ def run_rss(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "learner.cli", *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+class RedisServer:
+    def __init__(self, port: int, popen: subprocess.Popen) -> None:
+        self.port, self.popen, self.url = port, popen, f"redis://127.0.0.1:{port}/0"
+
+    def db_url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One throwaway redis-server per test session (no persistence), on loopback only."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does this)")
+    port, folder = free_port(), tmp_path_factory.mktemp("redis")
+    popen = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    server = RedisServer(port, popen)
+    for _ in range(100):
+        try:
+            if server.client().ping():
+                break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        popen.kill()
+        pytest.fail(f"redis-server did not answer on port {port}")
+    yield server
+    popen.terminate()
+    popen.wait(10)
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client to a flushed Redis (every database): each test starts with no runs, episodes or streams."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()

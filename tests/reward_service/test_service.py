@@ -253,7 +253,8 @@ def test_operations_endpoints(learner, redis_client) -> None:
     assert re.search(r'rss_episodes_accepted_total\{scorer="gt"\} [1-9]', text)
     assert re.search(r'rss_request_seconds_count\{method="POST",route="/v1/episodes",status="202"\}', text)
     openapi = learner.get("/openapi.json").json()
-    assert {"Result", "ExternalScoreRequest", "ExternalScoreResponse", "RawMask"} <= set(openapi["components"]["schemas"])
+    schemas = set(openapi["components"]["schemas"])
+    assert {"Result", "ExternalScoreRequest", "ExternalScoreResponse", "RawMask"} <= schemas
     paths = openapi["paths"]
     assert {"/v1/episodes", "/v1/runs", "/v1/tasks/next", "/v1/tasks/{task_id}/rating", "/v1/ready",
             "/v1/images/{image_id}"} <= set(paths)

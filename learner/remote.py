@@ -1,0 +1,170 @@
+"""`--reward-source remote`: rewards from the reward service, read back from its Redis stream.
+
+Each step posts one episode per image (its K sampled masks, raw-encoded, with the PSR grid
+and the policy version), then reads the run's results stream with the consumer group the
+service created when the run registered. A result is applied at most once, keyed by
+(episode id, sample index): a duplicate delivery is counted and ignored, a result of an
+episode this step is not waiting for (a step that gave up on it) is counted as stale. Entries
+are acknowledged only after the optimizer step that used them (`commit`), so a learner killed
+in between finds them pending again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import redis
+import torch
+
+from learner.config import TrainArgs
+from learner.data import SegDataset
+from learner.rewards import Episodes, Rewards
+from reward_service import codec
+from reward_service.keys import RESULTS_GROUP
+from reward_service.schemas import ArrayB64, EpisodeCreate, Result, RunCreate, RunPublic
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "RSS_LEARNER_TOKEN"
+
+
+class RemoteError(ValueError):
+    """The service is unreachable or refused the run's setup: a configuration to fix (CLI exit 2)."""
+
+
+class RemoteRewardSource:
+    """Scores episodes through the reward service over HTTP; results come back through Redis."""
+
+    def __init__(self, args: TrainArgs, dataset: SegDataset, token: str | None = None) -> None:
+        token = token or os.environ.get(TOKEN_ENV)
+        if not token:
+            raise ValueError(f"--reward-source remote needs the learner token in ${TOKEN_ENV}")
+        self.args, self.ids, self.level = args, list(dataset.ids), args.reward
+        self.run_id = args.run_id or Path(args.out).resolve().name
+        self.http = httpx.Client(base_url=args.service_url.rstrip("/"), timeout=30.0,
+                                 headers={"Authorization": f"Bearer {token}"},
+                                 limits=httpx.Limits(max_connections=args.post_concurrency))
+        self.pool = ThreadPoolExecutor(args.post_concurrency, thread_name_prefix="post")
+        # A blocking read waits up to 1 s: the socket timeout must outlast it (redis-py #3138).
+        self.redis = redis.Redis.from_url(args.redis_url, socket_timeout=10.0, socket_connect_timeout=10.0)
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self.counts: Counter[str] = Counter()
+        self.latency: list[float] = []
+        self._to_ack: list[bytes] = []
+        self.run = self._register(dataset)
+        self.stream = self.run.results_stream
+
+    def _register(self, dataset: SegDataset) -> RunPublic:
+        body = RunCreate(run_id=self.run_id, dataset=self.args.dataset, level=self.level, scorer=self.args.scorer,
+                         metric=self.args.metric, endpoint=self.args.endpoint or None,
+                         image_size=None if self.args.dataset == "shapes" else self.args.image_size)
+        try:
+            response = self.http.post("/v1/runs", content=body.model_dump_json(),
+                                      headers={"content-type": "application/json"})
+        except httpx.TransportError as exc:
+            raise RemoteError(f"reward service at {self.args.service_url} is not reachable: {exc}") from exc
+        if response.status_code not in (200, 201):
+            raise RemoteError(f"registering run {self.run_id!r} failed: {response.status_code} {response.text}")
+        run = RunPublic.model_validate_json(response.content)
+        if run.num_classes != dataset.num_classes:
+            raise RemoteError(f"the service's dataset has {run.num_classes} classes, the learner's "
+                              f"{dataset.num_classes}: they do not serve the same data")
+        log.info("run %s registered with the reward service (%s scorer); results in %s",
+                 self.run_id, run.scorer, run.results_stream)
+        return run
+
+    def _post(self, body: EpisodeCreate) -> str:
+        response = self.http.post("/v1/episodes", content=body.model_dump_json(),
+                                  headers={"content-type": "application/json"})
+        if response.status_code != 202:
+            raise RemoteError(f"episode for {body.image_id} refused: {response.status_code} {response.text}")
+        return response.json()["episode_id"]
+
+    def score(self, episodes: Episodes) -> Rewards:
+        actions = episodes.actions.to(torch.uint8).cpu().numpy()  # (B, K, h, w)
+        grid = episodes.grid
+        bodies = [
+            EpisodeCreate(run_id=self.run_id, image_id=self.ids[int(i)], level=self.level, scale=grid.scale,
+                          grid_mode=grid.mode, offset=grid.offset, policy_version=self.policy_version,
+                          samples=[codec.raw_mask(m) for m in actions[b]])
+            for b, i in enumerate(episodes.indices.tolist())
+        ]
+        started = time.perf_counter()
+        episode_ids = list(self.pool.map(self._post, bodies))
+        self.counts["posted"] += len(bodies) * actions.shape[1]
+        results = self._collect({e: b for b, e in enumerate(episode_ids)}, actions.shape[1])
+        self.latency.append(time.perf_counter() - started)
+        return self._rewards(results, actions.shape, episodes.indices.device)
+
+    def _collect(self, wanted: dict[str, int], k: int) -> dict[tuple[int, int], Result]:
+        """Read results until every (episode, sample) of ``wanted`` arrived or the wait ran out."""
+        got: dict[tuple[int, int], Result] = {}
+        deadline = time.monotonic() + self.args.reward_timeout_s
+        while len(got) < len(wanted) * k and time.monotonic() < deadline:
+            read = self.redis.xreadgroup(RESULTS_GROUP, self.consumer, {self.stream: ">"}, count=1024, block=1000)
+            for _, entries in read or []:
+                for entry_id, fields in entries:
+                    self._to_ack.append(entry_id)
+                    result = Result.model_validate_json(fields[b"payload"])
+                    b = wanted.get(result.episode_id)
+                    if b is None:
+                        self.counts["stale"] += 1  # an episode a step before gave up on
+                    elif (b, result.sample_index) in got:
+                        self.counts["duplicates"] += 1
+                    else:
+                        got[(b, result.sample_index)] = result
+        missing = len(wanted) * k - len(got)
+        if missing:
+            self.counts["late"] += missing
+            log.warning("%d of %d rewards did not arrive within %g s; their images are left out of this step",
+                        missing, len(wanted) * k, self.args.reward_timeout_s)
+        return got
+
+    def _rewards(self, got: dict[tuple[int, int], Result], shape: tuple[int, ...], device: torch.device) -> Rewards:
+        b, k = shape[:2]
+        keep = np.ones(b, bool)
+        for i in range(b):
+            cell = [got.get((i, j)) for j in range(k)]
+            if any(r is None or r.error for r in cell):
+                keep[i] = False
+                self.counts["failed"] += sum(1 for r in cell if r is not None and r.error)
+        self.counts["applied"] += int(keep.sum()) * k
+        keep_t = torch.from_numpy(keep).to(device)
+        if self.level == "image":
+            image = np.zeros((b, k), np.float32)
+            for (i, j), r in got.items():
+                if keep[i]:
+                    image[i, j] = r.reward
+            return Rewards(image=torch.from_numpy(image).to(device), keep=keep_t)
+        maps = np.zeros((b, k, *shape[2:]), np.float32)
+        for (i, j), r in got.items():
+            if keep[i]:
+                maps[i, j] = codec.decode_array(ArrayB64.model_validate(r.reward_map))
+        maps_t = torch.from_numpy(maps)
+        valid = ~torch.isnan(maps_t[:, 0]) & keep_t.cpu().view(-1, 1, 1)
+        return Rewards(pixel=torch.nan_to_num(maps_t).to(device), valid=valid.to(device), keep=keep_t)
+
+    def commit(self) -> None:
+        """Acknowledge what the last step applied (call after its optimizer step)."""
+        if self._to_ack:
+            self.redis.xack(self.stream, RESULTS_GROUP, *self._to_ack)
+            self._to_ack = []
+
+    policy_version = 0
+
+    def stats(self) -> dict[str, float]:
+        latency = sorted(self.latency[-100:])
+        return {**self.counts, "reward_latency_ms": 1000 * latency[len(latency) // 2] if latency else 0.0}
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.http.close()
+        self.redis.close()

@@ -1,0 +1,68 @@
+"""`rss train --reward-source remote` against real processes: redis-server, `rss serve`, the learner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import torch
+
+from learner.checkpoint import load_checkpoint
+from tests.conftest import run_rss
+from tests.reward_service.conftest import LEARNER_TOKEN, service_env
+from tests.reward_service.procs import start_service
+
+SMALL = ["--dataset", "shapes", "--shapes-size", "32", "--train-size", "64", "--val-size", "16", "--batch-size", "4",
+         "--samples", "4", "--psr-scales", "8", "--steps", "12", "--eval-every", "6", "--threads", "1",
+         "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def shapes32_service(redis_server) -> Iterator[str]:
+    """A service serving the learner's small shapes split, in its own Redis database."""
+    env = service_env(redis_server, shapes_size=32, shapes_length=64, redis_url=redis_server.db_url(3))
+    with start_service(env) as proc:
+        yield proc.url
+
+
+@pytest.fixture(autouse=True)
+def learner_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSS_LEARNER_TOKEN", LEARNER_TOKEN)
+
+
+def train(out: Path, *extra: str, service: str | None = None, redis_url: str = "", timeout: float = 300):
+    remote = ["--reward-source", "remote", "--service-url", service, "--redis-url", redis_url] if service else []
+    result = run_rss("train", *SMALL, "--out", str(out), *remote, *extra, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((out / "final.json").read_text())
+
+
+def test_remote_training_applies_every_reward_once_and_learns_what_local_learns(
+        shapes32_service, redis_server, tmp_path) -> None:
+    """Ground truth through the service gives the very rewards of in-process training: same weights."""
+    url = redis_server.db_url(3)
+    remote = train(tmp_path / "remote", service=shapes32_service, redis_url=url)
+    local = train(tmp_path / "local")
+    counts = remote["rewards"]
+    assert counts["posted"] == 12 * 4 * 4 == counts["applied"]
+    assert counts.get("duplicates", 0) == counts.get("stale", 0) == counts.get("late", 0) == 0
+    assert remote["val_miou"] == local["val_miou"]
+    a = load_checkpoint(tmp_path / "remote" / "checkpoint.pt", torch.device("cpu"))["model"]
+    b = load_checkpoint(tmp_path / "local" / "checkpoint.pt", torch.device("cpu"))["model"]
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    pending = redis.Redis.from_url(url).xpending("rss:v1:results:remote", "learner")
+    assert pending["pending"] == 0  # every applied entry was acknowledged
+
+
+def test_remote_pixel_level_and_a_clear_error_without_a_token(
+        shapes32_service, redis_server, tmp_path, monkeypatch) -> None:
+    url = redis_server.db_url(3)
+    final = train(tmp_path / "pix", "--reward", "pixel", "--samples", "1", service=shapes32_service, redis_url=url)
+    assert final["rewards"]["applied"] == final["rewards"]["posted"] == 12 * 4
+    monkeypatch.delenv("RSS_LEARNER_TOKEN")
+    result = run_rss("train", *SMALL, "--out", str(tmp_path / "x"), "--reward-source", "remote",
+                     "--service-url", shapes32_service, "--redis-url", url)
+    assert result.returncode == 2 and "RSS_LEARNER_TOKEN" in result.stderr
