@@ -11,6 +11,7 @@ commands:
   train               train a segmentation policy from rewards (or --objective ce)
   eval                evaluate a checkpoint on a dataset split
   serve               run the reward service (FastAPI + Redis; settings from RSS_* variables)
+  worker              run one more scoring process for the reward service
   bench convergence   CE vs pixel- and image-level RSS on shapes, one table
   bench service       GT scoring through the service vs in-process, and POST latency
 
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             from reward_service.cli import main as serve_main
 
             return serve_main(rest)
+        if command == "worker":
+            from reward_service.cli import worker_main
+
+            return worker_main(rest)
         if command == "bench":
             from learner.bench import main as bench_main
 

@@ -1,10 +1,13 @@
-"""`rss serve`: run the reward service under uvicorn with the settings from the environment."""
+"""`rss serve` (HTTP processes under uvicorn, plus scoring processes) and `rss worker` (one scoring process)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import subprocess
+import sys
 
 from pydantic import ValidationError
 
@@ -25,16 +28,47 @@ def main(argv: list[str]) -> int:
 
     import uvicorn
 
-    from reward_service.core.config import Settings
-
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        raise ValueError(f"bad settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+    settings = load_settings()
     if not settings.learner_tokens:
         raise ValueError("no learner token configured: set RSS_LEARNER_TOKENS='[\"<secret>\"]' (see .env.example)")
     if not settings.rater_tokens:
         log.warning("no rater tokens configured (RSS_RATER_TOKENS): nobody can answer human rating tasks")
-    uvicorn.run("reward_service.main:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level, access_log=False)
+    # Scoring runs in processes of its own: in an HTTP process it would compete with request
+    # handling for the GIL (measured: `rss bench service`).
+    worker = [sys.executable, "-m", "learner.cli", "worker"]
+    scorers = [subprocess.Popen(worker) for _ in range(settings.worker_processes)]
+    try:
+        uvicorn.run("reward_service.main:create_app", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_level=settings.log_level, access_log=False)
+    finally:
+        for proc in scorers:
+            proc.terminate()
+        for proc in scorers:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+def load_settings():
+    from reward_service.core.config import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = "RSS_" + "_".join(str(p) for p in error["loc"]).upper() if error["loc"] else "settings"
+        raise ValueError(f"bad settings: {where}: {error['msg']}") from exc
+
+
+def worker_main(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="rss worker", description=(
+        "Run one scoring process: it takes jobs from Redis and writes results. `rss serve` starts "
+        "RSS_WORKER_PROCESSES of them; run more (any machine, same RSS_* settings) to score faster.")).parse_args(argv)
+    from reward_service.worker import run_worker
+
+    settings = load_settings()
+    logging.getLogger().setLevel(settings.log_level.upper())
+    asyncio.run(run_worker(settings))
     return 0

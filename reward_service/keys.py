@@ -19,7 +19,8 @@ JOBS_GROUP = "scorers"
 TASKS = f"{PREFIX}:tasks"
 TASKS_GROUP = "raters"
 
-# Jobs that ran out of attempts, kept for an operator with their last error.
+# Jobs that ran out of attempts (or cannot succeed), kept for an operator: field `payload`, JSON
+# {kind, id, run_id, reason, attempts, at}.
 DEAD_LETTER = f"{PREFIX}:deadletter"
 
 # The consumer group the learner reads a run's results with (created when the run registers,
@@ -27,6 +28,9 @@ DEAD_LETTER = f"{PREFIX}:deadletter"
 RESULTS_GROUP = "learner"
 
 RUNS = f"{PREFIX}:runs"  # set of run ids
+
+# Sorted set: scoring worker -> time of its last poll (readiness: is any worker alive?).
+WORKERS = f"{PREFIX}:workers"
 
 # What this Redis database serves (dataset, split, root...): replicas must agree, and a service
 # configured for other data refuses to start here instead of scoring against the wrong labels.

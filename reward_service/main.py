@@ -16,7 +16,7 @@ from reward_service import keys, metrics
 from reward_service.api.main import api_router
 from reward_service.core.config import Settings, get_settings
 from reward_service.datasets import ServedDataset
-from reward_service.schemas import ExternalScoreRequest, ExternalScoreResponse, Result
+from reward_service.schemas import EpisodeCreate, ExternalScoreRequest, ExternalScoreResponse, Result
 from reward_service.scorers.http import HttpScorer
 from reward_service.scorers.human import HumanTasks
 from reward_service.services import Services
@@ -123,14 +123,15 @@ class LimitAndMeasure:
 
 
 def add_contract_schemas(app: FastAPI) -> None:
-    """Put the models no route takes (results entries, the external scorer's contract) in the OpenAPI schemas."""
+    """Put the models no route parameter declares (episodes are parsed from bytes, results entries, the
+    external scorer's contract) in the OpenAPI schemas."""
     build = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = build()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (Result, ExternalScoreRequest, ExternalScoreResponse):
+            for model in (EpisodeCreate, Result, ExternalScoreRequest, ExternalScoreResponse):
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(definition.pop("$defs", {}))
                 components[model.__name__] = definition

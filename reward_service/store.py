@@ -12,13 +12,14 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from reward_service import keys
@@ -96,11 +97,46 @@ def minute() -> int:
     return int(time.time() // 60)
 
 
+# KEYS: episode, results stream, jobs stream, dead letters, results counter.
+# ARGV: status, reason, ttl, job id, jobs group, counter ttl, dead-letter JSON or '', result payloads...
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'scored' or status == 'failed' then
+  redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
+  return 0
+end
+for i = 8, #ARGV do redis.call('XADD', KEYS[2], '*', 'payload', ARGV[i]) end
+redis.call('HSET', KEYS[1], 'status', ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
+if ARGV[1] == 'failed' then redis.call('HDEL', KEYS[1], 'masks') end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if ARGV[7] ~= '' then redis.call('XADD', KEYS[4], '*', 'payload', ARGV[7]) end
+redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
+redis.call('INCRBY', KEYS[5], #ARGV - 7)
+redis.call('EXPIRE', KEYS[5], ARGV[6])
+return 1
+"""
+
+
+@dataclass
+class Finish:
+    """What one scored (or dead-lettered) episode writes: its results, final status and job ack."""
+
+    episode_id: str
+    run_id: str
+    results: list[Result]
+    status: str
+    reason: str | None
+    job_id: bytes | str
+    dead_letter: dict | None = None
+
+
 class Store:
     """Typed access to the service's Redis state."""
 
     def __init__(self, r: aioredis.Redis, settings: Settings) -> None:
         self.r, self.settings = r, settings
+        self._finish = r.register_script(_FINISH)
 
     # --- runs --------------------------------------------------------------------------
     async def create_run(self, run: RunPublic) -> tuple[RunPublic, bool]:
@@ -121,6 +157,13 @@ class Store:
     async def get_run(self, run_id: str) -> RunPublic | None:
         config = await self.r.hget(keys.run(run_id), "config")
         return RunPublic.model_validate_json(config) if config else None
+
+    async def get_runs(self, run_ids: list[str]) -> list[RunPublic | None]:
+        async with self.r.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hget(keys.run(run_id), "config")
+            configs = await pipe.execute()
+        return [RunPublic.model_validate_json(c) if c else None for c in configs]
 
     async def run_ids(self) -> list[str]:
         return sorted(_s(x) for x in await self.r.smembers(keys.RUNS))
@@ -180,33 +223,28 @@ class Store:
         pipe.incrby(counter, len(results))
         pipe.expire(counter, 3600)
 
-    async def finish_episode(self, episode_id: str, run_id: str, results: list[Result], status: str,
-                             reason: str | None, job_id: bytes | str, dead_letter: dict | None = None) -> bool:
-        """Write an episode's results, final status and job ack as one transaction.
+    async def finish(self, finishes: list[Finish], retries: list[tuple[str, str]] = ()) -> list[bool]:
+        """Write each finished episode atomically (one script each), all in one round trip.
 
-        Guarded by WATCH: when a reclaimed copy of the job finished the episode first, nothing
-        is written twice (the job is only acknowledged) and False is returned.
+        An episode already scored or failed (a reclaimed duplicate job finished it first) gets
+        only its job acknowledged: results are never written twice. ``retries`` are (episode
+        key, reason) pairs of attempts that failed and stay pending. Returns, per finish,
+        whether it wrote.
         """
-        key = keys.episode(episode_id)
-        async with self.r.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key)
-                if _s(await pipe.hget(key, "status")) in ("scored", "failed"):
-                    await pipe.unwatch()
-                    await self.r.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
-                    return False
-                pipe.multi()
-                self.add_results(pipe, run_id, results)
-                pipe.hset(key, mapping={"status": status} | ({"reason": reason} if reason else {}))
-                pipe.expire(key, self.settings.episode_ttl_s)
-                if dead_letter is not None:
-                    pipe.xadd(keys.DEAD_LETTER, dead_letter)
-                pipe.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
-                await pipe.execute()
-                return True
-            except WatchError:
-                await self.r.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
-                return False
+        if not finishes and not retries:
+            return []
+        counter = keys.stats_minute("results", minute())
+        async with self.r.pipeline(transaction=False) as pipe:
+            for f in finishes:
+                letter = json.dumps(f.dead_letter) if f.dead_letter else ""
+                names = [keys.episode(f.episode_id), keys.results(f.run_id), keys.JOBS, keys.DEAD_LETTER, counter]
+                args = [f.status, f.reason or "", self.settings.episode_ttl_s, f.job_id, keys.JOBS_GROUP, 3600,
+                        letter, *[r.model_dump_json(exclude_none=True) for r in f.results]]
+                await self._finish(keys=names, args=args, client=pipe)
+            for key, reason in retries:
+                pipe.hset(key, mapping={"status": "queued", "reason": reason})
+            answers = await pipe.execute()
+        return [bool(a) for a in answers[: len(finishes)]]
 
     async def mark_scored(self, episode_id: str) -> None:
         async with self.r.pipeline(transaction=True) as pipe:

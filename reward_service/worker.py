@@ -1,10 +1,13 @@
 """The scoring worker: reads jobs from the shared stream, scores episodes, writes results.
 
-Every service process runs one (several replicas make several consumers of one group). A job
-is acknowledged in the same transaction that writes its results, so a worker killed mid-job
-leaves it pending, and another worker reclaims it (`XAUTOCLAIM`) after `retry_idle_s`. A job
-that fails `max_attempts` times becomes an error result per sample plus a dead-letter entry:
-the learner counts it, an operator can inspect it, nothing vanishes.
+It runs as its own process (`rss worker`, started by `rss serve`), so scoring never competes
+with request handling for the GIL; several replicas make several consumers of one group. A
+batch of jobs costs a few Redis round trips: one pipeline reads every episode and its run,
+ground truth scores the whole batch in one thread call, and one pipeline of `finish` scripts
+writes each episode's results, its status and its job's ack atomically. A worker killed
+mid-batch leaves its jobs pending; any worker reclaims them (`XAUTOCLAIM`) after
+`retry_idle_s`. A job that fails `max_attempts` times becomes an error result per sample plus
+a dead-letter entry: the learner counts it, an operator can inspect it, nothing vanishes.
 """
 
 from __future__ import annotations
@@ -13,28 +16,53 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
 from contextlib import suppress
+from dataclasses import dataclass, field
 
 import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from reward_service import codec, keys, metrics
+from reward_service.core.config import Settings
 from reward_service.datasets import ServedDataset, UnknownImage, as_action_grid
 from reward_service.schemas import ExternalScoreRequest, Grid, Result, RunPublic
 from reward_service.scorers import gt
 from reward_service.scorers.http import HttpScorer, Rejected
 from reward_service.scorers.human import HumanTasks
-from reward_service.store import Store, _s, ensure_group
+from reward_service.store import Finish, Store, _s, connect, ensure_group
 
 log = logging.getLogger(__name__)
 
 
 class PermanentError(Exception):
-    """A job that no retry can fix (its run or image is gone)."""
+    """A job that no retry can fix (its run or image is gone, the endpoint refuses it)."""
+
+
+@dataclass
+class Job:
+    """One episode job of a batch, with what the batch read about it."""
+
+    entry_id: bytes
+    episode_id: str
+    ep: dict = field(default_factory=dict)
+    run: RunPublic | None = None
+    attempts: int = 0
+    results: list[Result] | None = None
+    error: Exception | None = None
+
+    @property
+    def masks(self) -> np.ndarray:
+        # bytearray: a writable copy (torch warns on read-only numpy buffers)
+        return np.frombuffer(bytearray(self.ep["masks"]), np.uint8).reshape(json.loads(self.ep["shape"]))
+
+    @property
+    def grid(self) -> Grid:
+        return Grid.model_validate_json(self.ep["grid"])
 
 
 class Worker:
@@ -43,7 +71,7 @@ class Worker:
         self.store, self.r, self.blocking, self.dataset = store, store.r, blocking, dataset
         self.settings, self.http, self.human = store.settings, http, human
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.last_beat = 0.0
+        self._beat_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Score jobs until ``stop`` is set; Redis outages are logged and waited out."""
@@ -51,10 +79,10 @@ class Worker:
         last_trim = 0.0
         while not stop.is_set():
             try:
+                await self.beat()
                 entries = await self.next_jobs()
-                self.last_beat = time.monotonic()
                 if entries:
-                    await asyncio.gather(*(self.handle(entry_id, fields) for entry_id, fields in entries))
+                    await self.process(entries)
                 if time.monotonic() - last_trim > self.settings.results_trim_every_s:
                     await self.trim()
                     last_trim = time.monotonic()
@@ -67,7 +95,19 @@ class Worker:
                 log.warning("worker: redis error, retrying in 1 s: %s", exc)
                 with suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
+        with suppress(RedisError):
+            await self.r.zrem(keys.WORKERS, self.consumer)
         log.info("scoring worker %s stopped", self.consumer)
+
+    async def beat(self) -> None:
+        """Say in Redis that this worker polls (readiness reads it), at most once a second."""
+        now = time.time()
+        if now - self._beat_at >= 1.0:
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.zadd(keys.WORKERS, {self.consumer: now})
+                pipe.zremrangebyscore(keys.WORKERS, 0, now - 3600)
+                await pipe.execute()
+            self._beat_at = now
 
     async def next_jobs(self) -> list[tuple[bytes, dict]]:
         """Jobs abandoned past ``retry_idle_s`` first (failed or their worker died), then new ones."""
@@ -87,109 +127,195 @@ class Worker:
             if removed:
                 log.debug("trimmed %d acknowledged entries from %s", removed, stream)
 
-    async def handle(self, entry_id: bytes, fields: dict | None) -> None:
-        if not fields:  # deleted from the stream while pending
-            await self.r.xack(keys.JOBS, keys.JOBS_GROUP, entry_id)
+    async def process(self, entries: list[tuple[bytes, dict | None]]) -> None:
+        episodes, others, done = [], [], []
+        for entry_id, fields in entries:
+            kind = _s((fields or {}).get(b"kind"))
+            if kind == "episode":
+                episodes.append(Job(entry_id, _s(fields[b"id"])))
+            elif kind == "finalize":
+                others.append(self.human.finalize(_s(fields[b"id"]), entry_id))
+            else:  # deleted from the stream while pending, or not ours
+                log.warning("acknowledging job %s of kind %r without work", entry_id, kind)
+                done.append(entry_id)
+        if done:
+            await self.r.xack(keys.JOBS, keys.JOBS_GROUP, *done)
+        outcomes = await asyncio.gather(self.score_batch(episodes), *others, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, RedisError):
+                raise outcome
+            if isinstance(outcome, Exception):
+                log.error("a job failed unexpectedly; it will be retried", exc_info=outcome)
+
+    async def score_batch(self, jobs: list[Job]) -> None:
+        if not jobs:
             return
-        kind, job = _s(fields.get(b"kind")), _s(fields.get(b"id"))
-        try:
-            if kind == "finalize":
-                await self.human.finalize(job, entry_id)
-            elif kind == "episode":
-                await self.score_episode(job, entry_id)
+        started = time.perf_counter()
+        async with self.r.pipeline(transaction=False) as pipe:  # one round trip reads the whole batch
+            for job in jobs:
+                pipe.hgetall(keys.episode(job.episode_id))
+                pipe.hincrby(keys.episode(job.episode_id), "attempts", 1)
+            answers = await pipe.execute()
+        stale, live = [], []
+        for job, ep, attempts in zip(jobs, answers[::2], answers[1::2], strict=True):
+            job.ep, job.attempts = {_s(k): v for k, v in ep.items()}, attempts
+            if not job.ep.get("run_id") or _s(job.ep.get("status")) in ("scored", "failed", "waiting_for_rater"):
+                stale.append(job.entry_id)  # done already (a reclaimed duplicate), or expired
             else:
-                log.error("unknown job kind %r in %s; acknowledging it", kind, keys.JOBS)
-                await self.r.xack(keys.JOBS, keys.JOBS_GROUP, entry_id)
+                live.append(job)
+        if stale:
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.xack(keys.JOBS, keys.JOBS_GROUP, *stale)
+                pipe.delete(*[keys.episode(j.episode_id) for j in jobs if not j.ep.get("run_id")])
+                await pipe.execute()
+        if not live:
+            return
+        run_ids = sorted({_s(j.ep["run_id"]) for j in live})
+        runs = dict(zip(run_ids, await self.store.get_runs(run_ids), strict=True))
+        gt_jobs, http_jobs, human_jobs = [], [], []
+        for job in live:
+            job.run = runs[_s(job.ep["run_id"])]
+            if job.attempts > self.settings.max_attempts:
+                job.error = PermanentError(_s(job.ep.get("reason")) or "out of attempts")
+            elif job.run is None:
+                job.error = PermanentError(f"run {_s(job.ep['run_id'])!r} is no longer registered")
+            else:
+                {"gt": gt_jobs, "http": http_jobs, "human": human_jobs}[job.run.scorer].append(job)
+        if http_jobs:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for job in http_jobs:
+                    pipe.hset(keys.episode(job.episode_id), "status", "scoring")
+                await pipe.execute()
+        await asyncio.gather(
+            asyncio.to_thread(self.score_gt_batch, gt_jobs) if gt_jobs else asyncio.sleep(0),
+            *(self.score_http(job) for job in http_jobs),
+            *(self.create_tasks(job) for job in human_jobs),
+        )
+        await self.finish([j for j in live if j not in human_jobs or j.error is not None], started)
+
+    async def create_tasks(self, job: Job) -> None:
+        try:
+            await self.human.create_tasks(job.episode_id, job.run, json.loads(job.ep["shape"])[0], job.entry_id)
         except RedisError:
             raise
-        except Exception:
-            log.exception("job %s %s failed unexpectedly; it will be retried", kind, job)
+        except Exception as exc:
+            job.error = exc
 
-    async def score_episode(self, episode_id: str, entry_id: bytes) -> None:
-        ep = await self.store.episode_fields(episode_id)
-        if ep is None or _s(ep.get("status")) in ("scored", "failed", "waiting_for_rater"):
-            await self.r.xack(keys.JOBS, keys.JOBS_GROUP, entry_id)  # done already, or expired
-            return
-        attempts = await self.r.hincrby(keys.episode(episode_id), "attempts", 1)
-        run_id = _s(ep["run_id"])
-        run = await self.store.get_run(run_id)
-        shape = tuple(json.loads(ep["shape"]))
-        if attempts > self.settings.max_attempts:
-            await self.dead_letter(episode_id, ep, run, entry_id, _s(ep.get("reason")) or "out of attempts", attempts)
-            return
-        await self.store.set_status(episode_id, "scoring")
-        started = time.perf_counter()
-        try:
-            if run is None:
-                raise PermanentError(f"run {run_id!r} is no longer registered")
-            if run.scorer == "human":
-                await self.human.create_tasks(episode_id, run, shape[0], entry_id)
-                return
-            masks = np.frombuffer(ep["masks"], np.uint8).reshape(shape)
-            grid = Grid.model_validate_json(ep["grid"])
-            if run.scorer == "gt":
-                results = await asyncio.to_thread(self.score_gt, episode_id, ep, run, grid, masks)
+    async def finish(self, jobs: list[Job], started: float) -> None:
+        """Results, dead letters and retries of a batch, written in one round trip."""
+        finishes, retries = [], []
+        for job in jobs:
+            if job.error is None:
+                finishes.append(Finish(job.episode_id, job.run.run_id, job.results, "scored", None, job.entry_id))
+                continue
+            error = job.error
+            own_words = isinstance(error, PermanentError) or str(error).startswith(("endpoint", "circuit"))
+            reason = str(error) if own_words else f"{type(error).__name__}: {error}"
+            permanent = isinstance(error, PermanentError | Rejected)
+            metrics.SCORING_FAILURES.labels(job.run.scorer if job.run else "unknown").inc()
+            if permanent or job.attempts >= self.settings.max_attempts:
+                finishes.append(self.dead_letter(job, reason))
             else:
-                results = await self.score_http(episode_id, ep, run, grid, masks)
-        except (PermanentError, Rejected) as exc:  # resending the same episode cannot succeed
-            await self.dead_letter(episode_id, ep, run, entry_id, str(exc), attempts)
-            return
-        except Exception as exc:  # scorer failures of any kind are retried, then dead-lettered
-            reason = f"{type(exc).__name__}: {exc}" if not str(exc).startswith(("endpoint", "circuit")) else str(exc)
-            metrics.SCORING_FAILURES.labels(run.scorer if run else "unknown").inc()
-            if attempts >= self.settings.max_attempts:
-                await self.dead_letter(episode_id, ep, run, entry_id, reason, attempts)
-            else:
-                log.warning("episode %s attempt %d/%d failed: %s", episode_id, attempts,
+                log.warning("episode %s attempt %d/%d failed: %s", job.episode_id, job.attempts,
                             self.settings.max_attempts, reason)
-                await self.store.set_status(episode_id, "queued", f"attempt {attempts} failed: {reason}")
-            return
-        written = await self.store.finish_episode(episode_id, run_id, results, "scored", None, entry_id)
-        if written:
-            metrics.RESULTS.labels(run.scorer, "scored").inc(len(results))
-            metrics.SCORING_SECONDS.labels(run.scorer).observe(time.perf_counter() - started)
+                retries.append((job, f"attempt {job.attempts} failed: {reason}"))
+        written = await self.store.finish(finishes, [(keys.episode(j.episode_id), r) for j, r in retries])
+        elapsed = time.perf_counter() - started
+        for item, ok in zip(finishes, written, strict=True):
+            if not ok:
+                continue
+            scorer = next(j.run.scorer if j.run else "unknown" for j in jobs if j.episode_id == item.episode_id)
+            metrics.RESULTS.labels(scorer, item.status).inc(len(item.results))
+            if item.status == "scored":
+                metrics.SCORING_SECONDS.labels(scorer).observe(elapsed)
 
-    def _result(self, episode_id: str, ep: dict, run: RunPublic, index: int, **fields) -> Result:
-        return Result(episode_id=episode_id, run_id=run.run_id, sample_index=index, level=run.level,
-                      source=run.scorer, policy_version=int(ep["policy_version"]), scored_at=time.time(), **fields)
+    def _result(self, job: Job, index: int, **fields) -> Result:
+        return Result(episode_id=job.episode_id, run_id=job.run.run_id, sample_index=index, level=job.run.level,
+                      source=job.run.scorer, policy_version=int(job.ep["policy_version"]), scored_at=time.time(),
+                      **fields)
 
-    def score_gt(self, episode_id: str, ep: dict, run: RunPublic, grid: Grid, masks: np.ndarray) -> list[Result]:
-        """CPU work, run in a thread: the learner's own reward functions on the stored masks."""
-        try:
-            target = self.dataset.target(_s(ep["image_id"]), run.image_size, grid)
-        except UnknownImage as exc:
-            raise PermanentError(str(exc)) from exc
-        rewards, _ = gt.score_masks(masks, target, as_action_grid(grid), run.level, run.num_classes, run.metric)
+    def score_gt_batch(self, jobs: list[Job]) -> None:
+        """CPU work, run in one thread call per batch: the learner's own reward functions."""
+        for job in jobs:
+            try:
+                job.results = self.score_gt(job)
+            except UnknownImage as exc:
+                job.error = PermanentError(str(exc))
+            except Exception as exc:  # recorded per job: one bad episode does not fail its batch
+                job.error = exc
+
+    def score_gt(self, job: Job) -> list[Result]:
+        run, grid = job.run, job.grid
+        target = self.dataset.target(_s(job.ep["image_id"]), run.image_size, grid)
+        rewards, _ = gt.score_masks(job.masks, target, as_action_grid(grid), run.level, run.num_classes, run.metric)
         if run.level == "pixel":
-            return [self._result(episode_id, ep, run, i, reward_map=codec.encode_array(r.numpy().astype(np.float32)))
+            return [self._result(job, i, reward_map=codec.encode_array(r.numpy().astype(np.float32)))
                     for i, r in enumerate(rewards)]
-        return [self._result(episode_id, ep, run, i, reward=float(r)) for i, r in enumerate(rewards)]
+        return [self._result(job, i, reward=float(r)) for i, r in enumerate(rewards.tolist())]
 
-    async def score_http(self, episode_id: str, ep: dict, run: RunPublic, grid: Grid, masks: np.ndarray
-                         ) -> list[Result]:
+    async def score_http(self, job: Job) -> None:
+        run = job.run
         request = ExternalScoreRequest(
-            episode_id=episode_id, run_id=run.run_id, image_id=_s(ep["image_id"]), dataset=run.dataset,
-            level=run.level, metric=run.metric, grid=grid, image_size=run.image_size,
-            samples=[codec.raw_mask(m) for m in masks])
-        response = await self.http.score(run.endpoint, request)
+            episode_id=job.episode_id, run_id=run.run_id, image_id=_s(job.ep["image_id"]), dataset=run.dataset,
+            level=run.level, metric=run.metric, grid=job.grid, image_size=run.image_size,
+            samples=[codec.raw_mask(m) for m in job.masks])
+        try:
+            response = await self.http.score(run.endpoint, request)
+        except Exception as exc:
+            job.error = exc
+            return
         if run.level == "pixel":
-            return [self._result(episode_id, ep, run, i, reward_map=m) for i, m in enumerate(response.reward_maps)]
-        return [self._result(episode_id, ep, run, i, reward=float(r)) for i, r in enumerate(response.rewards)]
+            job.results = [self._result(job, i, reward_map=m) for i, m in enumerate(response.reward_maps)]
+        else:
+            job.results = [self._result(job, i, reward=float(r)) for i, r in enumerate(response.rewards)]
 
-    async def dead_letter(self, episode_id: str, ep: dict, run: RunPublic | None, entry_id: bytes, reason: str,
-                          attempts: int) -> None:
-        """One error result per sample, a dead-letter entry, status failed: one transaction."""
-        run_id = _s(ep["run_id"])
-        samples = json.loads(ep["shape"])[0]
+    def dead_letter(self, job: Job, reason: str) -> Finish:
+        """One error result per sample, a dead-letter entry, status failed."""
+        samples = json.loads(job.ep["shape"])[0]
+        source = job.run.scorer if job.run else "gt"
         results = [
-            Result(episode_id=episode_id, run_id=run_id, sample_index=i, level=_s(ep["level"]),
-                   source=run.scorer if run else "gt", policy_version=int(ep["policy_version"]),
-                   scored_at=time.time(), ratings=0, error=reason)
+            Result(episode_id=job.episode_id, run_id=_s(job.ep["run_id"]), sample_index=i, level=_s(job.ep["level"]),
+                   source=source, policy_version=int(job.ep["policy_version"]), scored_at=time.time(), ratings=0,
+                   error=reason)
             for i in range(samples)
         ]
-        letter = {"kind": "episode", "id": episode_id, "run_id": run_id, "reason": reason, "attempts": attempts,
-                  "at": time.time()}
-        written = await self.store.finish_episode(episode_id, run_id, results, "failed", reason, entry_id, letter)
-        if written:
-            log.error("episode %s dead-lettered after %d attempts: %s", episode_id, attempts, reason)
-            metrics.RESULTS.labels(run.scorer if run else "unknown", "failed").inc(samples)
+        log.error("episode %s dead-lettered after %d attempts: %s", job.episode_id, job.attempts, reason)
+        letter = {"kind": "episode", "id": job.episode_id, "run_id": _s(job.ep["run_id"]), "reason": reason,
+                  "attempts": job.attempts, "at": time.time()}
+        return Finish(job.episode_id, _s(job.ep["run_id"]), results, "failed", reason, job.entry_id, letter)
+
+
+async def run_worker(settings: Settings) -> None:
+    """`rss worker`: one scoring process, until SIGTERM/SIGINT or its parent (`rss serve`) goes away."""
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
+    dataset = await asyncio.to_thread(ServedDataset, settings)
+    r = await connect(settings.redis_url, settings)
+    blocking = await connect(settings.redis_url, settings,
+                             socket_timeout=settings.redis_socket_timeout_s + 30 + settings.worker_block_ms / 1000)
+    store = Store(r, settings)
+    await ensure_group(r, keys.JOBS, keys.JOBS_GROUP)
+    http = HttpScorer(settings)
+    worker = Worker(store, blocking, dataset, http, HumanTasks(store, blocking, dataset))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    parent = os.getppid()
+
+    async def orphaned() -> None:  # `rss serve` killed outright: do not outlive it
+        while not stop.is_set():
+            if os.getppid() != parent:
+                log.warning("parent process %d is gone; stopping", parent)
+                stop.set()
+            await asyncio.sleep(1.0)
+
+    watcher = asyncio.create_task(orphaned())
+    try:
+        await worker.run(stop)
+    finally:
+        watcher.cancel()
+        await http.aclose()
+        await blocking.aclose()
+        await r.aclose()

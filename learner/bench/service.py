@@ -167,11 +167,16 @@ class Process:
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time of the process (all its threads) so far; None off Linux."""
+        return _proc_cpu(self.popen.pid)
+
+    def children_cpu_seconds(self) -> float | None:
+        """CPU time of the process's live children (`rss serve`'s scoring workers); None off Linux."""
         try:
-            fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rpartition(")")[2].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
+            pids = Path(f"/proc/{self.popen.pid}/task/{self.popen.pid}/children").read_text().split()
+        except OSError:
             return None
+        seconds = [_proc_cpu(int(pid)) for pid in pids]
+        return sum(x for x in seconds if x is not None)
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.popen.poll() is None:
@@ -548,11 +553,19 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
+def _proc_cpu(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _cpu(service: Process, redis_proc: Process) -> dict[str, float]:
-    """CPU seconds so far of this process (the clients), the service and redis-server."""
+    """CPU seconds so far of this process (the clients), the service (HTTP, scoring workers) and redis-server."""
     values = {"bench clients": time.process_time()}
-    for name, proc in (("rss serve", service), ("redis-server", redis_proc)):
-        seconds = proc.cpu_seconds()
+    for name, seconds in (("rss serve http", service.cpu_seconds()), ("scoring worker", service.children_cpu_seconds()),
+                          ("redis-server", redis_proc.cpu_seconds())):
         if seconds is not None:
             values[name] = seconds
     return values

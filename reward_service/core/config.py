@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     max_mask_pixels: int = Field(4096 * 4096, ge=64)
 
     # the scoring worker
-    worker: bool = Field(True, description="Run a scoring worker in each service process.")
+    worker_processes: int = Field(
+        1, ge=0, description="Scoring processes `rss serve` starts beside its HTTP processes (`rss worker`).")
+    worker: bool = Field(False, description="Also run a scoring worker inside each HTTP process (tests, debugging).")
     worker_batch: int = Field(16, ge=1)
     worker_block_ms: int = Field(1000, ge=10)
     max_attempts: int = Field(3, ge=1, description="Scoring attempts before a job is dead-lettered.")

@@ -7,6 +7,7 @@ import base64
 import io
 import re
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -192,6 +193,8 @@ def test_malformed_and_oversized_bodies(learner, redis_client) -> None:
     malformed = learner.post("/v1/episodes", content=b'{"run_id": "bad", ',
                              headers={"content-type": "application/json"})
     assert malformed.status_code == 422 and "json" in malformed.text.lower()
+    text = learner.post("/v1/episodes", content=b"run_id=bad", headers={"content-type": "text/plain"})
+    assert text.status_code == 415 and "application/json" in text.text
     big = np.random.default_rng(0).integers(0, 4, (1100, 1100), dtype=np.uint8)  # > the test's 2 MB limit
     oversized = learner.post("/v1/episodes", json=episode("bad", [codec.raw_mask(big)] * 2))
     assert oversized.status_code == 413 and "exceeds the limit of 2000000 bytes" in oversized.text
@@ -240,7 +243,12 @@ def test_episode_status_and_unknown_episode(learner, redis_client) -> None:
 
 def test_operations_endpoints(learner, redis_client) -> None:
     assert learner.get("/v1/health").json() == {"status": "ok"}
-    ready = learner.get("/v1/ready")
+    for _ in range(50):  # the flush before this test wiped the workers' heartbeats: one comes within a second
+        ready = learner.get("/v1/ready")
+        if ready.status_code == 200:
+            break
+        assert ready.status_code == 503 and "no scoring worker" in ready.json()["detail"]
+        time.sleep(0.1)
     assert ready.status_code == 200 and ready.json()["redis"] and ready.json()["scorer"]
     register(learner, "ops")
     for seed in range(3):

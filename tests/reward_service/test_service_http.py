@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -62,7 +63,9 @@ def test_a_broken_endpoint_ends_in_error_results_and_a_dead_letter(
     status = wait_status(learner, accepted.json()["episode_id"], ("failed",))
     assert status["attempts"] == 2 and reason in status["reason"]
     letters = redis_client.xrange("rss:v1:deadletter")
-    assert len(letters) == 1 and letters[0][1][b"id"].decode() == accepted.json()["episode_id"]
+    assert len(letters) == 1
+    letter = json.loads(letters[0][1][b"payload"])
+    assert letter["id"] == accepted.json()["episode_id"] and reason in letter["reason"] and letter["attempts"] == 2
     assert learner.get("/v1/stats").json()["dead_letters"] == 1
 
 

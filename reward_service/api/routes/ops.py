@@ -23,19 +23,19 @@ async def read_health() -> Health:
 
 @router.get("/ready", response_model=Ready, responses={503: {"model": Ready}})
 async def read_ready(services: ServicesDep, response: Response) -> Ready:
-    """Redis answers and the scoring worker is alive: send work here."""
+    """Redis answers and a scoring worker polled in the last seconds: send work here."""
     try:
         redis_ok = bool(await services.store.r.ping())
     except (RedisError, OSError):
         redis_ok = False
-    worker = services.worker
-    stale = 3 * services.settings.worker_block_ms / 1000 + 30
-    scorer_ok = worker is None or (worker.last_beat > 0 and time.monotonic() - worker.last_beat < stale)
-    open_circuits = [url for url, state in services.http.breaker_states().items() if state == "open"]
+    stale = 3 * services.settings.worker_block_ms / 1000 + 10
+    try:
+        scorer_ok = bool(await services.store.r.zcount(keys.WORKERS, time.time() - stale, "+inf"))
+    except (RedisError, OSError):
+        scorer_ok = False
     detail = "; ".join(filter(None, [
         None if redis_ok else "redis is not reachable",
-        None if scorer_ok else "the scoring worker has not polled recently",
-        f"circuit open for {', '.join(open_circuits)}" if open_circuits else None,
+        None if scorer_ok else "no scoring worker has polled recently (is `rss worker` running?)",
     ])) or None
     ready = redis_ok and scorer_ok
     response.status_code = 200 if ready else 503
