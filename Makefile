@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO_STEPS ?= 3000
+DEMO_STEPS ?= 1500
 DEMO_OUT ?= runs/demo
 
 .PHONY: install demo test lint bench clean
@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# Redis + the reward service + the learner training through them, on loopback (rss demo --help).
 demo: install
-	$(VENV)/bin/rss train --reward image --steps $(DEMO_STEPS) --out $(DEMO_OUT)
-	@echo "report: $(DEMO_OUT)/ (final.json, metrics.jsonl, curves.png, checkpoint.pt)"
+	$(VENV)/bin/rss demo --steps $(DEMO_STEPS) --out $(DEMO_OUT)
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 test: install

