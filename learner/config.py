@@ -105,8 +105,6 @@ class TrainArgs:
     """remote, --scorer http: the external scorer's URL"""
     reward_timeout_s: float = 300.0
     """remote: how long a step waits for its rewards before leaving the missing images out"""
-    post_concurrency: int = 8
-    """remote: episodes posted in parallel"""
 
     # Running
     device: str = "auto"
@@ -157,8 +155,8 @@ class TrainArgs:
             raise ValueError("--reward-source remote needs --objective rl (the CE baseline reads labels)")
         if self.scorer == "http" and not self.endpoint:
             raise ValueError("--scorer http needs --endpoint URL")
-        if self.reward_timeout_s <= 0 or self.post_concurrency < 1:
-            raise ValueError("--reward-timeout-s must be positive and --post-concurrency >= 1")
+        if self.reward_timeout_s <= 0:
+            raise ValueError(f"--reward-timeout-s must be positive, got {self.reward_timeout_s}")
         if self.psr and not self.psr_scales:
             raise ValueError("--psr-scales needs at least one scale")
         if any(s < 0 for s in self.psr_scales):

@@ -16,7 +16,6 @@ import os
 import socket
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -29,11 +28,12 @@ from learner.data import SegDataset
 from learner.rewards import Episodes, Rewards
 from reward_service import codec
 from reward_service.keys import RESULTS_GROUP
-from reward_service.schemas import ArrayB64, EpisodeCreate, Result, RunCreate, RunPublic
+from reward_service.schemas import ArrayB64, EpisodeBatchCreate, EpisodeCreate, Result, RunCreate, RunPublic
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "RSS_LEARNER_TOKEN"
+BATCH = 256  # episodes per request: the service's default RSS_MAX_BATCH
 
 
 class RemoteError(ValueError):
@@ -50,14 +50,13 @@ class RemoteRewardSource:
         self.args, self.ids, self.level = args, list(dataset.ids), args.reward
         self.run_id = args.run_id or Path(args.out).resolve().name
         self.http = httpx.Client(base_url=args.service_url.rstrip("/"), timeout=30.0,
-                                 headers={"Authorization": f"Bearer {token}"},
-                                 limits=httpx.Limits(max_connections=args.post_concurrency))
-        self.pool = ThreadPoolExecutor(args.post_concurrency, thread_name_prefix="post")
+                                 headers={"Authorization": f"Bearer {token}"})
         # A blocking read waits up to 1 s: the socket timeout must outlast it (redis-py #3138).
         self.redis = redis.Redis.from_url(args.redis_url, socket_timeout=10.0, socket_connect_timeout=10.0)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.counts: Counter[str] = Counter()
-        self.latency: list[float] = []
+        self.latency: list[float] = []  # per step: first POST to last result read
+        self.post_latency: list[float] = []  # per step: first POST to last 202
         self._to_ack: list[bytes] = []
         self.run = self._register(dataset)
         self.stream = self.run.results_stream
@@ -81,12 +80,17 @@ class RemoteRewardSource:
                  self.run_id, run.scorer, run.results_stream)
         return run
 
-    def _post(self, body: EpisodeCreate) -> str:
-        response = self.http.post("/v1/episodes", content=body.model_dump_json(),
-                                  headers={"content-type": "application/json"})
-        if response.status_code != 202:
-            raise RemoteError(f"episode for {body.image_id} refused: {response.status_code} {response.text}")
-        return response.json()["episode_id"]
+    def _post(self, bodies: list[EpisodeCreate]) -> list[str]:
+        """One request per step (chunks of BATCH): per-request overhead dominates small episodes."""
+        ids = []
+        for start in range(0, len(bodies), BATCH):
+            batch = EpisodeBatchCreate(episodes=bodies[start:start + BATCH])
+            response = self.http.post("/v1/episodes/batch", content=batch.model_dump_json(),
+                                      headers={"content-type": "application/json"})
+            if response.status_code != 202:
+                raise RemoteError(f"episodes refused: {response.status_code} {response.text[:500]}")
+            ids += [e["episode_id"] for e in response.json()["episodes"]]
+        return ids
 
     def score(self, episodes: Episodes) -> Rewards:
         actions = episodes.actions.to(torch.uint8).cpu().numpy()  # (B, K, h, w)
@@ -98,7 +102,8 @@ class RemoteRewardSource:
             for b, i in enumerate(episodes.indices.tolist())
         ]
         started = time.perf_counter()
-        episode_ids = list(self.pool.map(self._post, bodies))
+        episode_ids = self._post(bodies)
+        self.post_latency.append(time.perf_counter() - started)
         self.counts["posted"] += len(bodies) * actions.shape[1]
         results = self._collect({e: b for b, e in enumerate(episode_ids)}, actions.shape[1])
         self.latency.append(time.perf_counter() - started)
@@ -161,10 +166,13 @@ class RemoteRewardSource:
     policy_version = 0
 
     def stats(self) -> dict[str, float]:
-        latency = sorted(self.latency[-100:])
-        return {**self.counts, "reward_latency_ms": 1000 * latency[len(latency) // 2] if latency else 0.0}
+        """Counts so far, and the median of the last 100 steps' post and reward latencies."""
+        def median_ms(values: list[float]) -> float:
+            recent = sorted(values[-100:])
+            return round(1000 * recent[len(recent) // 2], 1) if recent else 0.0
+
+        return {**self.counts, "post_ms": median_ms(self.post_latency), "reward_latency_ms": median_ms(self.latency)}
 
     def close(self) -> None:
-        self.pool.shutdown()
         self.http.close()
         self.redis.close()

@@ -16,7 +16,13 @@ from reward_service import keys, metrics
 from reward_service.api.main import api_router
 from reward_service.core.config import Settings, get_settings
 from reward_service.datasets import ServedDataset
-from reward_service.schemas import EpisodeCreate, ExternalScoreRequest, ExternalScoreResponse, Result
+from reward_service.schemas import (
+    EpisodeBatchCreate,
+    EpisodeCreate,
+    ExternalScoreRequest,
+    ExternalScoreResponse,
+    Result,
+)
 from reward_service.scorers.http import HttpScorer
 from reward_service.scorers.human import HumanTasks
 from reward_service.services import Services
@@ -131,7 +137,7 @@ def add_contract_schemas(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = build()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (EpisodeCreate, Result, ExternalScoreRequest, ExternalScoreResponse):
+            for model in (EpisodeCreate, EpisodeBatchCreate, Result, ExternalScoreRequest, ExternalScoreResponse):
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(definition.pop("$defs", {}))
                 components[model.__name__] = definition

@@ -131,10 +131,20 @@ class EpisodeCreate(BaseModel):
         return Grid(scale=self.scale, mode=self.grid_mode, offset=self.offset)
 
 
+class EpisodeBatchCreate(BaseModel):
+    """Several episodes in one request (a learner's whole step): all accepted, or none."""
+
+    episodes: list[EpisodeCreate] = Field(min_length=1)
+
+
 class EpisodeAccepted(BaseModel):
     episode_id: str
     status: EpisodeStatus
     results_stream: str
+
+
+class EpisodeBatchAccepted(BaseModel):
+    episodes: list[EpisodeAccepted]
 
 
 class EpisodePublic(BaseModel):

@@ -169,23 +169,24 @@ class Store:
         return sorted(_s(x) for x in await self.r.smembers(keys.RUNS))
 
     # --- episodes ------------------------------------------------------------------------
-    async def add_episode(
-        self, run: RunPublic, image_id: str, grid: Grid, policy_version: int, masks: bytes, shape: tuple[int, ...]
-    ) -> str:
-        """Persist an episode and queue its scoring job in one transaction; returns its id."""
-        episode_id = uuid.uuid4().hex
-        fields = {
-            "run_id": run.run_id, "image_id": image_id, "level": run.level, "grid": grid.model_dump_json(),
-            "policy_version": policy_version, "shape": json.dumps(list(shape)), "masks": masks,
-            "status": "queued", "attempts": 0, "created_at": time.time(),
-        }
+    async def add_episodes(self, episodes: list[tuple[RunPublic, str, Grid, int, bytes, tuple[int, ...]]]
+                           ) -> list[str]:
+        """Persist episodes, each ``(run, image_id, grid, policy_version, masks, shape)``, and queue their
+        scoring jobs, all in one transaction; returns their ids in order."""
+        ids = [uuid.uuid4().hex for _ in episodes]
+        counter = keys.stats_minute("episodes", minute())
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.episode(episode_id), mapping=fields)
-            pipe.xadd(keys.JOBS, {"kind": "episode", "id": episode_id})
-            pipe.incr(keys.stats_minute("episodes", minute()))
-            pipe.expire(keys.stats_minute("episodes", minute()), 3600)
+            for episode_id, (run, image_id, grid, policy_version, masks, shape) in zip(ids, episodes, strict=True):
+                pipe.hset(keys.episode(episode_id), mapping={
+                    "run_id": run.run_id, "image_id": image_id, "level": run.level, "grid": grid.model_dump_json(),
+                    "policy_version": policy_version, "shape": json.dumps(list(shape)), "masks": masks,
+                    "status": "queued", "attempts": 0, "created_at": time.time(),
+                })
+                pipe.xadd(keys.JOBS, {"kind": "episode", "id": episode_id})
+            pipe.incrby(counter, len(episodes))
+            pipe.expire(counter, 3600)
             await pipe.execute()
-        return episode_id
+        return ids
 
     async def episode_fields(self, episode_id: str, *names: str) -> dict[str, Any] | None:
         """Raw hash fields of an episode (all when no names), or None if it does not exist."""

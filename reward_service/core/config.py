@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     # limits
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_samples: int = Field(64, ge=1)
+    max_batch: int = Field(256, ge=1, description="Most episodes in one POST /v1/episodes/batch.")
     max_mask_pixels: int = Field(4096 * 4096, ge=64)
 
     # the scoring worker

@@ -13,7 +13,7 @@ import torch
 from learner.checkpoint import load_checkpoint
 from tests.conftest import run_rss
 from tests.reward_service.conftest import LEARNER_TOKEN, service_env
-from tests.reward_service.procs import start_service
+from tests.reward_service.procs import start_service, start_uvicorn
 
 SMALL = ["--dataset", "shapes", "--shapes-size", "32", "--train-size", "64", "--val-size", "16", "--batch-size", "4",
          "--samples", "4", "--psr-scales", "8", "--steps", "12", "--eval-every", "6", "--threads", "1",
@@ -23,7 +23,8 @@ SMALL = ["--dataset", "shapes", "--shapes-size", "32", "--train-size", "64", "--
 @pytest.fixture(scope="module")
 def shapes32_service(redis_server) -> Iterator[str]:
     """A service serving the learner's small shapes split, in its own Redis database."""
-    env = service_env(redis_server, shapes_size=32, shapes_length=64, redis_url=redis_server.db_url(3))
+    env = service_env(redis_server, shapes_size=32, shapes_length=64, redis_url=redis_server.db_url(3),
+                      max_attempts=1, http_timeout_s=0.5, http_retries=0, retry_idle_s=2.0)
     with start_service(env) as proc:
         yield proc.url
 
@@ -66,3 +67,13 @@ def test_remote_pixel_level_and_a_clear_error_without_a_token(
     result = run_rss("train", *SMALL, "--out", str(tmp_path / "x"), "--reward-source", "remote",
                      "--service-url", shapes32_service, "--redis-url", url)
     assert result.returncode == 2 and "RSS_LEARNER_TOKEN" in result.stderr
+
+
+def test_failed_rewards_are_counted_and_training_goes_on(shapes32_service, redis_server, tmp_path) -> None:
+    """An external scorer that always fails: every image is left out of its step, counted, and the run ends."""
+    with start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"}) as scorer:
+        final = train(tmp_path / "failing", "--scorer", "http", "--endpoint", f"{scorer.url}/fail", "--steps", "3",
+                      "--eval-every", "3", service=shapes32_service, redis_url=redis_server.db_url(3))
+    counts = final["rewards"]
+    assert counts["posted"] == counts["failed"] == 3 * 4 * 4 and counts.get("applied", 0) == 0
+    assert final["val_miou"] is not None

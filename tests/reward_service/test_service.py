@@ -285,3 +285,28 @@ def test_settings_reject_a_retry_idle_shorter_than_an_external_call() -> None:
 def test_serve_refuses_to_start_without_a_learner_token(tmp_path: Path) -> None:
     result = run_rss("serve", "--port", "1", timeout=60)
     assert result.returncode == 2 and "RSS_LEARNER_TOKENS" in result.stderr
+
+
+def test_a_batch_of_episodes_is_accepted_whole_or_not_at_all(learner, redis_client) -> None:
+    register(learner, "batch")
+    label = label_of()
+    episodes = [episode("batch", [codec.raw_mask(noisy(label, seed))], image_id=f"train/{seed:06d}")
+                for seed in range(3)]
+    before = _state(redis_client)
+    bad = [*episodes, episode("batch", [codec.raw_mask(np.full((64, 64), 7, np.uint8))])]
+    refused = learner.post("/v1/episodes/batch", json={"episodes": bad})
+    assert refused.status_code == 422 and "episodes[3]: samples[0]: class value 7" in refused.text
+    ghost = learner.post("/v1/episodes/batch", json={"episodes": [*episodes, episode("ghost", [])]})
+    assert ghost.status_code == 422  # no samples: schema error, before anything else
+    unknown_run = learner.post("/v1/episodes/batch",
+                               json={"episodes": [*episodes, episode("ghost", [codec.raw_mask(label)])]})
+    assert unknown_run.status_code == 404 and "episodes[3]: Run 'ghost'" in unknown_run.text
+    assert _state(redis_client) == before
+    accepted = learner.post("/v1/episodes/batch", json={"episodes": episodes})
+    assert accepted.status_code == 202, accepted.text
+    ids = [e["episode_id"] for e in accepted.json()["episodes"]]
+    results = read_results(redis_client, "batch", 3)
+    by_id = {r["episode_id"]: r["reward"] for r in results}
+    for seed, episode_id in enumerate(ids):  # ids come back in the order the episodes were sent
+        mask, truth = noisy(label, seed), label_of(f"train/{seed:06d}")
+        assert by_id[episode_id] == pytest.approx(float(gt.image_reward(mask[None], truth[None], 4)[0]), abs=1e-6)
