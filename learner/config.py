@@ -103,6 +103,13 @@ class TrainArgs:
     """remote: who scores: ground truth, human raters, or an external endpoint (--endpoint)"""
     endpoint: str = ""
     """remote, --scorer http: the external scorer's URL"""
+    max_inflight: int = 0
+    """remote: batches posted and not yet applied; 0 = wait for each step's rewards before the next.
+    With N > 0 the learner samples ahead and corrects with a clipped importance ratio"""
+    ppo_clip: float = 0.2
+    """remote, --max-inflight > 0: the ratio pi_theta / pi_behaviour is clipped to [1 - eps, 1 + eps]"""
+    max_staleness: int = 4
+    """remote: batches whose rewards come back more than this many policy versions late are dropped"""
     reward_timeout_s: float = 300.0
     """remote: how long a step waits for its rewards before leaving the missing images out"""
 
@@ -155,6 +162,10 @@ class TrainArgs:
             raise ValueError("--reward-source remote needs --objective rl (the CE baseline reads labels)")
         if self.scorer == "http" and not self.endpoint:
             raise ValueError("--scorer http needs --endpoint URL")
+        if self.max_inflight < 0 or self.max_staleness < 0 or not 0 < self.ppo_clip < 1:
+            raise ValueError("--max-inflight and --max-staleness must be >= 0, --ppo-clip in (0, 1)")
+        if self.max_inflight and self.reward_source != "remote":
+            raise ValueError("--max-inflight needs --reward-source remote")
         if self.reward_timeout_s <= 0:
             raise ValueError(f"--reward-timeout-s must be positive, got {self.reward_timeout_s}")
         if self.psr and not self.psr_scales:

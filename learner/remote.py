@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -40,6 +41,34 @@ class RemoteError(ValueError):
     """The service is unreachable or refused the run's setup: a configuration to fix (CLI exit 2)."""
 
 
+@dataclass
+class Pending:
+    """One step's posted episodes and the results that arrived for them so far."""
+
+    ids: dict[str, int]  # episode id -> row of the batch
+    shape: tuple[int, ...]  # (B, K, h, w)
+    device: torch.device
+    started: float
+    got: dict[tuple[int, int], Result] = field(default_factory=dict)
+    acks: list[bytes] = field(default_factory=list)  # stream entries to acknowledge once applied
+
+    @property
+    def expected(self) -> int:
+        return len(self.ids) * self.shape[1]
+
+    @property
+    def complete(self) -> bool:
+        return len(self.got) >= self.expected
+
+    def add(self, result: Result) -> bool:
+        """Record ``result``; False when this (episode, sample) already had one."""
+        key = (self.ids[result.episode_id], result.sample_index)
+        if key in self.got:
+            return False
+        self.got[key] = result
+        return True
+
+
 class RemoteRewardSource:
     """Scores episodes through the reward service over HTTP; results come back through Redis."""
 
@@ -58,6 +87,7 @@ class RemoteRewardSource:
         self.latency: list[float] = []  # per step: first POST to last result read
         self.post_latency: list[float] = []  # per step: first POST to last 202
         self._to_ack: list[bytes] = []
+        self.outstanding: dict[str, Pending] = {}  # episode id -> the step that waits for it
         self.run = self._register(dataset)
         self.stream = self.run.results_stream
 
@@ -92,7 +122,8 @@ class RemoteRewardSource:
             ids += [e["episode_id"] for e in response.json()["episodes"]]
         return ids
 
-    def score(self, episodes: Episodes) -> Rewards:
+    def post(self, episodes: Episodes) -> Pending:
+        """Send a step's episodes; their results are collected later (`collect`), in any order."""
         actions = episodes.actions.to(torch.uint8).cpu().numpy()  # (B, K, h, w)
         grid = episodes.grid
         bodies = [
@@ -104,34 +135,47 @@ class RemoteRewardSource:
         started = time.perf_counter()
         episode_ids = self._post(bodies)
         self.post_latency.append(time.perf_counter() - started)
-        self.counts["posted"] += len(bodies) * actions.shape[1]
-        results = self._collect({e: b for b, e in enumerate(episode_ids)}, actions.shape[1])
-        self.latency.append(time.perf_counter() - started)
-        return self._rewards(results, actions.shape, episodes.indices.device)
+        self.counts["posted"] += actions.size // (actions.shape[2] * actions.shape[3])
+        pending = Pending({e: b for b, e in enumerate(episode_ids)}, actions.shape, episodes.indices.device, started)
+        for episode_id in episode_ids:
+            self.outstanding[episode_id] = pending
+        return pending
 
-    def _collect(self, wanted: dict[str, int], k: int) -> dict[tuple[int, int], Result]:
-        """Read results until every (episode, sample) of ``wanted`` arrived or the wait ran out."""
-        got: dict[tuple[int, int], Result] = {}
+    def collect(self, pending: Pending, apply: bool = True) -> Rewards:
+        """Block until every reward of ``pending`` arrived (or --reward-timeout-s ran out).
+
+        ``apply=False``: the caller drops them (too stale); they are counted as such, not as applied."""
         deadline = time.monotonic() + self.args.reward_timeout_s
-        while len(got) < len(wanted) * k and time.monotonic() < deadline:
+        while not pending.complete and time.monotonic() < deadline:
             read = self.redis.xreadgroup(RESULTS_GROUP, self.consumer, {self.stream: ">"}, count=1024, block=1000)
             for _, entries in read or []:
                 for entry_id, fields in entries:
-                    self._to_ack.append(entry_id)
                     result = Result.model_validate_json(fields[b"payload"])
-                    b = wanted.get(result.episode_id)
-                    if b is None:
-                        self.counts["stale"] += 1  # an episode a step before gave up on
-                    elif (b, result.sample_index) in got:
+                    owner = self.outstanding.get(result.episode_id)
+                    if owner is None:
+                        self.counts["stale"] += 1  # of an episode no step waits for (given up, or before a restart)
+                        self._to_ack.append(entry_id)
+                    elif not owner.add(result):
                         self.counts["duplicates"] += 1
-                    else:
-                        got[(b, result.sample_index)] = result
-        missing = len(wanted) * k - len(got)
+                        self._to_ack.append(entry_id)
+                    else:  # acknowledged with its batch, after the update that applies it
+                        owner.acks.append(entry_id)
+        for episode_id in pending.ids:
+            self.outstanding.pop(episode_id, None)
+        self._to_ack += pending.acks
+        missing = pending.expected - len(pending.got)
         if missing:
             self.counts["late"] += missing
             log.warning("%d of %d rewards did not arrive within %g s; their images are left out of this step",
-                        missing, len(wanted) * k, self.args.reward_timeout_s)
-        return got
+                        missing, pending.expected, self.args.reward_timeout_s)
+        self.latency.append(time.perf_counter() - pending.started)
+        rewards = self._rewards(pending.got, pending.shape, pending.device)
+        kept = int(rewards.keep.sum()) * pending.shape[1]
+        self.counts["applied" if apply else "dropped_stale"] += kept
+        return rewards
+
+    def score(self, episodes: Episodes) -> Rewards:
+        return self.collect(self.post(episodes))
 
     def _rewards(self, got: dict[tuple[int, int], Result], shape: tuple[int, ...], device: torch.device) -> Rewards:
         b, k = shape[:2]
@@ -141,7 +185,6 @@ class RemoteRewardSource:
             if any(r is None or r.error for r in cell):
                 keep[i] = False
                 self.counts["failed"] += sum(1 for r in cell if r is not None and r.error)
-        self.counts["applied"] += int(keep.sum()) * k
         keep_t = torch.from_numpy(keep).to(device)
         if self.level == "image":
             image = np.zeros((b, k), np.float32)
@@ -158,7 +201,7 @@ class RemoteRewardSource:
         return Rewards(pixel=torch.nan_to_num(maps_t).to(device), valid=valid.to(device), keep=keep_t)
 
     def commit(self) -> None:
-        """Acknowledge what the last step applied (call after its optimizer step)."""
+        """Acknowledge what the last collected batch applied (call after its optimizer step)."""
         if self._to_ack:
             self.redis.xack(self.stream, RESULTS_GROUP, *self._to_ack)
             self._to_ack = []

@@ -20,6 +20,7 @@ from learner.config import TrainArgs
 from learner.data import SegDataset, build_dataset
 from learner.evaluate import evaluate
 from learner.model import build_model
+from learner.pipeline import Pipeline
 from learner.policy import (
     ActionGrid,
     ScaleSchedule,
@@ -29,7 +30,7 @@ from learner.policy import (
     sample_actions,
 )
 from learner.report import gallery_rows, write_curves, write_gallery
-from learner.rewards import Episodes, LabelStore, LocalRewardSource, RewardSource
+from learner.rewards import Episodes, LabelStore, LocalRewardSource, Rewards, RewardSource
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +65,17 @@ def load_batch(dataset: SegDataset, indices: torch.Tensor, device: torch.device)
     return dataset.batch(indices)[0].to(device, non_blocking=True)
 
 
-def rl_loss(
-    args: TrainArgs,
-    logits: torch.Tensor,
-    indices: torch.Tensor,
-    grid: ActionGrid,
-    source: RewardSource,
-    generator: torch.Generator,
+def advantages(
+    args: TrainArgs, logp: torch.Tensor, actions: torch.Tensor, rewards: Rewards
 ) -> tuple[torch.Tensor, dict]:
-    """Sample K masks, score them, and return the policy-gradient loss and step statistics."""
-    k = args.resolved_samples()
-    logp = F.log_softmax(action_logits(logits, grid), dim=1)  # (B, C, h, w)
-    actions = sample_actions(logp, k, generator)
-    rewards = source.score(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), args.reward))
+    """Per-action advantages (B, K, h, w) of sampled ``actions`` under ``logp``, and step statistics."""
+    k = actions.shape[1]
     likelihood = args.resolved_estimator() == "likelihood"
     if args.reward == "image":
         assert rewards.image is not None
         r = rewards.image.to(logp.dtype)
         if args.psd and k >= 2:
-            adv = psd_advantages(r, actions, logits.shape[1])
+            adv = psd_advantages(r, actions, logp.shape[1])
         else:
             adv = baseline_advantages(r, actions.shape[2:])
         mean_reward = float(r[rewards.keep].mean() if rewards.keep is not None and rewards.keep.any() else r.mean())
@@ -97,14 +90,30 @@ def rl_loss(
     std = 0.0
     if args.syncan:
         adv, std = syncan(adv)
+    return adv.detach(), {"reward": mean_reward, "adv_std": std}
+
+
+def entropy_bonus(args: TrainArgs, logp: torch.Tensor) -> torch.Tensor:
+    return args.entropy_coef * -(logp.exp() * logp).sum(1).mean() if args.entropy_coef else logp.new_zeros(())
+
+
+def rl_loss(
+    args: TrainArgs,
+    logits: torch.Tensor,
+    indices: torch.Tensor,
+    grid: ActionGrid,
+    source: RewardSource,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, dict]:
+    """Sample K masks, score them, and return the policy-gradient loss and step statistics."""
+    k = args.resolved_samples()
+    logp = F.log_softmax(action_logits(logits, grid), dim=1)  # (B, C, h, w)
+    actions = sample_actions(logp, k, generator)
+    rewards = source.score(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), args.reward))
+    adv, stats = advantages(args, logp, actions, rewards)
     # sum_k A_k log pi(a_k), folded per class so the graph has no K dimension.
-    pg_loss = -(class_weights(adv.detach(), actions, logp.shape[1]) * logp).sum() / adv.numel()
-    loss = pg_loss
-    if args.entropy_coef:
-        entropy = -(logp.exp() * logp).sum(1).mean()
-        loss = loss - args.entropy_coef * entropy
-    stats = {"reward": mean_reward, "adv_std": std}
-    return loss, stats
+    pg_loss = -(class_weights(adv, actions, logp.shape[1]) * logp).sum() / adv.numel()
+    return pg_loss - entropy_bonus(args, logp), stats
 
 
 def build_source(args: TrainArgs, train_ds: SegDataset, device: torch.device) -> RewardSource:
@@ -158,6 +167,14 @@ def train(args: TrainArgs) -> dict:
                             step_seconds=step_seconds, args=dataclasses.asdict(args))
 
     use_psr = args.objective == "rl" and args.reward == "image" and args.psr
+    pipeline = Pipeline(args, source) if args.objective == "rl" and args.max_inflight > 0 else None
+
+    def optimize(loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        source.commit()  # acknowledge the rewards this update applied
+
     window: list[dict] = []
     last_eval: dict = {}
     # The first batch builds in-memory datasets (shapes: a few seconds), before the clock starts.
@@ -171,42 +188,50 @@ def train(args: TrainArgs) -> dict:
         gen = step_generator(args.seed, step, rank)
         indices = torch.randint(len(train_ds), (args.batch_size,), generator=gen)
         images = load_batch(train_ds, indices, device)
-        logits = model(images)
-        if args.objective == "ce":
-            loss = F.cross_entropy(logits, labels(indices), ignore_index=255)
-            stats = {"reward": float("nan")}
-            scale = 0
-        else:
-            scale = schedule.scale if use_psr else 0
+        scale = schedule.scale if use_psr else 0
+        sample_gen = gen if device.type == "cpu" else step_generator(args.seed, step, rank, device)
+        applied: list[tuple[torch.Tensor, dict]] = []
+        if pipeline is not None:  # sample ahead; apply what is due (pipeline.py)
             grid = random_grid(scale, args.psr_mode, height, width, gen) if scale else ActionGrid(0)
-            sample_gen = gen if device.type == "cpu" else step_generator(args.seed, step, rank, device)
-            source.policy_version = step
-            loss, stats = rl_loss(args, logits, indices, grid, source, sample_gen)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        source.commit()
+            pipeline.sample_and_post(model, step, indices, images, grid, sample_gen)
+            while pipeline.due(last=step == args.steps - 1):
+                update = pipeline.apply_oldest(model, step, advantages)
+                if update is not None:
+                    optimize(update[0])
+                    applied.append(update)
+        else:
+            logits = model(images)
+            if args.objective == "ce":
+                loss = F.cross_entropy(logits, labels(indices), ignore_index=255)
+                stats = {"reward": float("nan")}
+            else:
+                grid = random_grid(scale, args.psr_mode, height, width, gen) if scale else ActionGrid(0)
+                source.policy_version = step
+                loss, stats = rl_loss(args, logits, indices, grid, source, sample_gen)
+            optimize(loss)
+            applied.append((loss, stats))
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         step_seconds += dt
         elapsed += dt
-        window.append({**stats, "loss": float(loss.detach())})
-        if use_psr and schedule.update(step, stats["reward"]):
-            log.info("step %d: PSR scale -> %s", step + 1, schedule.scale or "full")
+        for loss, stats in applied:
+            window.append({**stats, "loss": float(loss.detach())})
+            if use_psr and schedule.update(step, stats["reward"]):
+                log.info("step %d: PSR scale -> %s", step + 1, schedule.scale or "full")
         bar.update(1)
-        bar.set_postfix(reward=f"{stats['reward']:.3f}", scale=scale or "full", val_miou=last_eval.get("val_miou", "-"),
-                        **source.stats())
+        reward = f"{applied[-1][1]['reward']:.3f}" if applied else "-"
+        bar.set_postfix(reward=reward, scale=scale or "full", val_miou=last_eval.get("val_miou", "-"), **source.stats())
         done = step + 1
         if done % args.eval_every == 0 or done == args.steps:
             t1 = time.perf_counter()
             metrics = evaluate(core, val_ds, device)
             elapsed += time.perf_counter() - t1
-            rewards = torch.tensor([w["reward"] for w in window])
+            rewards = torch.tensor([w["reward"] for w in window] or [float("nan")])
             last_eval = {
                 "step": done, "seconds": round(elapsed, 3), "sec_per_step": step_seconds / (done - start or 1),
                 "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(window) > 1 else 0.0,
-                "loss": sum(w["loss"] for w in window) / len(window), "scale": scale,
+                "loss": sum(w["loss"] for w in window) / max(len(window), 1), "scale": scale,
                 "val_miou": round(metrics["miou"], 5), "val_pixel_acc": round(metrics["pixel_acc"], 5),
                 "per_class_iou": metrics["per_class_iou"],
             }

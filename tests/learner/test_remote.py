@@ -77,3 +77,18 @@ def test_failed_rewards_are_counted_and_training_goes_on(shapes32_service, redis
     counts = final["rewards"]
     assert counts["posted"] == counts["failed"] == 3 * 4 * 4 and counts.get("applied", 0) == 0
     assert final["val_miou"] is not None
+
+
+def test_pipelined_training_applies_or_drops_every_batch_once(shapes32_service, redis_server, tmp_path) -> None:
+    """--max-inflight samples ahead; a batch older than --max-staleness when applied is dropped, counted."""
+    url = redis_server.db_url(3)
+    ahead = train(tmp_path / "ahead", "--max-inflight", "1", service=shapes32_service, redis_url=url)
+    assert ahead["rewards"]["applied"] == ahead["rewards"]["posted"] == 12 * 4 * 4
+    assert ahead["rewards"].get("dropped_stale", 0) == 0
+    # two batches in flight: batch t is applied at step t + 2, staleness 2 > 1, except the last two (drained
+    # when the run ends, at staleness 1 and 0)
+    strict = train(tmp_path / "strict", "--max-inflight", "2", "--max-staleness", "1", service=shapes32_service,
+                   redis_url=url)
+    assert strict["rewards"]["dropped_stale"] == 10 * 4 * 4 and strict["rewards"]["applied"] == 2 * 4 * 4
+    pending = redis.Redis.from_url(url).xpending("rss:v1:results:strict", "learner")
+    assert pending["pending"] == 0
