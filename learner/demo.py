@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from reward_service.cli import die_with_parent
+
 log = logging.getLogger(__name__)
 
 
@@ -90,8 +92,13 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # run the `finally` that stops the children
+
+
 def main(argv: list[str]) -> int:
     args, train_flags = parse(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     out = Path(args.out).resolve()
     (out / "redis").mkdir(parents=True, exist_ok=True)
     learner_token, rater_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
@@ -103,7 +110,7 @@ def main(argv: list[str]) -> int:
         redis_proc = subprocess.Popen(
             [redis_executable(), "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(out / "redis"),
              "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
-            stdout=logs["redis"], stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=logs["redis"], stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
         procs.append((redis_proc, "redis-server"))
         import redis
 
@@ -114,12 +121,13 @@ def main(argv: list[str]) -> int:
                "RSS_RATER_TOKENS": f'{{"demo": "{rater_token}"}}', "RSS_HOST": "127.0.0.1", "RSS_PORT": str(port),
                "RSS_LOG_LEVEL": "warning", "RSS_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"}
         service = subprocess.Popen([sys.executable, "-m", "learner.cli", "serve"], env=env,
-                                   stdout=logs["service"], stderr=subprocess.STDOUT, start_new_session=True)
+                                   stdout=logs["service"], stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=die_with_parent)
         procs.append((service, "rss serve"))
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(f"{url}/v1/ready", timeout=2).status_code == 200, "rss serve", 90, service)
         print(f"reward service: {url}  (API docs {url}/docs, metrics {url}/metrics)\n"  # noqa: T201
-              f"rater token: {rater_token}   logs: {out}/service.log, {out}/redis.log")
+              f"rater token: {rater_token}   logs: {out}/service.log, {out}/redis.log", flush=True)
         os.environ["RSS_LEARNER_TOKEN"] = learner_token
         flags = ["--reward-source", "remote", "--service-url", url, "--redis-url", redis_url, "--scorer", args.scorer,
                  "--steps", str(args.steps), "--out", str(out), "--threads", "1", *train_flags]

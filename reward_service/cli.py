@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
     # Scoring runs in processes of its own: in an HTTP process it would compete with request
     # handling for the GIL (measured: `rss bench service`).
     worker = [sys.executable, "-m", "learner.cli", "worker"]
-    scorers = [subprocess.Popen(worker, preexec_fn=_die_with_parent) for _ in range(settings.worker_processes)]
+    scorers = [subprocess.Popen(worker, preexec_fn=die_with_parent) for _ in range(settings.worker_processes)]
     try:
         uvicorn.run("reward_service.main:create_app", factory=True, host=settings.host, port=settings.port,
                     workers=settings.workers, log_level=settings.log_level, access_log=False)
@@ -52,10 +52,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when `rss serve` dies, however it dies (uvicorn re-raises the signal
-    it stopped on, so code after `uvicorn.run` does not always run). Linux only; elsewhere the
-    worker's own parent check stops it within a second."""
+def die_with_parent() -> None:
+    """In a child process: SIGTERM when its parent dies, however it dies (SIGKILL included; and
+    uvicorn re-raises the signal it stopped on, so code after `uvicorn.run` does not always
+    run). Linux only; elsewhere `rss worker`'s own parent check stops it within a second."""
     try:
         import ctypes
 
