@@ -13,6 +13,7 @@ commands:
   eval                evaluate a checkpoint on a dataset split
   serve               run the reward service (FastAPI + Redis; settings from RSS_* variables)
   worker              run one more scoring process for the reward service
+  rater-sim           a simulated rater answering human-rating tasks from ground truth
   bench convergence   CE vs pixel- and image-level RSS on shapes, one table
   bench service       GT scoring through the service vs in-process, and POST latency
 
@@ -49,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             from reward_service.cli import main as serve_main
 
             return serve_main(rest)
+        if command == "rater-sim":
+            from reward_service.rater_sim import main as rater_sim_main
+
+            return rater_sim_main(rest)
         if command == "worker":
             from reward_service.cli import worker_main
 

@@ -103,6 +103,8 @@ class TrainArgs:
     """remote: who scores: ground truth, human raters, or an external endpoint (--endpoint)"""
     endpoint: str = ""
     """remote, --scorer http: the external scorer's URL"""
+    human_task: Literal["score", "pairwise"] = "score"
+    """remote, --scorer human, image level: raters score each mask, or pick the better of two (pairs 0-1, 2-3...)"""
     max_inflight: int = 0
     """remote: batches posted and not yet applied; 0 = wait for each step's rewards before the next.
     With N > 0 the learner samples ahead and corrects with a clipped importance ratio"""

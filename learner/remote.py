@@ -94,6 +94,7 @@ class RemoteRewardSource:
     def _register(self, dataset: SegDataset) -> RunPublic:
         body = RunCreate(run_id=self.run_id, dataset=self.args.dataset, level=self.level, scorer=self.args.scorer,
                          metric=self.args.metric, endpoint=self.args.endpoint or None,
+                         task_kind=self.args.human_task if self.level == "image" else "pixel",
                          image_size=None if self.args.dataset == "shapes" else self.args.image_size)
         try:
             response = self.http.post("/v1/runs", content=body.model_dump_json(),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +14,8 @@ import redis
 import torch
 
 from learner.checkpoint import load_checkpoint
-from tests.conftest import run_rss
-from tests.reward_service.conftest import LEARNER_TOKEN, service_env
+from tests.conftest import REPO, run_rss
+from tests.reward_service.conftest import LEARNER_TOKEN, RATERS, service_env
 from tests.reward_service.procs import start_service, start_uvicorn
 
 SMALL = ["--dataset", "shapes", "--shapes-size", "32", "--train-size", "64", "--val-size", "16", "--batch-size", "4",
@@ -92,3 +95,20 @@ def test_pipelined_training_applies_or_drops_every_batch_once(shapes32_service, 
     assert strict["rewards"]["dropped_stale"] == 10 * 4 * 4 and strict["rewards"]["applied"] == 2 * 4 * 4
     pending = redis.Redis.from_url(url).xpending("rss:v1:results:strict", "learner")
     assert pending["pending"] == 0
+
+
+def test_training_from_simulated_raters_preferences(shapes32_service, redis_server, tmp_path) -> None:
+    """The human path end to end: pairwise tasks, answered by `rss rater-sim` over HTTP, feed the learner."""
+    env = {**os.environ, "RSS_RATER_TOKEN": RATERS["bob"], "OMP_NUM_THREADS": "1"}
+    sim = subprocess.Popen([sys.executable, "-m", "learner.cli", "rater-sim", "--service-url", shapes32_service,
+                            "--shapes-size", "32", "--max-tasks", str(3 * 4), "--idle-s", "60"],
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        final = train(tmp_path / "prefs", "--scorer", "human", "--human-task", "pairwise", "--samples", "2",
+                      "--steps", "3", "--eval-every", "3", service=shapes32_service, redis_url=redis_server.db_url(3))
+        out, err = sim.communicate(timeout=60)
+    finally:
+        sim.kill()
+    assert sim.returncode == 0, err[-2000:]
+    assert "answered 12 tasks" in out
+    assert final["rewards"]["applied"] == final["rewards"]["posted"] == 3 * 4 * 2
