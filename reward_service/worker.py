@@ -43,7 +43,7 @@ class PermanentError(Exception):
     """A job that no retry can fix (its run or image is gone, the endpoint refuses it)."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity
 class Job:
     """One episode job of a batch, with what the batch read about it."""
 
@@ -164,9 +164,12 @@ class Worker:
             else:
                 live.append(job)
         if stale:
+            # HINCRBY above re-created the hash of an expired episode: remove that stub again
+            stubs = [keys.episode(j.episode_id) for j in jobs if not j.ep.get("run_id")]
             async with self.r.pipeline(transaction=False) as pipe:
                 pipe.xack(keys.JOBS, keys.JOBS_GROUP, *stale)
-                pipe.delete(*[keys.episode(j.episode_id) for j in jobs if not j.ep.get("run_id")])
+                if stubs:
+                    pipe.delete(*stubs)
                 await pipe.execute()
         if not live:
             return
@@ -191,7 +194,8 @@ class Worker:
             *(self.score_http(job) for job in http_jobs),
             *(self.create_tasks(job) for job in human_jobs),
         )
-        await self.finish([j for j in live if j not in human_jobs or j.error is not None], started)
+        tasks_created = {id(j) for j in human_jobs if j.error is None}  # create_tasks acked those itself
+        await self.finish([j for j in live if id(j) not in tasks_created], started)
 
     async def create_tasks(self, job: Job) -> None:
         try:

@@ -310,3 +310,25 @@ def test_a_batch_of_episodes_is_accepted_whole_or_not_at_all(learner, redis_clie
     for seed, episode_id in enumerate(ids):  # ids come back in the order the episodes were sent
         mask, truth = noisy(label, seed), label_of(f"train/{seed:06d}")
         assert by_id[episode_id] == pytest.approx(float(gt.image_reward(mask[None], truth[None], 4)[0]), abs=1e-6)
+
+
+def test_a_job_delivered_again_writes_nothing_twice(learner, redis_client) -> None:
+    """A duplicate job for a scored episode (a reclaimed job, a replayed entry) is acknowledged, not re-scored;
+    one for an expired episode leaves no stub behind."""
+    register(learner, "dup")
+    accepted = learner.post("/v1/episodes", json=episode("dup", [codec.raw_mask(label_of())]))
+    read_results(redis_client, "dup", 1)
+    episode_id = accepted.json()["episode_id"]
+    wait_status(learner, episode_id, ("scored",))
+    redis_client.xadd("rss:v1:jobs", {"kind": "episode", "id": episode_id})
+    redis_client.xadd("rss:v1:jobs", {"kind": "episode", "id": "0" * 32})  # expired long ago
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        groups = {g["name"]: g for g in redis_client.xinfo_groups("rss:v1:jobs")}
+        if groups[b"scorers"]["pending"] == 0 and groups[b"scorers"]["lag"] == 0:
+            break
+        time.sleep(0.1)
+    assert groups[b"scorers"]["pending"] == 0 and groups[b"scorers"]["lag"] == 0
+    assert redis_client.xinfo_stream("rss:v1:results:dup")["entries-added"] == 1  # trimming does not change it
+    assert not redis_client.exists("rss:v1:episode:" + "0" * 32)
+    assert learner.get(f"/v1/episodes/{episode_id}").json()["attempts"] == 2  # it was looked at, not scored
