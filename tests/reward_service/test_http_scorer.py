@@ -16,6 +16,7 @@ from examples.external_scorer.app import score_labels
 from learner.data import build_dataset
 from learner.data.base import to_tensors
 from learner.policy import ActionGrid, grid_labels, masks_for_scoring
+from learner.procs import free_port
 from reward_service.codec import decode_array, raw_mask
 from reward_service.core.config import Settings
 from reward_service.schemas import ExternalScoreRequest, Grid
@@ -29,7 +30,7 @@ from reward_service.scorers.http import (
     backoff_delay,
     check_answer,
 )
-from tests.reward_service.procs import free_port, start_uvicorn
+from tests.reward_service.procs import start_uvicorn
 
 SHAPES_SIZE, SEED = 48, 3  # not the defaults, so the test shows the scorer reads its env
 FAST = {"timeout": 5.0, "retries": 2, "backoff": 0.01, "breaker_failures": 5, "breaker_reset_s": 30.0}
