@@ -26,7 +26,7 @@ from reward_service.schemas import (
 from reward_service.scorers.http import HttpScorer
 from reward_service.scorers.human import HumanTasks
 from reward_service.services import Services
-from reward_service.store import Store, claim_database, connect, ensure_group
+from reward_service.store import Store, claim_database, connect, connect_blocking, ensure_group
 from reward_service.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -39,19 +39,17 @@ async def lifespan(app: FastAPI):
     dataset = await asyncio.to_thread(ServedDataset, settings)
     log.info("serving dataset %s (%d images, %d classes)", dataset.name, len(dataset.ids), dataset.num_classes)
     r = await connect(settings.redis_url, settings)
-    # Blocking reads (XREADGROUP BLOCK, up to 30 s for raters) get a socket timeout beyond the block.
-    blocking = await connect(settings.redis_url, settings,
-                             socket_timeout=settings.redis_socket_timeout_s + 30 + settings.worker_block_ms / 1000)
+    blocking = await connect_blocking(settings)
     await claim_database(r, settings)
     store = Store(r, settings)
     for stream, group in ((keys.JOBS, keys.JOBS_GROUP), (keys.TASKS, keys.TASKS_GROUP)):
         await ensure_group(r, stream, group)
-    http = HttpScorer(settings)
     human = HumanTasks(store, blocking, dataset)
-    worker = Worker(store, blocking, dataset, http, human) if settings.worker else None
-    app.state.services = Services(settings, store, blocking, dataset, http, human, worker)
+    app.state.services = Services(settings, store, dataset, human)
+    # Scoring normally runs in `rss worker` processes; RSS_WORKER=true also scores in this one.
+    http = HttpScorer(settings) if settings.worker else None
     stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop)) if worker else None
+    task = asyncio.create_task(Worker(store, blocking, dataset, http, human).run(stop)) if http else None
     try:
         yield
     finally:
@@ -63,7 +61,8 @@ async def lifespan(app: FastAPI):
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
-        await http.aclose()
+        if http is not None:
+            await http.aclose()
         await blocking.aclose()
         await r.aclose()
 

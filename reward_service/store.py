@@ -60,6 +60,13 @@ async def connect(url: str, settings: Settings, *, socket_timeout: float | None 
     raise AssertionError("unreachable")
 
 
+async def connect_blocking(settings: Settings) -> aioredis.Redis:
+    """A client for blocking reads (XREADGROUP BLOCK: the worker's, and raters' waits of up to 30 s):
+    its socket timeout outlasts the longest block, or redis-py raises timeouts (redis-py #3138)."""
+    return await connect(settings.redis_url, settings,
+                         socket_timeout=settings.redis_socket_timeout_s + 30 + settings.worker_block_ms / 1000)
+
+
 def _safe_url(url: str) -> str:
     """The URL without its password, for logs."""
     if "@" not in url:
@@ -210,10 +217,6 @@ class Store:
             samples=json.loads(f["shape"])[0], status=_s(f["status"]), reason=_s(f["reason"]),
             attempts=int(f["attempts"] or 0), created_at=float(f["created_at"]),
         )
-
-    async def set_status(self, episode_id: str, status: str, reason: str | None = None) -> None:
-        mapping = {"status": status} | ({"reason": reason} if reason else {})
-        await self.r.hset(keys.episode(episode_id), mapping=mapping)
 
     # --- results -----------------------------------------------------------------------
     def add_results(self, pipe: Any, run_id: str, results: list[Result]) -> None:

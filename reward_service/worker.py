@@ -34,7 +34,7 @@ from reward_service.schemas import ExternalScoreRequest, Grid, Result, RunPublic
 from reward_service.scorers import gt
 from reward_service.scorers.http import HttpScorer, Rejected
 from reward_service.scorers.human import HumanTasks
-from reward_service.store import Finish, Store, _s, connect, ensure_group
+from reward_service.store import Finish, Store, _s, connect, connect_blocking, ensure_group
 
 log = logging.getLogger(__name__)
 
@@ -296,8 +296,7 @@ async def run_worker(settings: Settings) -> None:
     torch.set_num_threads(settings.torch_threads)
     dataset = await asyncio.to_thread(ServedDataset, settings)
     r = await connect(settings.redis_url, settings)
-    blocking = await connect(settings.redis_url, settings,
-                             socket_timeout=settings.redis_socket_timeout_s + 30 + settings.worker_block_ms / 1000)
+    blocking = await connect_blocking(settings)
     store = Store(r, settings)
     await ensure_group(r, keys.JOBS, keys.JOBS_GROUP)
     http = HttpScorer(settings)
