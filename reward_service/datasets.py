@@ -98,8 +98,7 @@ class ServedDataset:
 
     def target(self, image_id: str, image_size: int | None, grid: Grid) -> np.ndarray:
         """The label a sample on ``grid`` is scored against: the lattice pixels, or full size."""
-        label = self.label(image_id, image_size)
-        return grid_labels(torch.from_numpy(label), as_action_grid(grid)).numpy()
+        return _on_grid(self.label(image_id, image_size), grid)
 
     def mask_shape(self, image_id: str, image_size: int | None, grid: Grid) -> tuple[int, int]:
         """The shape a sampled mask must have on ``grid``."""
@@ -110,13 +109,17 @@ class ServedDataset:
             sy, sx = as_action_grid(grid).stride(*label.shape)
             if not (0 <= grid.offset[0] < sy and 0 <= grid.offset[1] < sx):
                 raise ValueError(f"grid offset {tuple(grid.offset)} must lie within the stride {(sy, sx)}")
-        return tuple(self.target(image_id, image_size, grid).shape)
+        return tuple(_on_grid(label, grid).shape)
 
     def image_png(self, image_id: str) -> bytes:
         image, _ = self.dataset.load(self.require(image_id))
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
         return buffer.getvalue()
+
+
+def _on_grid(label: np.ndarray, grid: Grid) -> np.ndarray:
+    return grid_labels(torch.from_numpy(label), as_action_grid(grid)).numpy()
 
 
 def as_action_grid(grid: Grid) -> ActionGrid:
