@@ -114,6 +114,9 @@ class TrainArgs:
     """remote: batches whose rewards come back more than this many policy versions late are dropped"""
     reward_timeout_s: float = 300.0
     """remote: how long a step waits for its rewards before leaving the missing images out"""
+    reclaim_idle_s: float = 10.0
+    """remote, --resume: results the stopped learner read but never acknowledged are taken over
+    (XAUTOCLAIM) once idle this long; keep it above a live learner's longest step"""
 
     # Running
     device: str = "auto"
@@ -168,6 +171,8 @@ class TrainArgs:
             raise ValueError("--max-inflight and --max-staleness must be >= 0, --ppo-clip in (0, 1)")
         if self.max_inflight and self.reward_source != "remote":
             raise ValueError("--max-inflight needs --reward-source remote")
+        if self.reclaim_idle_s < 0:
+            raise ValueError(f"--reclaim-idle-s must be >= 0, got {self.reclaim_idle_s}")
         if self.reward_timeout_s <= 0:
             raise ValueError(f"--reward-timeout-s must be positive, got {self.reward_timeout_s}")
         if self.psr and not self.psr_scales:

@@ -10,11 +10,16 @@ an older policy (the behaviour policy, whose log-probs of the sampled actions ar
 
 At ratio 1 this is exactly the on-policy gradient. A batch more than `--max-staleness` policy
 versions old when its rewards arrive is dropped and counted, never applied.
+
+The batches in flight are part of a checkpoint (`state_dict`: their image indices, grid,
+sampled actions, behaviour log-probs and episode ids; the images are re-read on resume), so
+a resumed run waits for their rewards again instead of losing them.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +57,23 @@ class Pipeline:
         self.source.policy_version = step
         pending = self.source.post(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), self.args.reward))
         self.queue.append(Inflight(step, indices, images, grid, actions, behaviour, pending))
+
+    def state_dict(self) -> list[dict]:
+        """The batches posted and not yet applied, as a checkpoint keeps them."""
+        return [{"step": item.step, "indices": item.indices.cpu(), "actions": item.actions.to(torch.uint8).cpu(),
+                 "behaviour": item.behaviour.cpu(), "grid": [item.grid.scale, item.grid.mode, list(item.grid.offset)],
+                 "episodes": sorted(item.pending.ids, key=item.pending.ids.__getitem__)} for item in self.queue]
+
+    def load_state_dict(self, state: list[dict], images_of: Callable[[torch.Tensor], torch.Tensor],
+                        device: torch.device) -> None:
+        """Wait again for the rewards of the batches a checkpoint recorded in flight."""
+        for saved in state:
+            scale, mode, offset = saved["grid"]
+            actions = saved["actions"].to(device).long()
+            pending = self.source.restore(saved["episodes"], tuple(actions.shape), device, saved["step"])
+            self.queue.append(Inflight(saved["step"], saved["indices"], images_of(saved["indices"]),
+                                       ActionGrid(scale, mode, tuple(offset)), actions,
+                                       saved["behaviour"].to(device), pending))
 
     def due(self, last: bool) -> bool:
         """A batch should be applied now: more than --max-inflight wait, or the run is ending."""

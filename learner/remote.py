@@ -4,13 +4,21 @@ Each step posts one episode per image (its K sampled masks, raw-encoded, with th
 and the policy version), then reads the run's results stream with the consumer group the
 service created when the run registered. A result is applied at most once, keyed by
 (episode id, sample index): a duplicate delivery is counted and ignored, a result of an
-episode this step is not waiting for (a step that gave up on it) is counted as stale. Entries
-are acknowledged only after the optimizer step that used them (`commit`), so a learner killed
-in between finds them pending again.
+episode a step gave up on is counted as stale, and one of an episode this learner never
+posted, or whose sampled actions a crash lost, as orphaned.
+
+Restart safety: an entry is acknowledged only once no checkpoint can need it again. The
+checkpoint holds the batches posted and not yet applied (`state_dict`), so their results must
+stay pending until the checkpoint holding their update is written (`checkpointed`); results of
+a batch posted after the last checkpoint are acknowledged right after its update (a crash would
+lose its actions anyway). After `--resume`, the restored batches wait for their results again,
+and entries the dead process had read but not acknowledged are taken over with `XAUTOCLAIM`
+once idle for `--reclaim-idle-s`, then applied once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -49,6 +57,7 @@ class Pending:
     shape: tuple[int, ...]  # (B, K, h, w)
     device: torch.device
     started: float
+    step: int = 0  # the step that posted it (its policy version)
     got: dict[tuple[int, int], Result] = field(default_factory=dict)
     acks: list[bytes] = field(default_factory=list)  # stream entries to acknowledge once applied
 
@@ -86,8 +95,20 @@ class RemoteRewardSource:
         self.counts: Counter[str] = Counter()
         self.latency: list[float] = []  # per step: first POST to last result read
         self.post_latency: list[float] = []  # per step: first POST to last 202
-        self._to_ack: list[bytes] = []
+        self._to_ack: list[bytes] = []  # acknowledged at the next commit
+        self._deferred: list[bytes] = []  # acknowledged once a checkpoint holds their update
+        self._held: set[bytes] = set()  # entries this process read and has not acknowledged
         self.outstanding: dict[str, Pending] = {}  # episode id -> the step that waits for it
+        self.given_up: set[str] = set()  # episodes a step stopped waiting for (--reward-timeout-s)
+        self.applied_before: set[str] = set()  # resumed: episodes the checkpointed updates applied (the ledger)
+        self.checkpoint_step = 0  # steps done at the last checkpoint: batches posted before it are in it
+        self._reclaim_at: float | None = None  # next XAUTOCLAIM pass, while a resumed run may find entries
+        rank = int(os.environ.get("RANK", "0"))
+        # The ledger: one line per update, the episodes it applied (audits "applied exactly once").
+        self.ledger = Path(args.out) / ("applied.jsonl" if rank == 0 else f"applied.rank{rank}.jsonl")
+        self._applied: list[tuple[int, list[str]]] = []  # (posted step, kept episode ids) since the last commit
+        if not args.resume:
+            self.ledger.unlink(missing_ok=True)
         self.run = self._register(dataset)
         self.stream = self.run.results_stream
 
@@ -137,7 +158,8 @@ class RemoteRewardSource:
         episode_ids = self._post(bodies)
         self.post_latency.append(time.perf_counter() - started)
         self.counts["posted"] += actions.size // (actions.shape[2] * actions.shape[3])
-        pending = Pending({e: b for b, e in enumerate(episode_ids)}, actions.shape, episodes.indices.device, started)
+        pending = Pending({e: b for b, e in enumerate(episode_ids)}, actions.shape, episodes.indices.device, started,
+                          self.policy_version)
         for episode_id in episode_ids:
             self.outstanding[episode_id] = pending
         return pending
@@ -148,35 +170,82 @@ class RemoteRewardSource:
         ``apply=False``: the caller drops them (too stale); they are counted as such, not as applied."""
         deadline = time.monotonic() + self.args.reward_timeout_s
         while not pending.complete and time.monotonic() < deadline:
+            if self._reclaim_at is not None and time.monotonic() >= self._reclaim_at:
+                self._reclaim()
+                if pending.complete:
+                    break
             read = self.redis.xreadgroup(RESULTS_GROUP, self.consumer, {self.stream: ">"}, count=1024, block=1000)
             for _, entries in read or []:
                 for entry_id, fields in entries:
-                    result = Result.model_validate_json(fields[b"payload"])
-                    owner = self.outstanding.get(result.episode_id)
-                    if owner is None:
-                        self.counts["stale"] += 1  # of an episode no step waits for (given up, or before a restart)
-                        self._to_ack.append(entry_id)
-                    elif not owner.add(result):
-                        self.counts["duplicates"] += 1
-                        self._to_ack.append(entry_id)
-                    else:  # acknowledged with its batch, after the update that applies it
-                        owner.acks.append(entry_id)
+                    self._route(entry_id, fields)
         for episode_id in pending.ids:
             self.outstanding.pop(episode_id, None)
-        self._to_ack += pending.acks
+        # A checkpoint written after this batch was posted holds it: its results stay pending
+        # until the checkpoint holding its update exists (a crash before then re-applies them).
+        (self._deferred if pending.step < self.checkpoint_step else self._to_ack).extend(pending.acks)
         missing = pending.expected - len(pending.got)
         if missing:
             self.counts["late"] += missing
+            self.given_up.update(e for e, b in pending.ids.items()
+                                 if any((b, j) not in pending.got for j in range(pending.shape[1])))
             log.warning("%d of %d rewards did not arrive within %g s; their images are left out of this step",
                         missing, pending.expected, self.args.reward_timeout_s)
         self.latency.append(time.perf_counter() - pending.started)
         rewards = self._rewards(pending.got, pending.shape, pending.device)
         kept = int(rewards.keep.sum()) * pending.shape[1]
         self.counts["applied" if apply else "dropped_stale"] += kept
+        if apply:
+            rows = rewards.keep.tolist()
+            self._applied.append((pending.step, [e for e, b in pending.ids.items() if rows[b]]))
         return rewards
 
     def score(self, episodes: Episodes) -> Rewards:
         return self.collect(self.post(episodes))
+
+    def _route(self, entry_id: bytes, fields: dict) -> None:
+        """File one delivered result under the step waiting for it, or count why it is not applied."""
+        if entry_id in self._held:
+            return  # ours already, handed back by XAUTOCLAIM: still waiting for its update or checkpoint
+        result = Result.model_validate_json(fields[b"payload"])
+        owner = self.outstanding.get(result.episode_id)
+        if owner is None:  # no step waits for it: applied before a restart, given up on, or its actions lost
+            if result.episode_id in self.applied_before:
+                self.counts["duplicates"] += 1  # a checkpointed update applied it; the crash came before the ack
+            else:
+                self.counts["stale" if result.episode_id in self.given_up else "orphaned"] += 1
+            self._to_ack.append(entry_id)
+        elif not owner.add(result):
+            self.counts["duplicates"] += 1
+            self._to_ack.append(entry_id)
+        else:  # acknowledged with its batch, after the update that applies it
+            owner.acks.append(entry_id)
+        self._held.add(entry_id)
+
+    def _reclaim(self) -> None:
+        """Take over entries a dead learner read and never acknowledged (XAUTOCLAIM past an idle time).
+
+        Runs after a resume until no other consumer of the group holds entries."""
+        idle_ms = int(self.args.reclaim_idle_s * 1000)
+        cursor = "0-0"
+        while True:
+            reply = self.redis.xautoclaim(self.stream, RESULTS_GROUP, self.consumer, idle_ms, cursor, count=1024)
+            cursor, entries = reply[0], reply[1]
+            for entry_id, fields in entries:
+                if fields is None:  # trimmed away (Redis 6.2 still lists it): nothing to apply
+                    self._to_ack.append(entry_id)
+                    continue
+                if entry_id not in self._held:
+                    self.counts["reclaimed"] += 1
+                self._route(entry_id, fields)
+            if cursor in (b"0-0", "0-0"):
+                break
+        others = [c for c in self.redis.xinfo_consumers(self.stream, RESULTS_GROUP)
+                  if c["name"] != self.consumer.encode() and c["name"] != self.consumer]
+        for consumer in others:
+            if not consumer["pending"]:
+                self.redis.xgroup_delconsumer(self.stream, RESULTS_GROUP, consumer["name"])
+        busy = any(c["pending"] for c in others)
+        self._reclaim_at = time.monotonic() + max(self.args.reclaim_idle_s / 2, 0.5) if busy else None
 
     def _rewards(self, got: dict[tuple[int, int], Result], shape: tuple[int, ...], device: torch.device) -> Rewards:
         b, k = shape[:2]
@@ -201,11 +270,50 @@ class RemoteRewardSource:
         valid = ~torch.isnan(maps_t[:, 0]) & keep_t.cpu().view(-1, 1, 1)
         return Rewards(pixel=torch.nan_to_num(maps_t).to(device), valid=valid.to(device), keep=keep_t)
 
-    def commit(self) -> None:
-        """Acknowledge what the last collected batch applied (call after its optimizer step)."""
-        if self._to_ack:
-            self.redis.xack(self.stream, RESULTS_GROUP, *self._to_ack)
-            self._to_ack = []
+    def commit(self, step: int) -> None:
+        """Record what the update of ``step`` applied, and acknowledge it unless a checkpoint may need it."""
+        if self._applied:
+            with self.ledger.open("a") as f:
+                for posted, episodes in self._applied:
+                    f.write(json.dumps({"step": step, "posted_step": posted, "episodes": episodes}) + "\n")
+            self._applied = []
+        self._ack(self._to_ack)
+        self._to_ack = []
+
+    def checkpointed(self, step: int) -> None:
+        """A checkpoint of ``step`` steps was written: what its updates applied is safe to acknowledge."""
+        self.checkpoint_step = step
+        self._ack(self._deferred + self._to_ack)
+        self._deferred, self._to_ack = [], []
+
+    def _ack(self, entries: list[bytes]) -> None:
+        for start in range(0, len(entries), 10_000):
+            chunk = entries[start:start + 10_000]
+            self.redis.xack(self.stream, RESULTS_GROUP, *chunk)
+            self._held.difference_update(chunk)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the source: its counts (batches in flight are the pipeline's)."""
+        return {"counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict, step: int) -> None:
+        """Resume at ``step``: counts as checkpointed; the ledger loses the updates the checkpoint lost."""
+        self.counts.update(state["counts"])
+        self.checkpoint_step = step
+        if self.ledger.exists():
+            lines = self.ledger.read_text().splitlines()
+            kept = [json.loads(line) for line in lines if line]
+            kept = [entry for entry in kept if entry["step"] < step]
+            self.ledger.write_text("".join(json.dumps(entry) + "\n" for entry in kept))
+            self.applied_before = {episode for entry in kept for episode in entry["episodes"]}
+        self._reclaim_at = time.monotonic()  # look for the dead process's entries at the first wait
+
+    def restore(self, episode_ids: list[str], shape: tuple[int, ...], device: torch.device, step: int) -> Pending:
+        """Wait again for a batch a checkpoint recorded as posted and not applied."""
+        pending = Pending({e: b for b, e in enumerate(episode_ids)}, shape, device, time.perf_counter(), step)
+        for episode_id in episode_ids:
+            self.outstanding[episode_id] = pending
+        return pending
 
     policy_version = 0
 
@@ -215,7 +323,8 @@ class RemoteRewardSource:
             recent = sorted(values[-100:])
             return round(1000 * recent[len(recent) // 2], 1) if recent else 0.0
 
-        return {**self.counts, "post_ms": median_ms(self.post_latency), "reward_latency_ms": median_ms(self.latency)}
+        return {**self.counts, "inflight": len(self.outstanding), "post_ms": median_ms(self.post_latency),
+                "reward_latency_ms": median_ms(self.latency)}
 
     def close(self) -> None:
         self.http.close()

@@ -48,8 +48,15 @@ class RewardSource(Protocol):
 
     def score(self, episodes: Episodes) -> Rewards: ...
 
-    def commit(self) -> None:
-        """Called after the optimizer step that applied the last rewards."""
+    def commit(self, step: int) -> None:
+        """Called after the optimizer step of ``step`` that applied the last rewards."""
+
+    def checkpointed(self, step: int) -> None:
+        """Called once a checkpoint of ``step`` steps is written."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict, step: int) -> None: ...
 
     def stats(self) -> dict[str, float]: ...
 
@@ -89,7 +96,16 @@ class LocalRewardSource:
             return Rewards(pixel=pixel, valid=valid[:, 0])
         return Rewards(image=gt.image_reward(masks, target, self.num_classes, self.metric))
 
-    def commit(self) -> None:
+    def commit(self, step: int) -> None:
+        pass
+
+    def checkpointed(self, step: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, step: int) -> None:
         pass
 
     def stats(self) -> dict[str, float]:

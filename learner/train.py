@@ -145,15 +145,24 @@ def train(args: TrainArgs) -> dict:
     source = build_source(args, train_ds, device)
     labels = LabelStore(train_ds, device)  # only the CE baseline reads labels directly
 
+    use_psr = args.objective == "rl" and args.reward == "image" and args.psr
+    pipeline = Pipeline(args, source) if args.objective == "rl" and args.max_inflight > 0 else None
     start, elapsed, step_seconds = 0, 0.0, 0.0
     ckpt_path = out / "checkpoint.pt"
+    # Rank 0's checkpoint holds the model; every rank keeps its own rewards in flight (its own run).
+    loop_path = ckpt_path if rank == 0 else out / f"checkpoint.rank{rank}.pt"
     if args.resume:
         ckpt = load_checkpoint(ckpt_path, device)
         core.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
         start, elapsed, step_seconds = ckpt["step"], ckpt["seconds"], ckpt["step_seconds"]
-        log.info("resumed from %s at step %d (scale %s)", ckpt_path, start, schedule.scale)
+        loop = ckpt if rank == 0 else load_checkpoint(loop_path, device)
+        source.load_state_dict(loop.get("source", {}), start)
+        if pipeline is not None:
+            pipeline.load_state_dict(loop.get("inflight", []), lambda i: load_batch(train_ds, i, device), device)
+        log.info("resumed from %s at step %d (scale %s, %d batches in flight)", ckpt_path, start,
+                 schedule.scale, len(loop.get("inflight", [])))
     elif (out / "metrics.jsonl").exists() and rank == 0:
         (out / "metrics.jsonl").unlink()
     # Under torchrun every rank trains on its own batches; DDP averages the gradients and
@@ -161,19 +170,20 @@ def train(args: TrainArgs) -> dict:
     model = torch.nn.parallel.DistributedDataParallel(core) if dist.is_initialized() else core
 
     def save(step: int) -> None:
+        loop = {"source": source.state_dict(), "inflight": pipeline.state_dict() if pipeline else []}
         if rank == 0:
             save_checkpoint(ckpt_path, model=core.state_dict(), optimizer=optimizer.state_dict(),
                             schedule=schedule.state_dict(), step=step, seconds=elapsed,
-                            step_seconds=step_seconds, args=dataclasses.asdict(args))
+                            step_seconds=step_seconds, args=dataclasses.asdict(args), **loop)
+        else:
+            save_checkpoint(loop_path, step=step, **loop)
+        source.checkpointed(step)  # what the saved updates applied can be acknowledged now
 
-    use_psr = args.objective == "rl" and args.reward == "image" and args.psr
-    pipeline = Pipeline(args, source) if args.objective == "rl" and args.max_inflight > 0 else None
-
-    def optimize(loss: torch.Tensor) -> None:
+    def optimize(loss: torch.Tensor, step: int) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        source.commit()  # acknowledge the rewards this update applied
+        source.commit(step)  # record (and, unless a checkpoint needs them, acknowledge) the rewards applied
 
     window: list[dict] = []
     last_eval: dict = {}
@@ -197,7 +207,7 @@ def train(args: TrainArgs) -> dict:
             while pipeline.due(last=step == args.steps - 1):
                 update = pipeline.apply_oldest(model, step, advantages)
                 if update is not None:
-                    optimize(update[0])
+                    optimize(update[0], step)
                     applied.append(update)
         else:
             logits = model(images)
@@ -208,7 +218,7 @@ def train(args: TrainArgs) -> dict:
                 grid = random_grid(scale, args.psr_mode, height, width, gen) if scale else ActionGrid(0)
                 source.policy_version = step
                 loss, stats = rl_loss(args, logits, indices, grid, source, sample_gen)
-            optimize(loss)
+            optimize(loss, step)
             applied.append((loss, stats))
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +26,12 @@ SMALL = ["--dataset", "shapes", "--shapes-size", "32", "--train-size", "64", "--
 
 @pytest.fixture(scope="module")
 def shapes32_service(redis_server) -> Iterator[str]:
-    """A service serving the learner's small shapes split, in its own Redis database."""
+    """A service serving the learner's small shapes split, in its own Redis database.
+
+    Acknowledged results are never trimmed here, so a test can audit a whole results stream."""
     env = service_env(redis_server, shapes_size=32, shapes_length=64, redis_url=redis_server.db_url(3),
-                      max_attempts=1, http_timeout_s=0.5, http_retries=0, retry_idle_s=2.0)
+                      max_attempts=1, http_timeout_s=0.5, http_retries=0, retry_idle_s=2.0,
+                      results_trim_every_s=3600)
     with start_service(env) as proc:
         yield proc.url
 
@@ -112,3 +116,53 @@ def test_training_from_simulated_raters_preferences(shapes32_service, redis_serv
     assert sim.returncode == 0, err[-2000:]
     assert "answered 12 tasks" in out
     assert final["rewards"]["applied"] == final["rewards"]["posted"] == 3 * 4 * 2
+
+
+def ledger(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "applied.jsonl").read_text().splitlines()]
+
+
+def test_killed_learner_resumes_without_losing_or_reapplying_a_reward(
+        shapes32_service, redis_server, tmp_path) -> None:
+    """SIGKILL mid-run with batches in flight; --resume reclaims what the dead learner held, applies it once."""
+    url, out, steps = redis_server.db_url(3), tmp_path / "crash", 24
+    args = [*SMALL, "--steps", str(steps), "--eval-every", str(steps), "--checkpoint-every", "4",
+            "--max-inflight", "2", "--reclaim-idle-s", "1", "--out", str(out), "--reward-source", "remote",
+            "--service-url", shapes32_service, "--redis-url", url]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "learner.cli", "train", *args], cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:  # kill once a checkpoint exists and updates after it were applied (their acks held back)
+        deadline = time.monotonic() + 120
+        while not ((out / "applied.jsonl").exists() and any(e["step"] >= 5 for e in ledger(out))):
+            assert first.poll() is None, first.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "the learner applied nothing in 120 s"
+            time.sleep(0.02)
+        first.kill()
+    finally:
+        first.kill()
+        first.communicate()
+    killed_at = max(e["step"] for e in ledger(out))
+    assert killed_at < steps - 1, "the run ended before it was killed: nothing was tested"
+
+    result = run_rss("train", *args, "--resume", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 batches in flight" in result.stderr
+    final = json.loads((out / "final.json").read_text())
+    applied = ledger(out)
+    # every step's batch applied exactly once, each of its episodes once
+    assert sorted(e["posted_step"] for e in applied) == list(range(steps))
+    episodes = [episode for e in applied for episode in e["episodes"]]
+    assert len(episodes) == len(set(episodes)) == steps * 4
+    counts = final["rewards"]
+    assert counts["applied"] == steps * 4 * 4 and counts["reclaimed"] > 0
+    assert counts.get("late", 0) == counts.get("dropped_stale", 0) == 0
+    # a kill between writing a checkpoint and acknowledging what it holds redelivers those (counted, not applied)
+    assert counts.get("duplicates", 0) <= 2 * 4 * 4
+    # every result in the stream was applied, or counted as orphaned (its actions died with the learner)
+    client = redis.Redis.from_url(url)
+    entries = client.xrange("rss:v1:results:crash")
+    orphans = [e for e in entries if json.loads(e[1][b"payload"])["episode_id"] not in set(episodes)]
+    assert counts.get("orphaned", 0) == len(orphans)
+    assert len(entries) == steps * 4 * 4 + len(orphans)
+    assert client.xpending("rss:v1:results:crash", "learner")["pending"] == 0
