@@ -248,3 +248,15 @@ def test_healthchecks_answer_like_docker_expects(redis_server: RedisServer, redi
     pong = subprocess.run([*redis_test[:1], "-p", str(redis_server.port), *redis_test[1:]],
                           capture_output=True, text=True, timeout=10)
     assert pong.stdout.strip() == "PONG"
+
+
+def test_readme_deployment_section_matches_the_files() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("\n## Deployment\n"):readme.index("\n## Development\n")]
+    assert "**Validated, not run, in CI.**" in section
+    services = config(GPU)["services"]
+    assert {name for name in services if f"| `{name}` |" not in section} == set()
+    texts = [(REPO / name).read_text() for name in GPU]
+    required = {m for text in texts for m in re.findall(r"\$\{([A-Z0-9_]+):\?", text)}
+    assert {name for name in required if f"`{name}`" not in section} == set()
+    assert "--scale reward_service=3" in section and "docker-compose.gpu.yml" in section
