@@ -45,6 +45,19 @@ TOKEN_ENV = "RSS_LEARNER_TOKEN"
 BATCH = 256  # episodes per request: the service's default RSS_MAX_BATCH
 
 
+def rank_run_id(run_id: str) -> str:
+    """Under torchrun with several ranks, each rank is a run of its own at the service: ``<run_id>-rank<r>``.
+
+    The service gives a run one results stream read by one consumer group, and a group hands each
+    entry to one consumer only: ranks sharing a run would receive each other's results (counted
+    stale there, and late where they were awaited). Own runs give each rank its own stream and
+    group with no change to the service, and a restarted rank (same RANK) finds its pending entries.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"{run_id}-rank{int(os.environ.get('RANK', '0'))}"
+    return run_id
+
+
 class RemoteError(ValueError):
     """The service is unreachable or refused the run's setup: a configuration to fix (CLI exit 2)."""
 
@@ -86,7 +99,7 @@ class RemoteRewardSource:
         if not token:
             raise ValueError(f"--reward-source remote needs the learner token in ${TOKEN_ENV}")
         self.args, self.ids, self.level = args, list(dataset.ids), args.reward
-        self.run_id = args.run_id or Path(args.out).resolve().name
+        self.run_id = rank_run_id(args.run_id or Path(args.out).resolve().name)
         self.http = httpx.Client(base_url=args.service_url.rstrip("/"), timeout=30.0,
                                  headers={"Authorization": f"Bearer {token}"})
         # A blocking read waits up to 1 s: the socket timeout must outlast it (redis-py #3138).

@@ -44,6 +44,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def rank_device(device: torch.device) -> torch.device:
+    """Under torchrun, rank ``LOCAL_RANK`` of a node takes GPU ``LOCAL_RANK`` (``cuda`` alone means GPU 0 for all)."""
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    return device
+
+
+def log_rank_stats(path: Path, step: int, applied: list[tuple[torch.Tensor, dict]], counts: dict) -> None:
+    """Under torchrun, each rank's own step statistics (``rank<r>.jsonl``): its rewards, SyncAN's std
+    (the same on every rank when the all-reduce works) and its reward counts so far."""
+    with path.open("a") as f:
+        for loss, stats in applied:
+            f.write(json.dumps({"step": step, **stats, "loss": float(loss.detach()), "rewards": counts}) + "\n")
+
+
 def build_splits(args: TrainArgs) -> tuple[SegDataset, SegDataset]:
     names = args.class_names.split(",") if args.class_names else None
     common = {
@@ -132,7 +148,7 @@ def train(args: TrainArgs) -> dict:
         dist.init_process_group("nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = rank_device(resolve_device(args.device))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
@@ -165,6 +181,9 @@ def train(args: TrainArgs) -> dict:
                  schedule.scale, len(loop.get("inflight", [])))
     elif (out / "metrics.jsonl").exists() and rank == 0:
         (out / "metrics.jsonl").unlink()
+    rank_log = out / f"rank{rank}.jsonl" if dist.is_initialized() and dist.get_world_size() > 1 else None
+    if rank_log is not None and not args.resume:
+        rank_log.unlink(missing_ok=True)
     # Under torchrun every rank trains on its own batches; DDP averages the gradients and
     # SyncAN (advantages.syncan) gives every rank the same advantage scale.
     model = torch.nn.parallel.DistributedDataParallel(core) if dist.is_initialized() else core
@@ -229,6 +248,8 @@ def train(args: TrainArgs) -> dict:
             window.append({**stats, "loss": float(loss.detach())})
             if use_psr and schedule.update(step, stats["reward"]):
                 log.info("step %d: PSR scale -> %s", step + 1, schedule.scale or "full")
+        if rank_log is not None:
+            log_rank_stats(rank_log, step + 1, applied, source.stats())
         bar.update(1)
         reward = f"{applied[-1][1]['reward']:.3f}" if applied else "-"
         bar.set_postfix(reward=reward, scale=scale or "full", val_miou=last_eval.get("val_miou", "-"), **source.stats())
