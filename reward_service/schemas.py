@@ -231,6 +231,21 @@ class LeaseRef(BaseModel):
     lease_id: str
 
 
+class QueueDepth(BaseModel):
+    """Rating slots waiting for a rater, and slots leased but not answered yet."""
+
+    waiting: int
+    leased: int
+
+
+class RaterPublic(BaseModel):
+    """The signed-in rater: name and lifetime counters."""
+
+    name: str
+    rated: int
+    skipped: int
+
+
 class RatingAccepted(BaseModel):
     task_id: str
     ratings_done: int

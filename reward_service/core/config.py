@@ -61,6 +61,8 @@ class Settings(BaseSettings):
 
     # human rating
     lease_s: float = Field(120.0, gt=0, description="How long a rater holds a task before it returns to the queue.")
+    ui_dir: Path | None = Field(
+        None, description="The annotator UI's folder, served at /ui (default: the repository's annotator_ui/).")
 
     # external (http) scorer
     http_timeout_s: float = Field(10.0, gt=0)
