@@ -199,3 +199,27 @@ def test_an_expired_lease_shows_a_message_and_the_next_task(page, redis_server, 
         page.keyboard.press("Enter")
         (result,) = read_results(db, "ui-exp", 1)
         assert result["reward"] == pytest.approx(0.5)
+
+
+def test_a_lattice_mask_is_painted_in_mask_coordinates_after_a_zoom(page, service_url, learner, db) -> None:
+    """A PSR lattice mask (16 x 16, one pixel every 4 from offset (1, 2)) is drawn as 4-pixel cells,
+    and the brush marks the lattice pixel under the pointer, also after zooming in at the pointer."""
+    register(learner, "ui-grid", scorer="human", level="pixel")
+    lattice = label_of()[1::4, 2::4][:16, :16]
+    post(learner, "ui-grid", [lattice], level="pixel", scale=16, grid_mode="grid", offset=[1, 2])
+    sign_in(page, service_url)
+    wait_task(page, "pixel")
+    page.keyboard.press("[")  # radius 0: one lattice pixel per stamp
+    # lattice pixel (mx, my) covers image pixels [2 + 4 mx, 2 + 4 mx + 4) x [1 + 4 my, ...)
+    at = mask_to_client(page, 2 + 4 * 5.5, 1 + 4 * 9.5)
+    page.mouse.move(*at)
+    page.mouse.wheel(0, -600)  # zoom in around the pointer: the point under it stays put
+    page.wait_for_function("window.rss.viewer.view.scale > 15")
+    page.mouse.down()
+    page.mouse.up()
+    page.keyboard.press("Enter")
+    (result,) = read_results(db, "ui-grid", 1)
+    reward_map = codec.decode_array(codec.ArrayB64(**result["reward_map"]))
+    expected = np.zeros((16, 16), np.float32)
+    expected[9, 5] = -1
+    np.testing.assert_array_equal(reward_map, expected)
