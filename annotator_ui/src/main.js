@@ -11,7 +11,7 @@ import { PixelTask } from './tasks/pixel.js';
 import { ScoreTask } from './tasks/score.js';
 
 const VIEWS = { score: ScoreTask, pairwise: PairwiseTask, pixel: PixelTask };
-const WAIT_S = 20;  // one long poll for a task
+const WAIT_S = 10;  // one long poll for a task (the service holds the request, and its shutdown, that long)
 const LEASE_MARGIN_MS = 3000;  // a prefetched task with less lease left than this is not shown
 const RETRY_MS = 2000;  // after a network error while fetching tasks
 const QUEUE_EVERY_MS = 5000;
@@ -31,6 +31,8 @@ class App {
     this.abort = new AbortController();  // ends the loops of a signed-out session
     this.busy = false;
     this.timings = [];  // ms from a submit to the next task drawn (rss bench ui reads them)
+    this.prefetched = [];  // per timing: was the next task ready (prefetched) when the answer was sent?
+    this.fetches = [];  // {leaseMs, prepareMs} of each task fetched: the prefetch's cost
     renderHelp($('#help-table'));
     this.bind();
     this.session.addEventListener('change', () => this.renderStatus());
@@ -129,6 +131,7 @@ class App {
   async fetchPrepared(signal) {
     while (!signal.aborted) {
       let task;
+      const asked = performance.now();
       try {
         task = await this.api.nextTask(WAIT_S, signal);
       } catch (err) {
@@ -140,7 +143,11 @@ class App {
       if (!task) continue;  // none within WAIT_S: ask again
       task.leaseMs = task.lease_expires_at * 1000 - Date.now();  // how long this lease lasts
       try {
-        return await this.prepare(task);
+        const leased = performance.now();
+        const prepared = await this.prepare(task);
+        prepared.readyAt = performance.now();
+        this.fetches.push({ leaseMs: leased - asked, prepareMs: performance.now() - leased });
+        return prepared;
       } catch (err) {
         if (signal.aborted) return null;
         this.message(`Task ${task.task_id} could not be shown (${err.message}); it was skipped.`);
@@ -222,7 +229,10 @@ class App {
     document.body.dataset.kind = task.kind;
     this.expiryTimer = setTimeout(() => this.onLeaseExpired(task), Math.max(0, this.leaseLeft(task)));
     if (submittedAt !== null) {
-      requestAnimationFrame(() => this.timings.push(performance.now() - submittedAt));
+      requestAnimationFrame(() => {
+        this.timings.push(performance.now() - submittedAt);
+        this.prefetched.push(prepared.readyAt <= submittedAt);
+      });
     }
     this.renderStatus();
   }

@@ -8,13 +8,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from learner.bench.ui import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import RedisServer
 from tests.reward_service.conftest import RATERS, service_env
 from tests.reward_service.procs import Proc, start_service
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 UI_DB = 2  # the UI tests' service claims its own database
 
 
