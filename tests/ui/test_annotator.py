@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from reward_service import codec
+from tests.conftest import REPO
 from tests.reward_service.conftest import client, read_results, register, wait_status
 from tests.reward_service.test_service import episode, label_of, noisy
 from tests.ui.conftest import sign_in, ui_service, wait_task
@@ -149,6 +150,8 @@ def test_help_lists_every_hotkey_from_the_handlers_table(page, service_url, db) 
         assert key in text
     page.keyboard.press("Escape")
     assert not page.locator("#help").is_visible()
+    table = page.evaluate("import('/ui/src/keys.js').then((k) => k.helpMarkdown())")
+    assert table in (REPO / "README.md").read_text(), "README's hotkey table differs from annotator_ui/src/keys.js"
 
 
 def test_a_bad_token_is_refused_with_a_message(page, service_url, db) -> None:
