@@ -8,11 +8,12 @@ and the late answer is refused (410). Answering is one Lua script, so a rating i
 its slot acknowledged and (with the last one) the finalize job queued atomically, exactly once.
 
 Honeypots: with probability `RSS_HONEYPOT_FRACTION` a task gets a twin whose answer ground
-truth knows (computed when the tasks are queued). A rater cannot tell the twin from a real task;
-answering it updates the rater's agreement counters (in the same script) and never queues a
-finalize job, so a honeypot answer never reaches a results stream. A run with
-`min_rater_agreement` ignores, when finalizing, the ratings of raters whose agreement is below it;
-a task left with no rating goes back to the queue for raters who have not answered it.
+truth knows (computed when the tasks are queued). The twin is named and served like a real task
+(though a rater may notice the same masks twice). Answering it updates the rater's agreement
+counters (in the same script) and never queues a finalize job, so a honeypot answer never
+reaches a results stream. A run with `min_rater_agreement` ignores, when finalizing, the ratings
+of raters whose agreement is below it; a task left with no rating goes back to the queue for
+raters who have not answered it.
 """
 
 from __future__ import annotations
