@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_STEPS ?= 1500
 DEMO_OUT ?= runs/demo
+DEMO_FLAGS ?=
 
 .PHONY: install demo test lint bench clean
 
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 
 # Redis + the reward service + the learner training through them, on loopback (rss demo --help).
 demo: install
-	$(VENV)/bin/rss demo --steps $(DEMO_STEPS) --out $(DEMO_OUT)
+	$(VENV)/bin/rss demo --steps $(DEMO_STEPS) --out $(DEMO_OUT) $(DEMO_FLAGS)
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 test: install

@@ -84,7 +84,8 @@ def main(argv: list[str]) -> int:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(f"{url}/v1/ready", timeout=2).status_code == 200, "rss serve", 90, service)
         print(f"reward service: {url}  (API docs {url}/docs, metrics {url}/metrics)\n"  # noqa: T201
-              f"rater token: {rater_token}   logs: {out}/service.log, {out}/redis.log", flush=True)
+              f"annotator UI: {url}/ui/  rater token: {rater_token}   logs: {out}/service.log, {out}/redis.log",
+              flush=True)
         os.environ["RSS_LEARNER_TOKEN"] = learner_token
         flags = ["--reward-source", "remote", "--service-url", url, "--redis-url", redis_url, "--scorer", args.scorer,
                  "--steps", str(args.steps), "--out", str(out), "--threads", "1", *train_flags]

@@ -7,9 +7,11 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 
 import torch
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
 
 from reward_service import keys, metrics
@@ -30,6 +32,7 @@ from reward_service.store import Store, claim_database, connect, connect_blockin
 from reward_service.worker import Worker
 
 log = logging.getLogger(__name__)
+UI_DIR = Path(__file__).resolve().parents[1] / "annotator_ui"
 
 
 @asynccontextmanager
@@ -159,6 +162,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(api_router)
     app.mount("/metrics", make_asgi_app())
+    ui_dir = settings.ui_dir or UI_DIR
+    if ui_dir.is_dir():
+        app.mount("/ui", StaticFiles(directory=ui_dir, html=True), name="ui")
+    else:
+        log.warning("annotator UI not served: %s is not a folder (RSS_UI_DIR)", ui_dir)
     app.add_middleware(LimitAndMeasure, max_body_bytes=settings.max_body_bytes)
     add_contract_schemas(app)
     return app

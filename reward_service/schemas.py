@@ -91,6 +91,9 @@ class RunCreate(BaseModel):
     endpoint: str | None = Field(None, description="HTTP scorer: the external endpoint's URL.")
     image_size: int | None = Field(
         None, ge=8, le=4096, description="The learner's training resolution: labels are resized (nearest) to it.")
+    min_rater_agreement: float | None = Field(
+        None, ge=0, le=1, description="Human scorer: ratings from raters whose honeypot agreement is below this are "
+        "ignored when a task is finalized (a rater who has answered no honeypot yet passes).")
 
     @model_validator(mode="after")
     def _check(self) -> RunCreate:
@@ -231,6 +234,21 @@ class LeaseRef(BaseModel):
     lease_id: str
 
 
+class QueueDepth(BaseModel):
+    """Rating slots waiting for a rater, and slots leased but not answered yet."""
+
+    waiting: int
+    leased: int
+
+
+class RaterPublic(BaseModel):
+    """The signed-in rater: name and lifetime counters."""
+
+    name: str
+    rated: int
+    skipped: int
+
+
 class RatingAccepted(BaseModel):
     task_id: str
     ratings_done: int
@@ -285,4 +303,6 @@ class Stats(BaseModel):
     dead_letters: int
     results_last_minute: int
     results_per_minute_5m: float
-    raters: dict[str, dict[str, float]]
+    raters: dict[str, dict[str, float | None]] = Field(
+        description="Per rater: rated, skipped, per_minute_5m, honeypots (answered), honeypots_agreed, and "
+        "agreement (honeypots_agreed / honeypots; null before the first honeypot).")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-BENCHES = ("convergence", "service")
+BENCHES = ("convergence", "service", "ui")
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHES:
         raise ValueError(f"rss bench needs one of: {', '.join(BENCHES)}")
+    if argv[0] == "ui":
+        from learner.bench.ui import main as ui_main
+
+        return ui_main(argv[1:])
     if argv[0] == "service":
         from learner.bench.service import main as service_main
 

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
 
     # human rating
     lease_s: float = Field(120.0, gt=0, description="How long a rater holds a task before it returns to the queue.")
+    honeypot_fraction: float = Field(
+        0.0, ge=0, le=1, description="Chance that a human task gets a honeypot twin whose answer ground truth knows.")
+    ui_dir: Path | None = Field(
+        None, description="The annotator UI's folder, served at /ui (default: the repository's annotator_ui/).")
 
     # external (http) scorer
     http_timeout_s: float = Field(10.0, gt=0)

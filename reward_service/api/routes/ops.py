@@ -53,8 +53,10 @@ async def read_stats(services: ServicesDep, _: AnyToken) -> Stats:
     for name in services.settings.rater_tokens:
         counts = {_s(k): float(v) for k, v in (await store.r.hgetall(keys.rater_stats(name))).items()}
         per_minute = await store.minute_counts(f"ratings:{name}", 6)
+        honeypots, agreed = counts.get("honeypots", 0.0), counts.get("honeypots_agreed", 0.0)
         raters[name] = {"rated": counts.get("rated", 0.0), "skipped": counts.get("skipped", 0.0),
-                        "per_minute_5m": sum(per_minute[1:]) / 5}
+                        "per_minute_5m": sum(per_minute[1:]) / 5, "honeypots": honeypots,
+                        "honeypots_agreed": agreed, "agreement": agreed / honeypots if honeypots else None}
     return Stats(
         jobs_waiting=jobs_waiting, jobs_pending=jobs_pending, tasks_waiting=tasks_waiting, leases_pending=leases,
         dead_letters=int(await store.r.xlen(keys.DEAD_LETTER)), results_last_minute=results[0],

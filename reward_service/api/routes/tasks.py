@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from reward_service import metrics
+from reward_service import keys, metrics
 from reward_service.api.deps import Rater, ServicesDep
-from reward_service.schemas import LeaseRef, RatingAccepted, RatingCreate, TaskPublic
+from reward_service.schemas import LeaseRef, QueueDepth, RatingAccepted, RatingCreate, TaskPublic
 from reward_service.scorers.human import TaskError
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -18,6 +18,13 @@ async def read_next_task(services: ServicesDep, rater: Rater,
     """Lease the next task for this rater; it returns to the queue if not answered in time."""
     task = await services.human.lease(rater, wait_s)
     return task if task is not None else Response(status_code=204)
+
+
+@router.get("/queue", response_model=QueueDepth)
+async def read_queue(services: ServicesDep, _: Rater) -> QueueDepth:
+    """How many rating slots wait for a rater, and how many are leased."""
+    waiting, leased = await services.store.group_depth(keys.TASKS, keys.TASKS_GROUP)
+    return QueueDepth(waiting=waiting, leased=leased)
 
 
 @router.post("/{task_id}/rating", response_model=RatingAccepted)
