@@ -59,6 +59,11 @@ def run_rss(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+# One Redis database per service a test module starts: a service claims its database for its dataset
+# (reward_service.store.claim_database), so two modules' services must never share one.
+DATABASES = {"service": 0, "voc": 1, "ui": 2, "remote": 3, "honeypots": 4, "ddp": 5}
+
+
 class RedisServer:
     def __init__(self, port: int, popen: subprocess.Popen) -> None:
         self.port, self.popen, self.url = port, popen, f"redis://127.0.0.1:{port}/0"

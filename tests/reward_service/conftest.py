@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import RedisServer
+from tests.conftest import DATABASES, RedisServer
 from tests.reward_service.procs import start_service
 
 LEARNER_TOKEN = "learner-secret"
@@ -42,7 +42,7 @@ def voc_service(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFact
     from tests.conftest import write_voc
 
     root = write_voc(tmp_path_factory.mktemp("voc"))
-    env = service_env(redis_server, dataset="voc", data_root=root, redis_url=redis_server.db_url(1))
+    env = service_env(redis_server, dataset="voc", data_root=root, redis_url=redis_server.db_url(DATABASES["voc"]))
     with start_service(env) as proc:
         yield proc.url, root
 

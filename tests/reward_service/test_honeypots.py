@@ -11,13 +11,13 @@ import redis
 
 from reward_service import codec
 from reward_service.scorers.human import agrees
-from tests.conftest import RedisServer
+from tests.conftest import DATABASES, RedisServer
 from tests.reward_service.conftest import client, rater, read_results, register, service_env, wait_status
 from tests.reward_service.procs import start_service
 from tests.reward_service.test_human import answer, lease, post
 from tests.reward_service.test_service import label_of, noisy
 
-DB = 3
+DB = DATABASES["honeypots"]
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import pytest
 import redis
 
 from learner.bench.ui import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import RedisServer
+from tests.conftest import DATABASES, RedisServer
 from tests.reward_service.conftest import RATERS, service_env
 from tests.reward_service.procs import Proc, start_service
 
-UI_DB = 2  # the UI tests' service claims its own database
+UI_DB = DATABASES["ui"]  # the UI tests' service claims its own database
 
 
 def ui_service(redis_server: RedisServer, **settings: object) -> Proc:
