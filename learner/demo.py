@@ -39,6 +39,18 @@ def wait_until(check, what: str, timeout: float, proc: subprocess.Popen) -> None
     raise RuntimeError(f"{what} did not become ready within {timeout:g} s")
 
 
+def service_dataset(args) -> dict[str, str]:
+    """The service's RSS_* dataset settings that make it serve exactly the learner's training split."""
+    env = {"RSS_DATASET": args.dataset, "RSS_SPLIT": args.train_split, "RSS_SEED": str(args.seed)}
+    if args.dataset == "shapes":
+        env |= {"RSS_SHAPES_SIZE": str(args.shapes_size), "RSS_SHAPES_LENGTH": str(args.train_size)}
+    else:
+        env["RSS_DATA_ROOT"] = str(Path(args.data_root).resolve())
+    if args.num_classes is not None:
+        env["RSS_NUM_CLASSES"] = str(args.num_classes)
+    return env
+
+
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="rss demo", description=__doc__.split("\n\n")[0],
@@ -57,10 +69,23 @@ def main(argv: list[str]) -> int:
     args, train_flags = parse(argv)
     exit_on_sigterm()  # the `finally` below stops the children
     out = Path(args.out).resolve()
-    (out / "redis").mkdir(parents=True, exist_ok=True)
     learner_token, rater_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     redis_port, port = free_port(), free_port(args.port)
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    url = f"http://127.0.0.1:{port}"
+    flags = ["--reward-source", "remote", "--service-url", url, "--redis-url", redis_url, "--scorer", args.scorer,
+             "--steps", str(args.steps), "--out", str(out), "--threads", "1", *train_flags]
+    if args.endpoint:
+        flags += ["--endpoint", args.endpoint]
+    if args.resume:
+        flags.append("--resume")
+    import tyro
+
+    from learner.config import TrainArgs
+
+    train_args = tyro.cli(TrainArgs, args=flags, prog="rss demo")  # bad flags fail before anything starts
+    train_args.validate()
+    (out / "redis").mkdir(parents=True, exist_ok=True)
     procs: list[tuple[subprocess.Popen, str]] = []
     logs = {name: (out / f"{name}.log").open("ab") for name in ("redis", "service")}
     try:
@@ -76,29 +101,20 @@ def main(argv: list[str]) -> int:
         client.close()
         env = {**os.environ, "RSS_REDIS_URL": redis_url, "RSS_LEARNER_TOKENS": f'["{learner_token}"]',
                "RSS_RATER_TOKENS": f'{{"demo": "{rater_token}"}}', "RSS_HOST": "127.0.0.1", "RSS_PORT": str(port),
-               "RSS_LOG_LEVEL": "warning", "RSS_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"}
+               "RSS_LOG_LEVEL": "warning", "RSS_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1",
+               **service_dataset(train_args)}
         service = subprocess.Popen([sys.executable, "-m", "learner.cli", "serve"], env=env,
                                    stdout=logs["service"], stderr=subprocess.STDOUT, start_new_session=True,
                                    preexec_fn=die_with_parent)
         procs.append((service, "rss serve"))
-        url = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(f"{url}/v1/ready", timeout=2).status_code == 200, "rss serve", 90, service)
         print(f"reward service: {url}  (API docs {url}/docs, metrics {url}/metrics)\n"  # noqa: T201
               f"annotator UI: {url}/ui/  rater token: {rater_token}   logs: {out}/service.log, {out}/redis.log",
               flush=True)
         os.environ["RSS_LEARNER_TOKEN"] = learner_token
-        flags = ["--reward-source", "remote", "--service-url", url, "--redis-url", redis_url, "--scorer", args.scorer,
-                 "--steps", str(args.steps), "--out", str(out), "--threads", "1", *train_flags]
-        if args.endpoint:
-            flags += ["--endpoint", args.endpoint]
-        if args.resume:
-            flags.append("--resume")
-        import tyro
-
-        from learner.config import TrainArgs
         from learner.train import train
 
-        final = train(tyro.cli(TrainArgs, args=flags, prog="rss demo"))
+        final = train(train_args)
         print(f"val mIoU {final['val_miou']:.4f}; report in {out}/ "  # noqa: T201
               "(final.json, curves.png, gallery.png, metrics.jsonl, checkpoint.pt)")
         return 0
