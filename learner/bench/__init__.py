@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-BENCHES = ("convergence", "service", "ui")
+BENCHES = ("convergence", "service", "ui", "loop")
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHES:
         raise ValueError(f"rss bench needs one of: {', '.join(BENCHES)}")
+    if argv[0] == "loop":
+        from learner.bench.loop import main as loop_main
+
+        return loop_main(argv[1:])
     if argv[0] == "ui":
         from learner.bench.ui import main as ui_main
 
