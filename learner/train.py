@@ -266,6 +266,10 @@ def train(args: TrainArgs) -> dict:
                 "val_miou": round(metrics["miou"], 5), "val_pixel_acc": round(metrics["pixel_acc"], 5),
                 "per_class_iou": metrics["per_class_iou"],
             }
+            for key in ("clipfrac", "staleness"):  # pipelined updates (--max-inflight): their mean
+                values = [w[key] for w in window if key in w]
+                if values:
+                    last_eval[key] = sum(values) / len(values)
             window = []
             if rank == 0:
                 with (out / "metrics.jsonl").open("a") as f:

@@ -15,10 +15,11 @@ import redis
 import torch
 
 from learner.checkpoint import load_checkpoint
-from tests.conftest import REPO, run_rss
+from tests.conftest import DATABASES, REPO, run_rss
 from tests.reward_service.conftest import LEARNER_TOKEN, RATERS, service_env
 from tests.reward_service.procs import start_service, start_uvicorn
 
+DB = DATABASES["remote"]
 SMALL = ["--dataset", "shapes", "--shapes-size", "32", "--train-size", "64", "--val-size", "16", "--batch-size", "4",
          "--samples", "4", "--psr-scales", "8", "--steps", "12", "--eval-every", "6", "--threads", "1",
          "--no-progress"]
@@ -29,8 +30,8 @@ def shapes32_service(redis_server) -> Iterator[str]:
     """A service serving the learner's small shapes split, in its own Redis database.
 
     Acknowledged results are never trimmed here, so a test can audit a whole results stream."""
-    env = service_env(redis_server, shapes_size=32, shapes_length=64, redis_url=redis_server.db_url(3),
-                      max_attempts=1, http_timeout_s=0.5, http_retries=0, retry_idle_s=2.0,
+    env = service_env(redis_server, shapes_size=32, shapes_length=64, redis_url=redis_server.db_url(DB),
+                      max_attempts=1, http_timeout_s=5.0, http_retries=0, retry_idle_s=10.0,
                       results_trim_every_s=3600)
     with start_service(env) as proc:
         yield proc.url
@@ -51,7 +52,7 @@ def train(out: Path, *extra: str, service: str | None = None, redis_url: str = "
 def test_remote_training_applies_every_reward_once_and_learns_what_local_learns(
         shapes32_service, redis_server, tmp_path) -> None:
     """Ground truth through the service gives the very rewards of in-process training: same weights."""
-    url = redis_server.db_url(3)
+    url = redis_server.db_url(DB)
     remote = train(tmp_path / "remote", service=shapes32_service, redis_url=url)
     local = train(tmp_path / "local")
     counts = remote["rewards"]
@@ -67,7 +68,7 @@ def test_remote_training_applies_every_reward_once_and_learns_what_local_learns(
 
 def test_remote_pixel_level_and_a_clear_error_without_a_token(
         shapes32_service, redis_server, tmp_path, monkeypatch) -> None:
-    url = redis_server.db_url(3)
+    url = redis_server.db_url(DB)
     final = train(tmp_path / "pix", "--reward", "pixel", "--samples", "1", service=shapes32_service, redis_url=url)
     assert final["rewards"]["applied"] == final["rewards"]["posted"] == 12 * 4
     monkeypatch.delenv("RSS_LEARNER_TOKEN")
@@ -80,7 +81,7 @@ def test_failed_rewards_are_counted_and_training_goes_on(shapes32_service, redis
     """An external scorer that always fails: every image is left out of its step, counted, and the run ends."""
     with start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"}) as scorer:
         final = train(tmp_path / "failing", "--scorer", "http", "--endpoint", f"{scorer.url}/fail", "--steps", "3",
-                      "--eval-every", "3", service=shapes32_service, redis_url=redis_server.db_url(3))
+                      "--eval-every", "3", service=shapes32_service, redis_url=redis_server.db_url(DB))
     counts = final["rewards"]
     assert counts["posted"] == counts["failed"] == 3 * 4 * 4 and counts.get("applied", 0) == 0
     assert final["val_miou"] is not None
@@ -88,7 +89,7 @@ def test_failed_rewards_are_counted_and_training_goes_on(shapes32_service, redis
 
 def test_pipelined_training_applies_or_drops_every_batch_once(shapes32_service, redis_server, tmp_path) -> None:
     """--max-inflight samples ahead; a batch older than --max-staleness when applied is dropped, counted."""
-    url = redis_server.db_url(3)
+    url = redis_server.db_url(DB)
     ahead = train(tmp_path / "ahead", "--max-inflight", "1", service=shapes32_service, redis_url=url)
     assert ahead["rewards"]["applied"] == ahead["rewards"]["posted"] == 12 * 4 * 4
     assert ahead["rewards"].get("dropped_stale", 0) == 0
@@ -109,7 +110,7 @@ def test_training_from_simulated_raters_preferences(shapes32_service, redis_serv
                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         final = train(tmp_path / "prefs", "--scorer", "human", "--human-task", "pairwise", "--samples", "2",
-                      "--steps", "3", "--eval-every", "3", service=shapes32_service, redis_url=redis_server.db_url(3))
+                      "--steps", "3", "--eval-every", "3", service=shapes32_service, redis_url=redis_server.db_url(DB))
         out, err = sim.communicate(timeout=60)
     finally:
         sim.kill()
@@ -125,7 +126,7 @@ def ledger(out: Path) -> list[dict]:
 def test_killed_learner_resumes_without_losing_or_reapplying_a_reward(
         shapes32_service, redis_server, tmp_path) -> None:
     """SIGKILL mid-run with batches in flight; --resume reclaims what the dead learner held, applies it once."""
-    url, out, steps = redis_server.db_url(3), tmp_path / "crash", 24
+    url, out, steps = redis_server.db_url(DB), tmp_path / "crash", 24
     args = [*SMALL, "--steps", str(steps), "--eval-every", str(steps), "--checkpoint-every", "4",
             "--max-inflight", "2", "--reclaim-idle-s", "1", "--out", str(out), "--reward-source", "remote",
             "--service-url", shapes32_service, "--redis-url", url]
@@ -166,3 +167,23 @@ def test_killed_learner_resumes_without_losing_or_reapplying_a_reward(
     assert counts.get("orphaned", 0) == len(orphans)
     assert len(entries) == steps * 4 * 4 + len(orphans)
     assert client.xpending("rss:v1:results:crash", "learner")["pending"] == 0
+
+
+def test_slow_scorer_pipelined_updates_are_corrected_or_dropped(shapes32_service, redis_server, tmp_path) -> None:
+    """A slow external scorer with two batches in flight: updates are applied two policy versions late,
+    through the clipped importance ratio (it clips), and with --max-staleness 1 they are dropped, counted."""
+    url = redis_server.db_url(DB)
+    with start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"}) as scorer:
+        slow = ["--scorer", "http", "--endpoint", f"{scorer.url}/slow?delay=0.2", "--steps", "8", "--eval-every", "8",
+                "--max-inflight", "2", "--lr", "0.01"]
+        late = train(tmp_path / "late", *slow, service=shapes32_service, redis_url=url)
+        strict = train(tmp_path / "late-strict", *slow, "--max-staleness", "1", service=shapes32_service,
+                       redis_url=url)
+    counts = late["rewards"]
+    assert counts["applied"] == counts["posted"] == 8 * 4 * 4 and counts.get("dropped_stale", 0) == 0
+    assert counts["reward_latency_ms"] >= 200  # the scorer's delay is in every reward's way
+    metrics = json.loads((tmp_path / "late" / "metrics.jsonl").read_text().splitlines()[-1])
+    # batch t is applied at step t + 2, the last two when the run ends (staleness 1 and 0)
+    assert metrics["staleness"] == pytest.approx((6 * 2 + 1 + 0) / 8)
+    assert metrics["clipfrac"] > 0  # the policy moved between sampling and update: ratios left [0.8, 1.2]
+    assert strict["rewards"]["dropped_stale"] == 6 * 4 * 4 and strict["rewards"]["applied"] == 2 * 4 * 4
