@@ -171,7 +171,7 @@ class RemoteRewardSource:
         episode_ids = self._post(bodies)
         self.post_latency.append(time.perf_counter() - started)
         self.counts["posted"] += actions.size // (actions.shape[2] * actions.shape[3])
-        pending = Pending({e: b for b, e in enumerate(episode_ids)}, actions.shape, episodes.indices.device, started,
+        pending = Pending({e: b for b, e in enumerate(episode_ids)}, actions.shape, episodes.actions.device, started,
                           self.policy_version)
         for episode_id in episode_ids:
             self.outstanding[episode_id] = pending
