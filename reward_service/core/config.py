@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     max_samples: int = Field(64, ge=1)
     max_batch: int = Field(256, ge=1, description="Most episodes in one POST /v1/episodes/batch.")
     max_mask_pixels: int = Field(4096 * 4096, ge=64)
+    # per-token rate limits (token buckets in Redis, shared by replicas); a rate of 0 turns one off.
+    # Episodes: a learner at 16 episodes a step and 5 steps/s posts 80/s; the default leaves 2.5x room.
+    rate_limit_episodes_per_s: float = Field(200.0, ge=0, description="Episodes one learner token may post per second.")
+    rate_limit_episodes_burst: int = Field(
+        1000, ge=1, description="Episodes a learner token may post at once after idling (>= RSS_MAX_BATCH).")
+    rate_limit_ratings_per_min: float = Field(
+        600.0, ge=0, description="Ratings and skips one rater may send per minute (a person manages far fewer).")
+    rate_limit_ratings_burst: int = Field(60, ge=1, description="Ratings a rater may send at once after idling.")
 
     # the scoring worker
     worker_processes: int = Field(
@@ -82,6 +90,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"RSS_RETRY_IDLE_S ({self.retry_idle_s}) must exceed the longest external call "
                 f"(timeout x (retries + 1) + backoff = {longest_call:g} s), or a job still being scored is retried")
+        if self.rate_limit_episodes_per_s and self.rate_limit_episodes_burst < self.max_batch:
+            raise ValueError(
+                f"RSS_RATE_LIMIT_EPISODES_BURST ({self.rate_limit_episodes_burst}) must be at least RSS_MAX_BATCH "
+                f"({self.max_batch}), or a full batch could never be accepted")
         if any(not t for t in self.learner_tokens):
             raise ValueError("RSS_LEARNER_TOKENS: empty token")
         return self

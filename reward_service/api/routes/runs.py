@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, HTTPException, Response
 
 from reward_service import keys
-from reward_service.api.deps import AnyToken, Learner, ServicesDep
+from reward_service.api.deps import AnyToken, JsonBody, Learner, ServicesDep
 from reward_service.schemas import RunCreate, RunPublic
 from reward_service.store import RunConflict
 
@@ -17,7 +17,8 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 @router.post("", response_model=RunPublic, status_code=201,
              responses={200: {"description": "Already registered with this configuration."},
                         409: {"description": "Registered with a different configuration."}})
-async def create_run(body: RunCreate, services: ServicesDep, response: Response, _: Learner) -> RunPublic:
+async def create_run(_: Learner, _json: JsonBody, body: RunCreate, services: ServicesDep,
+                     response: Response) -> RunPublic:
     """Register a run (idempotent for the same configuration) and create its results stream."""
     dataset = services.dataset
     if body.dataset != dataset.name:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query, Response
 
 from reward_service import metrics
-from reward_service.api.deps import Rater, ServicesDep
+from reward_service.api.deps import Rater, RatingRater, ServicesDep
 from reward_service.schemas import LeaseRef, RatingAccepted, RatingCreate, TaskPublic
 from reward_service.scorers.human import TaskError
 
@@ -21,7 +21,7 @@ async def read_next_task(services: ServicesDep, rater: Rater,
 
 
 @router.post("/{task_id}/rating", response_model=RatingAccepted)
-async def create_rating(task_id: str, body: RatingCreate, services: ServicesDep, rater: Rater) -> RatingAccepted:
+async def create_rating(rater: RatingRater, task_id: str, body: RatingCreate, services: ServicesDep) -> RatingAccepted:
     """Answer a leased task: a score, a preference, or a per-pixel map, by the task's kind."""
     try:
         done, needed = await services.human.rate(rater, task_id, body)
@@ -32,7 +32,7 @@ async def create_rating(task_id: str, body: RatingCreate, services: ServicesDep,
 
 
 @router.post("/{task_id}/skip", status_code=204)
-async def create_skip(task_id: str, body: LeaseRef, services: ServicesDep, rater: Rater) -> Response:
+async def create_skip(rater: RatingRater, task_id: str, body: LeaseRef, services: ServicesDep) -> Response:
     """Give a leased task back; it is not offered to this rater again."""
     try:
         await services.human.skip(rater, task_id, body.lease_id)
