@@ -286,3 +286,23 @@ class Stats(BaseModel):
     results_last_minute: int
     results_per_minute_5m: float
     raters: dict[str, dict[str, float]]
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+class ErrorPublic(BaseModel):
+    """A refused request: ``detail`` says what is wrong, in a sentence."""
+
+    detail: str
+
+
+class FieldError(BaseModel, extra="allow"):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorPublic(BaseModel):
+    """A body or parameter that does not fit the schema: one entry per field at fault."""
+
+    detail: list[FieldError]

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Response
 
 from reward_service import keys
 from reward_service.api.deps import AnyToken, JsonBody, Learner, ServicesDep
+from reward_service.api.errors import AUTH, JSON_BODY, errors
 from reward_service.schemas import RunCreate, RunPublic
 from reward_service.store import RunConflict
 
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 
 @router.post("", response_model=RunPublic, status_code=201,
              responses={200: {"description": "Already registered with this configuration."},
-                        409: {"description": "Registered with a different configuration."}})
+                        **errors(*AUTH, *JSON_BODY, 409)})
 async def create_run(_: Learner, _json: JsonBody, body: RunCreate, services: ServicesDep,
                      response: Response) -> RunPublic:
     """Register a run (idempotent for the same configuration) and create its results stream."""
@@ -34,7 +35,7 @@ async def create_run(_: Learner, _json: JsonBody, body: RunCreate, services: Ser
     return run
 
 
-@router.get("/{run_id}", response_model=RunPublic)
+@router.get("/{run_id}", response_model=RunPublic, responses=errors(*AUTH, 404, 422))
 async def read_run(run_id: str, services: ServicesDep, _: AnyToken) -> RunPublic:
     """A registered run's configuration."""
     run = await services.store.get_run(run_id)
