@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(32, ge=1)
     breaker_failures: int = Field(5, ge=1, description="Consecutive failed calls that open the circuit.")
     breaker_reset_s: float = Field(30.0, gt=0, description="How long an open circuit fails calls fast.")
+    http_endpoint_allow: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1", "http://localhost", "http://[::1]"],
+        description="URL prefixes (scheme, host, optional port and path) a run's http endpoint must match; "
+                    "[\"*\"] allows any. The default, loopback only, keeps a learner token from making the "
+                    "service call into its network (SSRF).")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -94,6 +100,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"RSS_RATE_LIMIT_EPISODES_BURST ({self.rate_limit_episodes_burst}) must be at least RSS_MAX_BATCH "
                 f"({self.max_batch}), or a full batch could never be accepted")
+        for prefix in self.http_endpoint_allow:
+            parts = urlsplit(prefix)
+            if prefix != "*" and (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
+                                  or parts.query or parts.fragment):
+                raise ValueError(f"RSS_HTTP_ENDPOINT_ALLOW: {prefix!r} is not an http(s)://host[:port][/path] prefix")
         if any(not t for t in self.learner_tokens):
             raise ValueError("RSS_LEARNER_TOKENS: empty token")
         return self

@@ -10,6 +10,7 @@ from reward_service import keys
 from reward_service.api.deps import AnyToken, JsonBody, Learner, ServicesDep
 from reward_service.api.errors import AUTH, JSON_BODY, errors
 from reward_service.schemas import RunCreate, RunPublic
+from reward_service.scorers.http import endpoint_allowed
 from reward_service.store import RunConflict
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -25,6 +26,10 @@ async def create_run(_: Learner, _json: JsonBody, body: RunCreate, services: Ser
     if body.dataset != dataset.name:
         raise HTTPException(422, detail=f"Dataset {body.dataset!r} is not served here; this service serves "
                                         f"{dataset.name!r}.")
+    allow = services.settings.http_endpoint_allow
+    if body.scorer == "http" and not endpoint_allowed(body.endpoint or "", allow):
+        raise HTTPException(422, detail=f"Endpoint {body.endpoint[:200]!r} is not allowed by RSS_HTTP_ENDPOINT_ALLOW "
+                                        f"({', '.join(allow)}); ask the operator to add its prefix.")
     run = RunPublic(**body.model_dump(), num_classes=dataset.num_classes, class_names=dataset.class_names,
                     results_stream=keys.results(body.run_id), created_at=time.time())
     try:
