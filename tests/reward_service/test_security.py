@@ -247,6 +247,15 @@ def test_image_urls_that_could_leave_the_dataset_are_refused(voc_service, raw) -
     assert b"not for raters" not in response.content
 
 
+def test_a_tiny_wait_for_a_task_does_not_block_forever(service, redis_client) -> None:
+    """Found by the fuzz test: wait_s=3e-33 became XREADGROUP BLOCK 0, which waits forever (and holds a
+    blocking Redis connection); now it waits at most a millisecond and answers 204 on an empty queue."""
+    with httpx.Client(base_url=service, headers={"Authorization": f"Bearer {RATERS['alice']}"}, timeout=20) as alice:
+        for wait_s in ("3.166507029942586e-33", "0.0004", "1e-300"):
+            response = alice.get("/v1/tasks/next", params={"wait_s": wait_s})
+            assert response.status_code == 204, (wait_s, response.text)
+
+
 # --- masks that would cost the service its memory ---------------------------------------------------------
 
 def peak_rss_mb(pid: int) -> float:
