@@ -114,6 +114,9 @@ class TrainArgs:
     """remote: batches whose rewards come back more than this many policy versions late are dropped"""
     reward_timeout_s: float = 300.0
     """remote: how long a step waits for its rewards before leaving the missing images out"""
+    service_retry_s: float = 120.0
+    """remote: how long a POST refused for now (429 rate limit, 502/503/504, lost connection) or an
+    unreachable Redis is retried, with backoff, before the run stops"""
     reclaim_idle_s: float = 10.0
     """remote, --resume: results the stopped learner read but never acknowledged are taken over
     (XAUTOCLAIM) once idle this long; keep it above a live learner's longest step"""
@@ -171,6 +174,8 @@ class TrainArgs:
             raise ValueError("--max-inflight and --max-staleness must be >= 0, --ppo-clip in (0, 1)")
         if self.max_inflight and self.reward_source != "remote":
             raise ValueError("--max-inflight needs --reward-source remote")
+        if self.service_retry_s < 0:
+            raise ValueError(f"--service-retry-s must be >= 0, got {self.service_retry_s}")
         if self.reclaim_idle_s < 0:
             raise ValueError(f"--reclaim-idle-s must be >= 0, got {self.reclaim_idle_s}")
         if self.reward_timeout_s <= 0:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "RSS_LEARNER_TOKEN"
 BATCH = 256  # episodes per request: the service's default RSS_MAX_BATCH
+RETRY_STATUS = {429, 502, 503, 504}  # refused for now (rate limit, restarting service or proxy): try again
 
 
 def rank_run_id(run_id: str) -> str:
@@ -131,8 +132,7 @@ class RemoteRewardSource:
                          task_kind=self.args.human_task if self.level == "image" else "pixel",
                          image_size=None if self.args.dataset == "shapes" else self.args.image_size)
         try:
-            response = self.http.post("/v1/runs", content=body.model_dump_json(),
-                                      headers={"content-type": "application/json"})
+            response = self._send("/v1/runs", body.model_dump_json(), retry_transport=False)
         except httpx.TransportError as exc:
             raise RemoteError(f"reward service at {self.args.service_url} is not reachable: {exc}") from exc
         if response.status_code not in (200, 201):
@@ -145,13 +145,40 @@ class RemoteRewardSource:
                  self.run_id, run.scorer, run.results_stream)
         return run
 
+    def _send(self, path: str, content: str, retry_transport: bool = True) -> httpx.Response:
+        """POST ``content``; a 429 (after its Retry-After), a 502/503/504 or, with ``retry_transport``,
+        a lost connection is tried again with backoff for up to --service-retry-s.
+
+        A refused request wrote nothing. A connection lost after the service accepted a batch
+        makes the retry post it again under new ids: the first copy's results are then counted
+        as orphaned, never applied."""
+        deadline, backoff = time.monotonic() + self.args.service_retry_s, 0.5
+        while True:
+            try:
+                response = self.http.post(path, content=content, headers={"content-type": "application/json"})
+                if response.status_code not in RETRY_STATUS:
+                    return response
+                wait, why = backoff, f"{response.status_code} {response.text[:200]}"
+                if response.status_code == 429:
+                    wait = float(response.headers.get("retry-after", backoff))
+            except httpx.TransportError as exc:
+                if not retry_transport:
+                    raise
+                wait, why = backoff, f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + wait > deadline:
+                raise RemoteError(f"POST {path} still failing after --service-retry-s "
+                                  f"{self.args.service_retry_s:g} s: {why}")
+            self.counts["post_retries"] += 1
+            log.warning("POST %s: %s; again in %.1f s", path, why, wait)
+            time.sleep(wait)
+            backoff = min(backoff * 2, 5.0)
+
     def _post(self, bodies: list[EpisodeCreate]) -> list[str]:
         """One request per step (chunks of BATCH): per-request overhead dominates small episodes."""
         ids = []
         for start in range(0, len(bodies), BATCH):
             batch = EpisodeBatchCreate(episodes=bodies[start:start + BATCH])
-            response = self.http.post("/v1/episodes/batch", content=batch.model_dump_json(),
-                                      headers={"content-type": "application/json"})
+            response = self._send("/v1/episodes/batch", batch.model_dump_json())
             if response.status_code != 202:
                 raise RemoteError(f"episodes refused: {response.status_code} {response.text[:500]}")
             ids += [e["episode_id"] for e in response.json()["episodes"]]
@@ -187,7 +214,14 @@ class RemoteRewardSource:
                 self._reclaim()
                 if pending.complete:
                     break
-            read = self.redis.xreadgroup(RESULTS_GROUP, self.consumer, {self.stream: ">"}, count=1024, block=1000)
+            try:
+                read = self.redis.xreadgroup(RESULTS_GROUP, self.consumer, {self.stream: ">"}, count=1024,
+                                             block=1000)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:  # Redis restarting: its AOF keeps the PEL
+                self.counts["redis_errors"] += 1
+                log.warning("reading results: %s; trying again", exc)
+                time.sleep(1.0)
+                continue
             for _, entries in read or []:
                 for entry_id, fields in entries:
                     self._route(entry_id, fields)
@@ -302,7 +336,17 @@ class RemoteRewardSource:
     def _ack(self, entries: list[bytes]) -> None:
         for start in range(0, len(entries), 10_000):
             chunk = entries[start:start + 10_000]
-            self.redis.xack(self.stream, RESULTS_GROUP, *chunk)
+            deadline = time.monotonic() + self.args.service_retry_s
+            while True:
+                try:
+                    self.redis.xack(self.stream, RESULTS_GROUP, *chunk)
+                    break
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    if time.monotonic() > deadline:
+                        raise RemoteError(f"Redis unreachable for --service-retry-s: {exc}") from exc
+                    self.counts["redis_errors"] += 1
+                    log.warning("acknowledging results: %s; trying again", exc)
+                    time.sleep(1.0)
             self._held.difference_update(chunk)
 
     def state_dict(self) -> dict:

@@ -57,13 +57,20 @@ def decode_mask(mask: PngMask | RawMask | RleMask, shape: tuple[int, int], what:
         if len(raw) != h * w:
             raise MaskError(f"{what}: {len(raw)} bytes of data for a {h}x{w} mask (expected {h * w})")
         return np.frombuffer(raw, np.uint8).reshape(h, w)
-    values, counts = np.asarray(mask.values), np.asarray(mask.counts)
+    try:
+        values, counts = np.asarray(mask.values, np.int64), np.asarray(mask.counts, np.int64)
+    except OverflowError as exc:
+        raise MaskError(f"{what}: RLE values and counts must be small integers") from exc
     if values.shape != counts.shape:
         raise MaskError(f"{what}: RLE has {values.size} values but {counts.size} counts")
     if values.size and (values.min() < 0 or values.max() > 255):
         raise MaskError(f"{what}: RLE values must be in 0..255")
     if counts.size and counts.min() < 1:
         raise MaskError(f"{what}: RLE counts must be positive")
+    # Each count at most h*w before summing: counts near 2**63 wrap the int64 sum around to h*w, and
+    # np.repeat then crashed the process (a segfault, found by review).
+    if counts.size and counts.max() > h * w:
+        raise MaskError(f"{what}: RLE count {int(counts.max())} exceeds the mask's {h * w} pixels")
     if int(counts.sum()) != h * w:
         raise MaskError(f"{what}: RLE covers {int(counts.sum())} pixels, expected {h * w}")
     return np.repeat(values.astype(np.uint8), counts).reshape(h, w)

@@ -36,7 +36,7 @@ class UnknownImage(LookupError):
 
 
 def check_image_id(image_id: str) -> str:
-    if len(image_id) > 256 or not _SAFE_ID.match(image_id) or ".." in image_id.split("/"):
+    if len(image_id) > 256 or not _SAFE_ID.fullmatch(image_id) or ".." in image_id.split("/"):
         raise ImageIdError(
             f"image id {image_id[:80]!r} is not a dataset-relative name (letters, digits, '_.-' and '/', no '..')"
         )

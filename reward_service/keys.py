@@ -80,3 +80,8 @@ def stats_minute(name: str, minute: int) -> str:
 def rater_stats(rater: str) -> str:
     """Hash: a rater's counters (rated, skipped, honeypot agreement)."""
     return f"{PREFIX}:rater:{rater}"
+
+
+def rate_limit(limit: str, who: str) -> str:
+    """Hash: one token bucket (``tokens``, ``at``) of a per-token rate limit; expires once full again."""
+    return f"{PREFIX}:ratelimit:{limit}:{who}"

@@ -18,6 +18,7 @@ from reward_service import keys, metrics
 from reward_service.api.main import api_router
 from reward_service.core.config import Settings, get_settings
 from reward_service.datasets import ServedDataset
+from reward_service.ratelimit import RateLimiter
 from reward_service.schemas import (
     EpisodeBatchCreate,
     EpisodeCreate,
@@ -48,7 +49,7 @@ async def lifespan(app: FastAPI):
     for stream, group in ((keys.JOBS, keys.JOBS_GROUP), (keys.TASKS, keys.TASKS_GROUP)):
         await ensure_group(r, stream, group)
     human = HumanTasks(store, blocking, dataset)
-    app.state.services = Services(settings, store, dataset, human)
+    app.state.services = Services(settings, store, dataset, human, RateLimiter(r))
     # Scoring normally runs in `rss worker` processes; RSS_WORKER=true also scores in this one.
     http = HttpScorer(settings) if settings.worker else None
     stop = asyncio.Event()

@@ -75,6 +75,16 @@ class RaterSim:
             preference = "b" if preference == "a" else "a"
         return {"preference": preference}
 
+    def post_rating(self, task_id: str, body: dict) -> httpx.Response:
+        """POST an answer, waiting out the service's per-rater rate limit (429, Retry-After) as a person would."""
+        while True:
+            response = self.http.post(f"/v1/tasks/{task_id}/rating", json=body)
+            if response.status_code != 429:
+                return response
+            wait = float(response.headers.get("retry-after", "1"))
+            log.info("rate limited by the service: waiting %g s", wait)
+            time.sleep(wait)
+
     def loop(self) -> int:
         """Answer tasks until --max-tasks, or --idle-s without one; returns the number answered."""
         idle_since = time.monotonic()
@@ -86,8 +96,7 @@ class RaterSim:
             task = TaskPublic.model_validate_json(response.content)
             if self.args.latency_s:
                 time.sleep(self.args.latency_s)
-            rated = self.http.post(f"/v1/tasks/{task.task_id}/rating",
-                                   json={"lease_id": task.lease_id, **self.answer(task)})
+            rated = self.post_rating(task.task_id, {"lease_id": task.lease_id, **self.answer(task)})
             if rated.status_code == 410:  # our lease ran out while "thinking": the task went to someone else
                 log.warning("lease on %s expired before the answer", task.task_id)
                 continue

@@ -306,3 +306,23 @@ class Stats(BaseModel):
     raters: dict[str, dict[str, float | None]] = Field(
         description="Per rater: rated, skipped, per_minute_5m, honeypots (answered), honeypots_agreed, and "
         "agreement (honeypots_agreed / honeypots; null before the first honeypot).")
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+class ErrorPublic(BaseModel):
+    """A refused request: ``detail`` says what is wrong, in a sentence."""
+
+    detail: str
+
+
+class FieldError(BaseModel, extra="allow"):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorPublic(BaseModel):
+    """A body or parameter that does not fit the schema: one entry per field at fault."""
+
+    detail: list[FieldError]

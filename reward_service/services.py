@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from reward_service.core.config import Settings
 from reward_service.datasets import ServedDataset
+from reward_service.ratelimit import RateLimiter
 from reward_service.scorers.human import HumanTasks
 from reward_service.store import Store
 
@@ -16,3 +17,4 @@ class Services:
     store: Store
     dataset: ServedDataset
     human: HumanTasks
+    limits: RateLimiter

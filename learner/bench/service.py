@@ -492,7 +492,7 @@ def run(args: argparse.Namespace) -> dict:
             "RSS_REDIS_URL": redis_url, "RSS_DATASET": "shapes", "RSS_SPLIT": "train", "RSS_SEED": "0",
             "RSS_SHAPES_SIZE": str(args.size), "RSS_LEARNER_TOKENS": json.dumps([token]),
             "RSS_LOG_LEVEL": "warning", "RSS_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", "RSS_WORKERS": "1",
-            "RSS_MAX_BODY_BYTES": str(body_limit),
+            "RSS_MAX_BODY_BYTES": str(body_limit), "RSS_RATE_LIMIT_EPISODES_PER_S": "0",  # measure, never throttle
         }
         service = start_service(folder, env)
         stack.callback(service.stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,15 @@ class Settings(BaseSettings):
     max_samples: int = Field(64, ge=1)
     max_batch: int = Field(256, ge=1, description="Most episodes in one POST /v1/episodes/batch.")
     max_mask_pixels: int = Field(4096 * 4096, ge=64)
+    # per-token rate limits (token buckets in Redis, shared by replicas); a rate of 0 turns one off.
+    # Episodes: a learner at 16 episodes a step posts ~80/s on 2 CPU cores and ~1300/s at the in-process
+    # speed of an H200 (83 steps/s, `rss bench loop --device cuda`); the default leaves room for that.
+    rate_limit_episodes_per_s: float = Field(2000.0, ge=0, description="Episodes one learner token may post per second.")
+    rate_limit_episodes_burst: int = Field(
+        4000, ge=1, description="Episodes a learner token may post at once after idling (>= RSS_MAX_BATCH).")
+    rate_limit_ratings_per_min: float = Field(
+        600.0, ge=0, description="Ratings and skips one rater may send per minute (a person manages far fewer).")
+    rate_limit_ratings_burst: int = Field(60, ge=1, description="Ratings a rater may send at once after idling.")
 
     # the scoring worker
     worker_processes: int = Field(
@@ -73,6 +83,11 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(32, ge=1)
     breaker_failures: int = Field(5, ge=1, description="Consecutive failed calls that open the circuit.")
     breaker_reset_s: float = Field(30.0, gt=0, description="How long an open circuit fails calls fast.")
+    http_endpoint_allow: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1", "http://localhost", "http://[::1]"],
+        description="URL prefixes (scheme, host, optional port and path) a run's http endpoint must match; "
+                    "[\"*\"] allows any. The default, loopback only, keeps a learner token from making the "
+                    "service call into its network (SSRF).")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -86,6 +101,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"RSS_RETRY_IDLE_S ({self.retry_idle_s}) must exceed the longest external call "
                 f"(timeout x (retries + 1) + backoff = {longest_call:g} s), or a job still being scored is retried")
+        if self.rate_limit_episodes_per_s and self.rate_limit_episodes_burst < self.max_batch:
+            raise ValueError(
+                f"RSS_RATE_LIMIT_EPISODES_BURST ({self.rate_limit_episodes_burst}) must be at least RSS_MAX_BATCH "
+                f"({self.max_batch}), or a full batch could never be accepted")
+        for prefix in self.http_endpoint_allow:
+            parts = urlsplit(prefix)
+            if prefix != "*" and (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
+                                  or parts.query or parts.fragment):
+                raise ValueError(f"RSS_HTTP_ENDPOINT_ALLOW: {prefix!r} is not an http(s)://host[:port][/path] prefix")
         if any(not t for t in self.learner_tokens):
             raise ValueError("RSS_LEARNER_TOKENS: empty token")
         return self

@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Callable
 from typing import Literal
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -33,6 +34,33 @@ BreakerState = Literal["closed", "open", "half_open"]
 MAX_BACKOFF_S = 30.0
 OFFLOAD_BYTES = 1 << 20  # answers larger than this are parsed in a thread, off the event loop
 JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+
+
+def endpoint_allowed(endpoint: str, allow: list[str]) -> bool:
+    """Whether ``endpoint`` matches one prefix of ``allow`` (RSS_HTTP_ENDPOINT_ALLOW), compared parsed, not as
+    text: `http://127.0.0.1` must not admit `http://127.0.0.1.evil.example/` or `http://127.0.0.1@evil.example/`.
+    A prefix matches the same scheme and host, its port if it names one, and its path and anything below it."""
+    if "*" in allow:
+        return True
+    try:
+        url = urlsplit(endpoint)
+        port = url.port
+    except ValueError:
+        return False
+    if url.username is not None or url.password is not None or not url.hostname:
+        return False
+    try:  # the client that makes the call must read the same host (parser differentials are how SSRF filters fail)
+        if httpx.URL(endpoint).host != url.hostname.strip("[]"):
+            return False
+    except httpx.InvalidURL:
+        return False
+    for prefix in allow:
+        p = urlsplit(prefix)
+        path = p.path.rstrip("/")
+        if (url.scheme == p.scheme and url.hostname == p.hostname and (p.port is None or port == p.port)
+                and (not path or url.path == path or url.path.startswith(path + "/"))):
+            return True
+    return False
 
 
 class ScorerError(RuntimeError):
@@ -154,6 +182,7 @@ class HttpScorer:
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
         self._breakers: dict[str, CircuitBreaker] = {}
+        self.allow = list(settings.http_endpoint_allow) if settings is not None else ["*"]
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -176,6 +205,8 @@ class HttpScorer:
 
     async def score(self, endpoint: str, request: ExternalScoreRequest) -> ExternalScoreResponse:
         """The endpoint's checked answer for one episode; raises `ScorerError` (or a subclass) with the reason."""
+        if not endpoint_allowed(endpoint, self.allow):  # a run registered before the allowlist was narrowed
+            raise Rejected("endpoint is not allowed by RSS_HTTP_ENDPOINT_ALLOW; not called")
         breaker = self.breaker(endpoint)
         if not breaker.allow():
             raise CircuitOpen(f"endpoint circuit is open after {breaker.failures} failed calls; not called")

@@ -274,7 +274,8 @@ class HumanTasks:
     # --- from the rating endpoints ---------------------------------------------------------------
     async def lease(self, rater: str, wait_s: float = 0.0) -> TaskPublic | None:
         """The next task this rater may answer, leased for `lease_s`; None when there is none."""
-        block = int(wait_s * 1000) if wait_s > 0 else None
+        # at least 1 ms: a wait under 1 ms rounded to BLOCK 0, which Redis reads as "block forever" (found by fuzzing)
+        block = max(1, int(wait_s * 1000)) if wait_s > 0 else None
         for _ in range(32):  # bounded: entries this rater may not take are re-queued for others
             entry = await self._next_entry(rater, block)
             block = None  # block at most once per call

@@ -187,3 +187,15 @@ def test_slow_scorer_pipelined_updates_are_corrected_or_dropped(shapes32_service
     assert metrics["staleness"] == pytest.approx((6 * 2 + 1 + 0) / 8)
     assert metrics["clipfrac"] > 0  # the policy moved between sampling and update: ratios left [0.8, 1.2]
     assert strict["rewards"]["dropped_stale"] == 6 * 4 * 4 and strict["rewards"]["applied"] == 2 * 4 * 4
+
+
+def test_a_rate_limited_learner_waits_and_loses_nothing(redis_server, tmp_path) -> None:
+    """Posting faster than the token's rate limit: the learner waits out each 429's Retry-After and resends."""
+    url = redis_server.db_url(DATABASES["remote_limited"])
+    env = service_env(redis_server, shapes_size=32, shapes_length=64, redis_url=url, max_batch=4,
+                      rate_limit_episodes_per_s=8, rate_limit_episodes_burst=8)
+    with start_service(env) as service:
+        final = train(tmp_path / "limited", "--steps", "8", "--eval-every", "8", service=service.url, redis_url=url)
+    counts = final["rewards"]
+    assert counts["post_retries"] > 0  # 32 episodes at 8/s after a burst of 8: the limit was hit
+    assert counts["applied"] == counts["posted"] == 8 * 4 * 4 and counts.get("orphaned", 0) == 0

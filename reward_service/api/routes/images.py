@@ -6,12 +6,14 @@ from fastapi import APIRouter, HTTPException, Response
 from starlette.concurrency import run_in_threadpool
 
 from reward_service.api.deps import AnyToken, ServicesDep
+from reward_service.api.errors import AUTH, errors
 from reward_service.datasets import DatasetError, ImageIdError, UnknownImage
 
 router = APIRouter(prefix="/images", tags=["images"])
 
 
-@router.get("/{image_id:path}", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+@router.get("/{image_id:path}", response_class=Response, responses={200: {"content": {"image/png": {}}},
+                                                                              **errors(*AUTH, 400, 404, 422)})
 async def read_image(image_id: str, services: ServicesDep, _: AnyToken) -> Response:
     """The image as PNG."""
     try:

@@ -9,6 +9,7 @@ from redis.exceptions import RedisError
 
 from reward_service import keys
 from reward_service.api.deps import AnyToken, ServicesDep
+from reward_service.api.errors import AUTH, errors
 from reward_service.schemas import Health, Ready, Stats
 from reward_service.store import _s
 
@@ -42,7 +43,7 @@ async def read_ready(services: ServicesDep, response: Response) -> Ready:
     return Ready(ready=ready, redis=redis_ok, scorer=scorer_ok, dataset=services.dataset.name, detail=detail)
 
 
-@router.get("/stats", response_model=Stats)
+@router.get("/stats", response_model=Stats, responses=errors(*AUTH))
 async def read_stats(services: ServicesDep, _: AnyToken) -> Stats:
     """Queue depths, pending leases, results per minute and each rater's throughput."""
     store = services.store

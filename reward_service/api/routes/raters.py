@@ -6,13 +6,14 @@ from fastapi import APIRouter
 
 from reward_service import keys
 from reward_service.api.deps import Rater, ServicesDep
+from reward_service.api.errors import AUTH, errors
 from reward_service.schemas import RaterPublic
 from reward_service.store import _s
 
 router = APIRouter(tags=["raters"])
 
 
-@router.get("/me", response_model=RaterPublic)
+@router.get("/me", response_model=RaterPublic, responses=errors(*AUTH))
 async def read_me(services: ServicesDep, rater: Rater) -> RaterPublic:
     """The rater this token belongs to, with their lifetime counters."""
     counts = {_s(k): int(v) for k, v in (await services.store.r.hgetall(keys.rater_stats(rater))).items()}

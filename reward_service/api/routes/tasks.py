@@ -5,14 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query, Response
 
 from reward_service import keys, metrics
-from reward_service.api.deps import Rater, ServicesDep
+from reward_service.api.deps import Rater, RatingRater, ServicesDep
+from reward_service.api.errors import AUTH, JSON_BODY, errors
 from reward_service.schemas import LeaseRef, QueueDepth, RatingAccepted, RatingCreate, TaskPublic
 from reward_service.scorers.human import TaskError
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
-@router.get("/next", response_model=TaskPublic, responses={204: {"description": "No task is waiting."}})
+@router.get("/next", response_model=TaskPublic, responses={204: {"description": "No task is waiting."},
+                                                         **errors(*AUTH, 422)})
 async def read_next_task(services: ServicesDep, rater: Rater,
                          wait_s: float = Query(0, ge=0, le=30, description="Wait up to this long for a task.")):
     """Lease the next task for this rater; it returns to the queue if not answered in time."""
@@ -20,15 +22,18 @@ async def read_next_task(services: ServicesDep, rater: Rater,
     return task if task is not None else Response(status_code=204)
 
 
-@router.get("/queue", response_model=QueueDepth)
+@router.get("/queue", response_model=QueueDepth, responses=errors(*AUTH))
 async def read_queue(services: ServicesDep, _: Rater) -> QueueDepth:
     """How many rating slots wait for a rater, and how many are leased."""
     waiting, leased = await services.store.group_depth(keys.TASKS, keys.TASKS_GROUP)
     return QueueDepth(waiting=waiting, leased=leased)
 
 
-@router.post("/{task_id}/rating", response_model=RatingAccepted)
-async def create_rating(task_id: str, body: RatingCreate, services: ServicesDep, rater: Rater) -> RatingAccepted:
+ANSWER_ERRORS = errors(*AUTH, *JSON_BODY, 404, 409, 410, 429)
+
+
+@router.post("/{task_id}/rating", response_model=RatingAccepted, responses=ANSWER_ERRORS)
+async def create_rating(rater: RatingRater, task_id: str, body: RatingCreate, services: ServicesDep) -> RatingAccepted:
     """Answer a leased task: a score, a preference, or a per-pixel map, by the task's kind."""
     try:
         done, needed = await services.human.rate(rater, task_id, body)
@@ -38,8 +43,8 @@ async def create_rating(task_id: str, body: RatingCreate, services: ServicesDep,
     return RatingAccepted(task_id=task_id, ratings_done=done, ratings_needed=needed, complete=done >= needed)
 
 
-@router.post("/{task_id}/skip", status_code=204)
-async def create_skip(task_id: str, body: LeaseRef, services: ServicesDep, rater: Rater) -> Response:
+@router.post("/{task_id}/skip", status_code=204, responses=ANSWER_ERRORS)
+async def create_skip(rater: RatingRater, task_id: str, body: LeaseRef, services: ServicesDep) -> Response:
     """Give a leased task back; it is not offered to this rater again."""
     try:
         await services.human.skip(rater, task_id, body.lease_id)

@@ -1,0 +1,35 @@
+"""The error answers each route declares in the OpenAPI, so clients (and the fuzz test) know every status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reward_service.schemas import ErrorPublic, ValidationErrorPublic
+
+_WHAT = {
+    400: "Malformed: an image id that is not a dataset-relative name, or a body that is not UTF-8 JSON text.",
+    401: "Missing or unknown bearer token.",
+    403: "The token's role may not use this endpoint (or the lease is another rater's).",
+    404: "Not found (unknown run, episode, image, task or lease).",
+    409: "Conflicts with the current state (run registered differently, lease already answered).",
+    410: "The lease expired; the task went back to the queue.",
+    413: "The body (or the episode's pixels) exceeds a limit.",
+    415: "The body is not JSON.",
+    422: "The body or a parameter is invalid; the detail names the field.",
+    429: "A per-token rate limit is exceeded; retry after Retry-After seconds.",
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "Seconds until the request would be accepted.",
+                          "schema": {"type": "integer", "minimum": 1}}},
+}
+
+AUTH = (401, 403)
+JSON_BODY = (400, 413, 415, 422)  # 400: FastAPI's answer to a body that is not UTF-8
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that can answer ``codes``: each with its model, meaning and headers."""
+    return {code: {"model": ValidationErrorPublic | ErrorPublic if code == 422 else ErrorPublic,
+                   "description": _WHAT[code], **({"headers": _HEADERS[code]} if code in _HEADERS else {})}
+            for code in sorted(set(codes))}
