@@ -44,9 +44,15 @@ def check_image_id(image_id: str) -> str:
 
 
 class ServedDataset:
-    """One split of one dataset, with a bounded cache of labels at the sizes runs ask for."""
+    """One split of one dataset, with a cache of labels (bounded in bytes) at the sizes runs ask for.
 
-    def __init__(self, settings: Settings, cache_size: int = 512) -> None:
+    Every episode POST checks its masks' shape and every scored episode reads its label, so a
+    label made again per request is the service's main cost: a procedural `shapes` label is
+    drawn with its image (~5 ms at 64 px). The cache keeps ``RSS_LABEL_CACHE_MB`` of labels
+    (all 2000 shapes labels of 64 px take 8 MiB), least recently used out first; label shapes
+    are kept apart, for good, so a shape check never makes a label again."""
+
+    def __init__(self, settings: Settings) -> None:
         self.name = settings.dataset
         self.dataset: SegDataset = build_dataset(
             settings.dataset, settings.split, root=settings.data_root, num_classes=settings.num_classes,
@@ -55,7 +61,9 @@ class ServedDataset:
         self.root = Path(settings.data_root).resolve() if settings.data_root else None
         self.ids = set(self.dataset.ids)
         self._cache: OrderedDict[tuple[str, int | None], np.ndarray] = OrderedDict()
-        self._cache_size, self._lock = cache_size, Lock()
+        self._shapes: dict[tuple[str, int | None], tuple[int, int]] = {}
+        self._cache_bytes, self._budget = 0, int(settings.label_cache_mb * 2**20)
+        self._lock = Lock()
 
     @property
     def num_classes(self) -> int:
@@ -91,10 +99,18 @@ class ServedDataset:
         image, label = self.dataset.load(image_id)
         label = to_tensors(image, label, image_size)[1].to(torch.uint8).numpy()
         with self._lock:
-            self._cache[key] = label
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._shapes[key] = label.shape
+            if key not in self._cache and label.nbytes <= self._budget:
+                self._cache[key] = label
+                self._cache_bytes += label.nbytes
+                while self._cache_bytes > self._budget:
+                    self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
         return label
+
+    def label_shape(self, image_id: str, image_size: int | None) -> tuple[int, int]:
+        """The label's (H, W), made (and cached) only the first time."""
+        shape = self._shapes.get((image_id, image_size))
+        return shape if shape is not None else self.label(image_id, image_size).shape
 
     def target(self, image_id: str, image_size: int | None, grid: Grid) -> np.ndarray:
         """The label a sample on ``grid`` is scored against: the lattice pixels, or full size."""
@@ -104,12 +120,15 @@ class ServedDataset:
         """The shape a sampled mask must have on ``grid``."""
         if grid.scale and grid.mode == "pool":
             return grid.scale, grid.scale
-        label = self.label(image_id, image_size)
-        if grid.scale:
-            sy, sx = as_action_grid(grid).stride(*label.shape)
-            if not (0 <= grid.offset[0] < sy and 0 <= grid.offset[1] < sx):
-                raise ValueError(f"grid offset {tuple(grid.offset)} must lie within the stride {(sy, sx)}")
-        return tuple(_on_grid(label, grid).shape)
+        height, width = self.label_shape(self.require(image_id), image_size)
+        if not grid.scale:
+            return height, width
+        sy, sx = as_action_grid(grid).stride(height, width)
+        if not (0 <= grid.offset[0] < sy and 0 <= grid.offset[1] < sx):
+            raise ValueError(f"grid offset {tuple(grid.offset)} must lie within the stride {(sy, sx)}")
+        # learner.policy.grid_labels: the lattice from the offset, at most scale x scale
+        return (min(len(range(grid.offset[0], height, sy)), grid.scale),
+                min(len(range(grid.offset[1], width, sx)), grid.scale))
 
     def image_png(self, image_id: str) -> bytes:
         image, _ = self.dataset.load(self.require(image_id))

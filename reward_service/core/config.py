@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     shapes_size: int = Field(64, ge=16)
     shapes_length: int | None = None
     seed: int = 0
+    label_cache_mb: float = Field(
+        256.0, ge=0, description="Labels kept in memory per process (each HTTP and worker process), in MiB.")
 
     # auth: tokens are secrets; no defaults
     learner_tokens: list[str] = Field(
@@ -50,7 +52,8 @@ class Settings(BaseSettings):
     # per-token rate limits (token buckets in Redis, shared by replicas); a rate of 0 turns one off.
     # Episodes: a learner at 16 episodes a step posts ~80/s on 2 CPU cores and ~1300/s at the in-process
     # speed of an H200 (83 steps/s, `rss bench loop --device cuda`); the default leaves room for that.
-    rate_limit_episodes_per_s: float = Field(2000.0, ge=0, description="Episodes one learner token may post per second.")
+    rate_limit_episodes_per_s: float = Field(
+        2000.0, ge=0, description="Episodes one learner token may post per second.")
     rate_limit_episodes_burst: int = Field(
         4000, ge=1, description="Episodes a learner token may post at once after idling (>= RSS_MAX_BATCH).")
     rate_limit_ratings_per_min: float = Field(

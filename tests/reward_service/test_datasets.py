@@ -1,0 +1,45 @@
+"""ServedDataset's label cache (bounded in bytes) and mask shapes that never make a label twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from reward_service.core.config import Settings
+from reward_service.datasets import ServedDataset
+from reward_service.schemas import Grid
+
+
+def served(cache_labels: float) -> tuple[ServedDataset, list[str]]:
+    settings = Settings(shapes_size=32, shapes_length=8, label_cache_mb=cache_labels * 32 * 32 / 2**20)
+    dataset = ServedDataset(settings)
+    loads: list[str] = []
+    load = dataset.dataset.load
+
+    def counting_load(image_id: str):
+        loads.append(image_id)
+        return load(image_id)
+
+    dataset.dataset.load = counting_load
+    return dataset, loads
+
+
+def test_the_cache_keeps_its_byte_budget_and_drops_the_least_recently_used() -> None:
+    dataset, loads = served(cache_labels=3)
+    ids = sorted(dataset.ids)
+    for image_id in ids[:5]:
+        dataset.label(image_id, None)
+    assert len(dataset._cache) == 3 and dataset._cache_bytes == 3 * 32 * 32
+    dataset.label(ids[4], None)  # cached
+    dataset.label(ids[0], None)  # dropped: made again
+    assert loads == [*ids[:5], ids[0]]
+
+
+@pytest.mark.parametrize("grid", [Grid(), Grid(scale=8, offset=(3, 1)), Grid(scale=5, offset=(5, 0)),
+                                  Grid(scale=32), Grid(scale=8, mode="pool")])
+def test_mask_shapes_match_the_lattice_and_never_make_a_label_again(grid: Grid) -> None:
+    dataset, loads = served(cache_labels=0)  # nothing cached: only the shapes are kept
+    image_id = sorted(dataset.ids)[0]
+    shape = dataset.mask_shape(image_id, None, grid)
+    assert dataset.mask_shape(image_id, None, grid) == shape and len(loads) <= 1
+    if grid.mode != "pool":
+        assert dataset.target(image_id, None, grid).shape == shape
