@@ -8,7 +8,9 @@ in-process reward would use.
 from __future__ import annotations
 
 import io
+import logging
 import re
+import time
 from collections import OrderedDict
 from pathlib import Path
 from threading import Lock
@@ -19,9 +21,12 @@ from PIL import Image
 
 from learner.data import DatasetError, SegDataset, build_dataset
 from learner.data.base import FolderDataset, to_tensors
+from learner.data.shapes import ShapesDataset
 from learner.policy import ActionGrid, grid_labels
 from reward_service.core.config import Settings
 from reward_service.schemas import Grid
+
+log = logging.getLogger(__name__)
 
 # Dataset-relative names: path segments of safe characters, no "..", no absolute paths.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
@@ -107,8 +112,29 @@ class ServedDataset:
                     self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
         return label
 
+    def warm(self) -> int:
+        """Make every label of a procedural split (`shapes`) ahead, when all fit the cache; how many.
+
+        Folder datasets are read as asked (a PNG read is cheap, and runs pick their own size)."""
+        if not isinstance(self.dataset, ShapesDataset):
+            return 0
+        ids = sorted(self.ids)
+        if len(ids) * self.dataset.size**2 > self._budget:
+            log.info("label cache (%.0f MiB) too small for the %d labels of the split: not warmed",
+                     self._budget / 2**20, len(ids))
+            return 0
+        started = time.perf_counter()
+        for image_id in ids:
+            self.label(image_id, None)
+        log.info("made the %d labels of the served split in %.1f s", len(ids), time.perf_counter() - started)
+        return len(ids)
+
     def label_shape(self, image_id: str, image_size: int | None) -> tuple[int, int]:
-        """The label's (H, W), made (and cached) only the first time."""
+        """The label's (H, W): known without the label when resized or procedural, else read once."""
+        if image_size is not None:
+            return image_size, image_size  # learner.data.base.to_tensors resizes to a square
+        if isinstance(self.dataset, ShapesDataset):
+            return self.dataset.size, self.dataset.size
         shape = self._shapes.get((image_id, image_size))
         return shape if shape is not None else self.label(image_id, image_size).shape
 

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from contextlib import suppress
@@ -295,6 +296,8 @@ async def run_worker(settings: Settings) -> None:
 
     torch.set_num_threads(settings.torch_threads)
     dataset = await asyncio.to_thread(ServedDataset, settings)
+    if settings.warm_labels:  # as the learner builds its split before training: first scores are not slow
+        threading.Thread(target=dataset.warm, name="warm-labels", daemon=True).start()
     r = await connect(settings.redis_url, settings)
     blocking = await connect_blocking(settings)
     store = Store(r, settings)

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     seed: int = 0
     label_cache_mb: float = Field(
         256.0, ge=0, description="Labels kept in memory per process (each HTTP and worker process), in MiB.")
+    warm_labels: bool = Field(
+        True, description="Workers make a `shapes` split's labels ahead at start, in the background.")
 
     # auth: tokens are secrets; no defaults
     learner_tokens: list[str] = Field(

@@ -22,6 +22,7 @@ def service_env(redis_server: RedisServer, **settings: object) -> dict[str, str]
         "RSS_REDIS_URL": redis_server.url, "RSS_LEARNER_TOKENS": f'["{LEARNER_TOKEN}"]',
         "RSS_RATER_TOKENS": "{" + ", ".join(f'"{k}": "{v}"' for k, v in RATERS.items()) + "}",
         "RSS_WORKER_BLOCK_MS": "200", "RSS_LOG_LEVEL": "warning", "OMP_NUM_THREADS": "1",
+        "RSS_WARM_LABELS": "false",  # 2000 shapes labels per service start would cost CI minutes (test_datasets)
     }
     env.update({f"RSS_{k.upper()}": str(v) for k, v in settings.items()})
     return env

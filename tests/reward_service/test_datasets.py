@@ -9,8 +9,9 @@ from reward_service.datasets import ServedDataset
 from reward_service.schemas import Grid
 
 
-def served(cache_labels: float) -> tuple[ServedDataset, list[str]]:
-    settings = Settings(shapes_size=32, shapes_length=8, label_cache_mb=cache_labels * 32 * 32 / 2**20)
+def served(cache_labels: float, **settings: object) -> tuple[ServedDataset, list[str]]:
+    settings = Settings(shapes_size=32, shapes_length=8, label_cache_mb=cache_labels * 32 * 32 / 2**20,
+                        **settings)
     dataset = ServedDataset(settings)
     loads: list[str] = []
     load = dataset.dataset.load
@@ -43,3 +44,22 @@ def test_mask_shapes_match_the_lattice_and_never_make_a_label_again(grid: Grid) 
     assert dataset.mask_shape(image_id, None, grid) == shape and len(loads) <= 1
     if grid.mode != "pool":
         assert dataset.target(image_id, None, grid).shape == shape
+
+
+def test_folder_label_shapes_are_read_once_and_resized_ones_never(voc_root) -> None:
+    dataset, loads = served(cache_labels=0, dataset="voc", data_root=voc_root)
+    image_id = sorted(dataset.ids)[0]
+    assert dataset.mask_shape(image_id, None, Grid()) == (40, 48)
+    assert dataset.mask_shape(image_id, None, Grid(scale=8)) == dataset.target(image_id, None, Grid(scale=8)).shape
+    assert dataset.mask_shape(image_id, 32, Grid(scale=8)) == (8, 8)
+    assert loads == [image_id, image_id]  # the first shape, then target() (nothing cached at budget 0)
+
+
+def test_warming_makes_every_shapes_label_once_when_they_fit() -> None:
+    dataset, loads = served(cache_labels=8)
+    assert dataset.warm() == 8 and sorted(loads) == sorted(dataset.ids)
+    for image_id in dataset.ids:
+        dataset.label(image_id, None)
+    assert len(loads) == 8  # all cached
+    small, small_loads = served(cache_labels=7)
+    assert small.warm() == 0 and small_loads == []  # would not fit: left to demand
