@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     # per-token rate limits (token buckets in Redis, shared by replicas); a rate of 0 turns one off.
     # Episodes: a learner at 16 episodes a step posts ~80/s on 2 CPU cores and ~1300/s at the in-process
     # speed of an H200 (83 steps/s, `rss bench loop --device cuda`); the default leaves room for that.
-    rate_limit_episodes_per_s: float = Field(2000.0, ge=0, description="Episodes one learner token may post per second.")
+    rate_limit_episodes_per_s: float = Field(
+        2000.0, ge=0, description="Episodes one learner token may post per second.")
     rate_limit_episodes_burst: int = Field(
         4000, ge=1, description="Episodes a learner token may post at once after idling (>= RSS_MAX_BATCH).")
     rate_limit_ratings_per_min: float = Field(
