@@ -70,7 +70,6 @@ def test_redis_killed_and_restarted_mid_run_loses_no_accepted_episode(durable_re
     counts = final["rewards"]
     in_flight = accepted - applied_at_kill
     assert 0 < len(in_flight) <= 3 * BATCH  # the kill hit episodes between POST and update
-    print(counts)  # noqa: T201
     assert counts.get("redis_errors", 0) + counts.get("post_retries", 0) > 0  # the learner saw the outage
     # every episode the learner got a 202 for was applied, once; nothing was dropped or left late
     assert counts["posted"] == counts["applied"] == STEPS * BATCH * SAMPLES
