@@ -17,6 +17,7 @@ commands:
   bench convergence   CE vs pixel- and image-level RSS on shapes, one table
   bench service       GT scoring through the service vs in-process, and POST latency
   bench loop          training in-process vs through the service and Redis: steps/s and val mIoU
+  bench load          N learners and M raters against one service for a while: lost? applied twice? p99?
   bench ui            the annotator UI in headless Chromium: submit-to-next-task and overlay draw times
 
 Run `rss <command> --help` for the options of each."""

@@ -13,8 +13,12 @@ import torch
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from reward_service import keys, metrics
+from reward_service.api.errors import redis_unavailable
 from reward_service.api.main import api_router
 from reward_service.core.config import Settings, get_settings
 from reward_service.datasets import ServedDataset
@@ -161,6 +165,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # A Redis outage (restart, failover) answers 503 + Retry-After, which clients retry, not a 500.
+    for exc in (RedisConnectionError, RedisTimeoutError, ReadOnlyError):
+        app.add_exception_handler(exc, redis_unavailable)
     app.include_router(api_router)
     app.mount("/metrics", make_asgi_app())
     ui_dir = settings.ui_dir or UI_DIR

@@ -61,7 +61,8 @@ def run_rss(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 # One Redis database per service a test module starts: a service claims its database for its dataset
 # (reward_service.store.claim_database), so two modules' services must never share one.
-DATABASES = {"service": 0, "voc": 1, "ui": 2, "remote": 3, "honeypots": 4, "ddp": 5, "remote_limited": 6}
+DATABASES = {"service": 0, "voc": 1, "ui": 2, "remote": 3, "honeypots": 4, "ddp": 5, "remote_limited": 6,
+             "faults_replicas": 7, "faults_endpoint": 8}
 
 
 class RedisServer:

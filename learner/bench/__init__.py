@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-BENCHES = ("convergence", "service", "ui", "loop")
+BENCHES = ("convergence", "service", "ui", "loop", "load")
 
 
 def main(argv: list[str]) -> int:
@@ -12,6 +12,10 @@ def main(argv: list[str]) -> int:
         from learner.bench.loop import main as loop_main
 
         return loop_main(argv[1:])
+    if argv[0] == "load":
+        from learner.bench.load import main as load_main
+
+        return load_main(argv[1:])
     if argv[0] == "ui":
         from learner.bench.ui import main as ui_main
 

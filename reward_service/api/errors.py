@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
 from reward_service.schemas import ErrorPublic, ValidationErrorPublic
+
+log = logging.getLogger(__name__)
 
 _WHAT = {
     400: "Malformed: an image id that is not a dataset-relative name, or a body that is not UTF-8 JSON text.",
@@ -17,10 +23,13 @@ _WHAT = {
     415: "The body is not JSON.",
     422: "The body or a parameter is invalid; the detail names the field.",
     429: "A per-token rate limit is exceeded; retry after Retry-After seconds.",
+    503: "Redis is unreachable or still loading (a restart): nothing was written; retry after Retry-After seconds.",
 }
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
     429: {"Retry-After": {"description": "Seconds until the request would be accepted.",
+                          "schema": {"type": "integer", "minimum": 1}}},
+    503: {"Retry-After": {"description": "Seconds to wait before trying again.",
                           "schema": {"type": "integer", "minimum": 1}}},
 }
 
@@ -29,7 +38,18 @@ JSON_BODY = (400, 413, 415, 422)  # 400: FastAPI's answer to a body that is not 
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route that can answer ``codes``: each with its model, meaning and headers."""
+    """``responses=`` for a route that can answer ``codes``: each with its model, meaning and headers.
+
+    Every such route reads or writes Redis, so each may also answer 503 (`redis_unavailable`)."""
     return {code: {"model": ValidationErrorPublic | ErrorPublic if code == 422 else ErrorPublic,
                    "description": _WHAT[code], **({"headers": _HEADERS[code]} if code in _HEADERS else {})}
-            for code in sorted(set(codes))}
+            for code in sorted({*codes, 503})}
+
+
+async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A Redis connection lost, refused, timed out or still loading its append-only file: a 503 the client
+    retries (the learner does), never a 500 with a traceback. A transaction that failed this way wrote
+    nothing; one whose reply was lost may have, so a retry can create a second copy (counted orphaned)."""
+    log.warning("%s %s: redis unavailable: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": "Redis is unavailable (restarting?); nothing was accepted. Retry shortly."},
+                        status_code=503, headers={"Retry-After": "1"})
