@@ -130,9 +130,9 @@ def drive(url: str, rater_token: str, args: argparse.Namespace) -> dict:
                 page.keyboard.press(str(n % 10))
                 page.keyboard.press("Enter")
             page.wait_for_function(f"window.rss.timings.length >= {args.tasks - 1}", timeout=60_000)
-            timings = page.evaluate("window.rss.timings")
-            fetches = page.evaluate("window.rss.fetches")
-            prefetched = page.evaluate("window.rss.prefetched")
+            # one read: an answer drawn between separate reads made the lists differ in length
+            timings, prefetched, fetches = page.evaluate(
+                "[window.rss.timings.slice(), window.rss.prefetched.slice(), window.rss.fetches.slice()]")
             page.wait_for_function("document.body.dataset.state === 'task'", timeout=60_000)
             overlay = page.evaluate(_OVERLAY_JS, {"size": OVERLAY_SIZE, "frames": args.frames})
             messages = page.locator(".message.error").all_inner_texts()
