@@ -77,7 +77,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Score jobs until ``stop`` is set; Redis outages are logged and waited out."""
         log.info("scoring worker %s started", self.consumer)
-        last_trim = 0.0
+        last_trim = time.monotonic()  # the first trim one interval after start, not after the first batch
         while not stop.is_set():
             try:
                 await self.beat()
