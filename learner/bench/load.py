@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from learner.bench.service import BenchError, Process, start_service
-from learner.procs import exit_on_sigterm, free_port, stop
+from learner.bench.service import BenchError, start_redis, start_service
+from learner.procs import exit_on_sigterm, stop
 
 
 def out(line: str = "") -> None:
@@ -79,36 +79,38 @@ def bodies_for(run_id: str, per_post: int, samples: int, size: int, classes: int
     return bodies
 
 
-async def learner(sim: Sim, http, r, deadline: float, latencies: list[float], errors: Counter[str]) -> None:
-    """Post while ``deadline`` is ahead (at most ``inflight`` batches unapplied), then drain what was accepted."""
+async def read_results(sim: Sim, r, block_ms: int) -> None:
+    """Apply what the run's results stream delivers, each (episode, sample) at most once, and acknowledge it."""
     from reward_service import keys
 
-    stream, consumer, i = keys.results(sim.run_id), f"sim-{sim.run_id}", 0
+    stream, consumer = keys.results(sim.run_id), f"sim-{sim.run_id}"
+    reply = await r.xreadgroup(keys.RESULTS_GROUP, consumer, {stream: ">"}, count=512, block=block_ms)
+    acks = []
+    for _, entries in reply or []:
+        for entry_id, fields in entries:
+            result = json.loads(fields[b"payload"])
+            key = (result["episode_id"], result["sample_index"])
+            acks.append(entry_id)
+            if key in sim.applied:
+                sim.redelivered += 1
+                continue
+            if result.get("error"):
+                sim.failed += 1
+            else:
+                sim.applied.add(key)
+            left = sim.waiting.get(key[0])
+            if left:
+                sim.waiting[key[0]] = left - 1
+    if acks:
+        await r.xack(stream, keys.RESULTS_GROUP, *acks)
 
-    async def read(block_ms: int) -> None:
-        reply = await r.xreadgroup(keys.RESULTS_GROUP, consumer, {stream: ">"}, count=512, block=block_ms)
-        acks = []
-        for _, entries in reply or []:
-            for entry_id, fields in entries:
-                result = json.loads(fields[b"payload"])
-                key = (result["episode_id"], result["sample_index"])
-                acks.append(entry_id)
-                if key in sim.applied:
-                    sim.redelivered += 1
-                    continue
-                if result.get("error"):
-                    sim.failed += 1
-                else:
-                    sim.applied.add(key)
-                left = sim.waiting.get(key[0])
-                if left:
-                    sim.waiting[key[0]] = left - 1
-        if acks:
-            await r.xack(stream, keys.RESULTS_GROUP, *acks)
 
+async def learner(sim: Sim, http, r, deadline: float, latencies: list[float], errors: Counter[str]) -> None:
+    """Post while ``deadline`` is ahead (at most ``inflight`` batches unapplied), reading results as they come."""
+    i = 0
     while time.monotonic() < deadline:
         if sum(1 for v in sim.waiting.values() if v > 0) >= sim.inflight * sim.per_post:
-            await read(100)
+            await read_results(sim, r, 100)
             continue
         started = time.perf_counter()
         try:
@@ -126,31 +128,14 @@ async def learner(sim: Sim, http, r, deadline: float, latencies: list[float], er
         for episode in response.json()["episodes"]:
             sim.accepted.add(episode["episode_id"])
             sim.waiting[episode["episode_id"]] = sim.samples
-        await read(1)
+        await read_results(sim, r, 1)
 
 
 async def drain(sims: list[Sim], r, drain_s: float) -> None:
-    from reward_service import keys
-
     deadline = time.monotonic() + drain_s
     for sim in sims:
-        stream, consumer = keys.results(sim.run_id), f"sim-{sim.run_id}"
         while sim.lost > 0 and time.monotonic() < deadline:
-            reply = await r.xreadgroup(keys.RESULTS_GROUP, consumer, {stream: ">"}, count=512, block=200)
-            acks = []
-            for _, entries in reply or []:
-                for entry_id, fields in entries:
-                    result = json.loads(fields[b"payload"])
-                    key = (result["episode_id"], result["sample_index"])
-                    acks.append(entry_id)
-                    if key in sim.applied:
-                        sim.redelivered += 1
-                    elif result.get("error"):
-                        sim.failed += 1
-                    else:
-                        sim.applied.add(key)
-            if acks:
-                await r.xack(stream, keys.RESULTS_GROUP, *acks)
+            await read_results(sim, r, 200)
 
 
 async def run_load(url: str, token: str, redis_url: str, sims: list[Sim], seconds: float, drain_s: float) -> dict:
@@ -218,7 +203,7 @@ def main(argv: list[str]) -> int:
         sims.append(Sim("load-human", bodies_for("load-human", 1, 2, args.size, 4, rng), 2, 1, 4))
     with tempfile.TemporaryDirectory(prefix="rss-bench-load-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
-        redis_proc = start_durable_redis(folder)
+        redis_proc = start_redis(folder, durable=True)  # AOF, as deployed
         stack.callback(redis_proc.stop)
         redis_url = f"redis://127.0.0.1:{redis_proc.port}/0"
         env = {"RSS_REDIS_URL": redis_url, "RSS_LEARNER_TOKENS": json.dumps([token]),
@@ -264,30 +249,3 @@ def register(url: str, token: str, sims: list[Sim]) -> None:
         response = httpx.post(f"{url}/v1/runs", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         if response.status_code not in (200, 201):
             raise BenchError(f"registering {sim.run_id} failed: {response.status_code} {response.text}")
-
-
-def start_durable_redis(folder: Path) -> Process:
-    """redis-server as deployed (AOF, `appendfsync everysec`), on a free loopback port."""
-    import shutil
-
-    import redis
-
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise BenchError("redis-server is not on PATH (apt-get install redis-server)")
-    port = free_port()
-    log_path = folder / "redis.log"
-    with open(log_path, "wb") as log_file:
-        popen = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                                  "yes", "--appendfsync", "everysec", "--dir", str(folder)],
-                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
-    proc = Process("redis-server", popen, port, log_path)
-    for _ in range(200):
-        try:
-            with redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1) as client:
-                if client.ping():
-                    return proc
-        except redis.RedisError:
-            time.sleep(0.05)
-    proc.stop()
-    raise BenchError(f"redis-server on port {port} did not answer: {proc.log_tail()}")

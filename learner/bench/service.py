@@ -205,8 +205,9 @@ def _launch(name: str, argv: Callable[[int], list[str]], env: dict[str, str], fo
     raise AssertionError("not reached")
 
 
-def start_redis(folder: Path) -> Process:
-    """A throwaway redis-server on loopback, no persistence, its files in ``folder``."""
+def start_redis(folder: Path, durable: bool = False) -> Process:
+    """A redis-server on loopback, its files in ``folder``: throwaway (no persistence), or ``durable``
+    as deployed (AOF, `appendfsync everysec`)."""
     import redis
 
     exe = shutil.which("redis-server")
@@ -214,8 +215,8 @@ def start_redis(folder: Path) -> Process:
         raise BenchError("redis-server is not on PATH (apt-get install redis-server)")
 
     def argv(port: int) -> list[str]:
-        return [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(folder)]
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if durable else ["--appendonly", "no"]
+        return [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence, "--dir", str(folder)]
 
     def ready(port: int) -> bool:
         try:
