@@ -218,10 +218,7 @@ class HumanTasks:
             for index, fields in zip(members, combine(task["kind"], ratings, members, shape), strict=True)
         ]
         async with self.r.pipeline(transaction=True) as pipe:
-            await pipe.watch(keys.task(task_id))
-            if _s(await pipe.hget(keys.task(task_id), "status")) != "complete":
-                await pipe.unwatch()
-                await self.r.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
+            if not await self._still_complete(pipe, task_id, job_id):
                 return
             pipe.multi()
             self.store.add_results(pipe, task["run_id"], results)
@@ -255,13 +252,20 @@ class HumanTasks:
                      run.min_rater_agreement)
         return [r for r in ratings if r["rater"] not in below], [r for r in ratings if r["rater"] in below]
 
+    async def _still_complete(self, pipe, task_id: str, job_id: bytes) -> bool:
+        """WATCH the task for the transaction to come; if another worker already handled it (status no longer
+        `complete`), acknowledge this duplicate job and say so."""
+        await pipe.watch(keys.task(task_id))
+        if _s(await pipe.hget(keys.task(task_id), "status")) == "complete":
+            return True
+        await pipe.unwatch()
+        await self.r.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
+        return False
+
     async def _reopen(self, task_id: str, more: int, job_id: bytes) -> None:
         """Every rating of a complete task was ignored: ask for ``more`` ratings from other raters."""
         async with self.r.pipeline(transaction=True) as pipe:
-            await pipe.watch(keys.task(task_id))
-            if _s(await pipe.hget(keys.task(task_id), "status")) != "complete":
-                await pipe.unwatch()
-                await self.r.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
+            if not await self._still_complete(pipe, task_id, job_id):
                 return
             pipe.multi()
             pipe.hset(keys.task(task_id), "status", "open")
