@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -57,6 +58,12 @@ def run_rss(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "learner.cli", *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+def ledger(out: Path) -> list[dict]:
+    """The learner's `applied.jsonl` in ``out``: one entry per update (none before the first)."""
+    path = out / "applied.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 # One Redis database per service a test module starts: a service claims its database for its dataset

@@ -7,11 +7,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO
+from tests.conftest import REPO, ledger
 from tests.faults.conftest import DurableRedis
 from tests.reward_service.conftest import LEARNER_TOKEN, service_env
 from tests.reward_service.procs import start_service
@@ -21,11 +20,6 @@ TRAIN = ["--dataset", "shapes", "--shapes-size", "32", "--train-size", "64", "--
          str(BATCH), "--samples", str(SAMPLES), "--psr-scales", "8", "--steps", str(STEPS), "--eval-every",
          str(STEPS), "--threads", "1", "--no-progress", "--max-inflight", "1", "--service-retry-s", "60",
          "--reward-timeout-s", "120"]
-
-
-def ledger(out: Path) -> list[dict]:
-    path = out / "applied.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def results_by_episode(client, run_id: str) -> dict[str, list[int]]:
