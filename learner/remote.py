@@ -11,9 +11,16 @@ Restart safety: an entry is acknowledged only once no checkpoint can need it aga
 checkpoint holds the batches posted and not yet applied (`state_dict`), so their results must
 stay pending until the checkpoint holding their update is written (`checkpointed`); results of
 a batch posted after the last checkpoint are acknowledged right after its update (a crash would
-lose its actions anyway). After `--resume`, the restored batches wait for their results again,
-and entries the dead process had read but not acknowledged are taken over with `XAUTOCLAIM`
-once idle for `--reclaim-idle-s`, then applied once.
+lose its actions anyway), and so are never delivered again. After `--resume`, the restored
+batches wait for their results again, and entries the dead process had read but not
+acknowledged are taken over with `XAUTOCLAIM` once idle for `--reclaim-idle-s`, then applied
+once. Everything else the dead process counted after its checkpoint is counted again by the
+resumed one, because it is delivered again: orphaned, duplicate and stale entries, and those of
+batches dropped as too stale, stay pending until a checkpoint. The one exception is the results
+an update applied after the checkpoint (acknowledged, and the update lost with the process):
+the ledger line is written before the acknowledgement, so the resume finds them in the ledger
+lines past the checkpoint, counts them orphaned, and records them in `lost.jsonl` (so a second
+crash before the next checkpoint counts them again, once).
 """
 
 from __future__ import annotations
@@ -120,9 +127,13 @@ class RemoteRewardSource:
         rank = int(os.environ.get("RANK", "0"))
         # The ledger: one line per update, the episodes it applied (audits "applied exactly once").
         self.ledger = Path(args.out) / ("applied.jsonl" if rank == 0 else f"applied.rank{rank}.jsonl")
-        self._applied: list[tuple[int, list[str]]] = []  # (posted step, kept episode ids) since the last commit
+        self._applied: list[dict] = []  # ledger lines of the updates since the last commit
+        # Results a lost update applied (and acknowledged), counted orphaned on resume: their redelivery is no news.
+        self.lost_path = Path(args.out) / ("lost.jsonl" if rank == 0 else f"lost.rank{rank}.jsonl")
+        self.lost: set[tuple[str, int]] = set()
         if not args.resume:
             self.ledger.unlink(missing_ok=True)
+            self.lost_path.unlink(missing_ok=True)
         self.run = self._register(dataset)
         self.stream = self.run.results_stream
 
@@ -229,7 +240,10 @@ class RemoteRewardSource:
             self.outstanding.pop(episode_id, None)
         # A checkpoint written after this batch was posted holds it: its results stay pending
         # until the checkpoint holding its update exists (a crash before then re-applies them).
-        (self._deferred if pending.step < self.checkpoint_step else self._to_ack).extend(pending.acks)
+        # A batch dropped as too stale writes no ledger line: its entries wait for a checkpoint
+        # too, so a resumed process that lost the drop's count sees (and counts) them again.
+        deferred = pending.step < self.checkpoint_step or not apply
+        (self._deferred if deferred else self._to_ack).extend(pending.acks)
         missing = pending.expected - len(pending.got)
         if missing:
             self.counts["late"] += missing
@@ -243,8 +257,18 @@ class RemoteRewardSource:
         self.counts["applied" if apply else "dropped_stale"] += kept
         if apply:
             rows = rewards.keep.tolist()
-            self._applied.append((pending.step, [e for e, b in pending.ids.items() if rows[b]]))
+            line: dict = {"posted_step": pending.step, "episodes": [e for e, b in pending.ids.items() if rows[b]],
+                          "samples": pending.shape[1]}
+            partial: dict[str, list[int]] = {}  # rows left out (failed or late): the samples that did arrive
+            episode_of = {b: e for e, b in pending.ids.items()}
+            for (b, j) in sorted(pending.got):
+                if not rows[b]:
+                    partial.setdefault(episode_of[b], []).append(j)
+            if partial:
+                line["partial"] = partial
+            self._applied.append(line)
         return rewards
+
 
     def score(self, episodes: Episodes) -> Rewards:
         return self.collect(self.post(episodes))
@@ -253,20 +277,26 @@ class RemoteRewardSource:
         """File one delivered result under the step waiting for it, or count why it is not applied."""
         if entry_id in self._held:
             return  # ours already, handed back by XAUTOCLAIM: still waiting for its update or checkpoint
+        self._held.add(entry_id)
         result = Result.model_validate_json(fields[b"payload"])
+        if (result.episode_id, result.sample_index) in self.lost:
+            # a lost update applied it and the crash came before its ack: counted orphaned on resume
+            self._to_ack.append(entry_id)
+            return
         owner = self.outstanding.get(result.episode_id)
         if owner is None:  # no step waits for it: applied before a restart, given up on, or its actions lost
             if result.episode_id in self.applied_before:
                 self.counts["duplicates"] += 1  # a checkpointed update applied it; the crash came before the ack
             else:
                 self.counts["stale" if result.episode_id in self.given_up else "orphaned"] += 1
-            self._to_ack.append(entry_id)
+            # acknowledged at the next checkpoint: a crash before it rolls this count back, and the
+            # resumed process, seeing the entry again, counts it again
+            self._deferred.append(entry_id)
         elif not owner.add(result):
             self.counts["duplicates"] += 1
-            self._to_ack.append(entry_id)
+            self._deferred.append(entry_id)
         else:  # acknowledged with its batch, after the update that applies it
             owner.acks.append(entry_id)
-        self._held.add(entry_id)
 
     def _reclaim(self) -> None:
         """Take over entries a dead learner read and never acknowledged (XAUTOCLAIM past an idle time).
@@ -319,10 +349,10 @@ class RemoteRewardSource:
 
     def commit(self, step: int) -> None:
         """Record what the update of ``step`` applied, and acknowledge it unless a checkpoint may need it."""
-        if self._applied:
+        if self._applied:  # written before the acknowledgement: a resume finds what a lost update applied
             with self.ledger.open("a") as f:
-                for posted, episodes in self._applied:
-                    f.write(json.dumps({"step": step, "posted_step": posted, "episodes": episodes}) + "\n")
+                for line in self._applied:
+                    f.write(json.dumps({"step": step, **line}) + "\n")
             self._applied = []
         self._ack(self._to_ack)
         self._to_ack = []
@@ -358,12 +388,47 @@ class RemoteRewardSource:
         self.counts.update(state["counts"])
         self.checkpoint_step = step
         if self.ledger.exists():
-            lines = self.ledger.read_text().splitlines()
-            kept = [json.loads(line) for line in lines if line]
-            kept = [entry for entry in kept if entry["step"] < step]
-            self.ledger.write_text("".join(json.dumps(entry) + "\n" for entry in kept))
+            lines = [json.loads(line) for line in self.ledger.read_text().splitlines() if line]
+            kept = [entry for entry in lines if entry["step"] < step]
+            # Past the checkpoint: a batch posted before it is restored and applied again; one posted
+            # after it was applied by an update the crash lost, and its results were acknowledged.
+            self._record_lost([entry for entry in lines if entry["step"] >= step and entry["posted_step"] >= step],
+                              step)
+            tmp = self.ledger.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(entry) + "\n" for entry in kept))
+            tmp.replace(self.ledger)
             self.applied_before = {episode for entry in kept for episode in entry["episodes"]}
+        self._load_lost(step)
         self._reclaim_at = time.monotonic()  # look for the dead process's entries at the first wait
+
+    def _record_lost(self, entries: list[dict], step: int) -> None:
+        """Append the ledger lines of updates lost with the process to ``lost.jsonl``, each once."""
+        known = {(line["checkpoint"], line["posted_step"]) for line in self._lost_lines()}
+        new = [{"checkpoint": step, **entry} for entry in entries if (step, entry["posted_step"]) not in known]
+        if new:
+            with self.lost_path.open("a") as f:
+                f.write("".join(json.dumps(line) + "\n" for line in new))
+                f.flush()
+                os.fsync(f.fileno())
+
+    def _lost_lines(self) -> list[dict]:
+        if not self.lost_path.exists():
+            return []
+        return [json.loads(line) for line in self.lost_path.read_text().splitlines() if line]
+
+    def _load_lost(self, step: int) -> None:
+        """Count what lost updates applied as orphaned, unless the checkpoint's counts already hold it.
+
+        Lines recorded at a resume from an earlier checkpoint were counted then and saved in every
+        checkpoint since; lines recorded at this checkpoint (now, or at a resume whose process also
+        died before its next checkpoint) are not in its counts."""
+        for line in {(ln["checkpoint"], ln["posted_step"]): ln for ln in self._lost_lines()}.values():
+            k = line.get("samples", self.args.resolved_samples())  # ledgers written before 'samples' existed
+            samples = [(e, j) for e in line["episodes"] for j in range(k)]
+            samples += [(e, j) for e, got in line.get("partial", {}).items() for j in got]
+            self.lost.update(samples)
+            if line["checkpoint"] == step:
+                self.counts["orphaned"] += len(samples)
 
     def restore(self, episode_ids: list[str], shape: tuple[int, ...], device: torch.device, step: int) -> Pending:
         """Wait again for a batch a checkpoint recorded as posted and not applied."""

@@ -66,6 +66,19 @@ def ledger(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def wait_until_scored(client, timeout: float = 60) -> None:
+    """Until the workers have read and finished every scoring job queued in ``client``'s database, so an
+    audit of a results stream sees every result the service will ever write for what it accepted."""
+    deadline = time.monotonic() + timeout
+    while True:
+        group = next(g for g in client.xinfo_groups("rss:v1:jobs") if g["name"] == b"scorers")
+        last = client.xinfo_stream("rss:v1:jobs")["last-generated-id"]
+        if group["pending"] == 0 and group["last-delivered-id"] == last:
+            return
+        assert time.monotonic() < deadline, f"scoring jobs still queued or held after {timeout} s: {group}"
+        time.sleep(0.1)
+
+
 # One Redis database per service a test module starts: a service claims its database for its dataset
 # (reward_service.store.claim_database), so two modules' services must never share one.
 DATABASES = {"service": 0, "voc": 1, "ui": 2, "remote": 3, "honeypots": 4, "ddp": 5, "remote_limited": 6,

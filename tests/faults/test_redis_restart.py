@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.conftest import REPO, ledger
+from tests.conftest import REPO, ledger, wait_until_scored
 from tests.faults.conftest import DurableRedis
 from tests.reward_service.conftest import LEARNER_TOKEN, service_env
 from tests.reward_service.procs import start_service
@@ -73,6 +73,7 @@ def test_redis_killed_and_restarted_mid_run_loses_no_accepted_episode(durable_re
     assert len(applied) == len(set(applied)) == STEPS * BATCH
     assert accepted <= set(applied)  # in flight at the kill, applied after the restart
     with durable_redis.client() as c:
+        wait_until_scored(c)  # a job the outage interrupted is retried after RSS_RETRY_IDLE_S: audit its result too
         results = results_by_episode(c, "run")
         pending = c.xpending("rss:v1:results:run", "learner")["pending"]
     # each applied episode was scored exactly once: one result per sample in the stream, no more

@@ -15,7 +15,7 @@ import redis
 import torch
 
 from learner.checkpoint import load_checkpoint
-from tests.conftest import DATABASES, REPO, ledger, run_rss
+from tests.conftest import DATABASES, REPO, ledger, run_rss, wait_until_scored
 from tests.reward_service.conftest import LEARNER_TOKEN, RATERS, service_env
 from tests.reward_service.procs import start_service, start_uvicorn
 
@@ -119,19 +119,19 @@ def test_training_from_simulated_raters_preferences(shapes32_service, redis_serv
     assert final["rewards"]["applied"] == final["rewards"]["posted"] == 3 * 4 * 2
 
 
-def test_killed_learner_resumes_without_losing_or_reapplying_a_reward(
-        shapes32_service, redis_server, tmp_path) -> None:
-    """SIGKILL mid-run with batches in flight; --resume reclaims what the dead learner held, applies it once."""
-    url, out, steps = redis_server.db_url(DB), tmp_path / "crash", 24
-    args = [*SMALL, "--steps", str(steps), "--eval-every", str(steps), "--checkpoint-every", "4",
+def kill_and_resume(service: str, url: str, out: Path, checkpoint_every: int, kill_after: int) -> dict:
+    """Train 24 pipelined steps, SIGKILL the learner once its ledger has an update of step
+    ``kill_after``, resume it, and audit the ledger, the counts and the results stream."""
+    steps = 24
+    args = [*SMALL, "--steps", str(steps), "--eval-every", str(steps), "--checkpoint-every", str(checkpoint_every),
             "--max-inflight", "2", "--reclaim-idle-s", "1", "--out", str(out), "--reward-source", "remote",
-            "--service-url", shapes32_service, "--redis-url", url]
+            "--service-url", service, "--redis-url", url]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, "-m", "learner.cli", "train", *args], cwd=REPO, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:  # kill once a checkpoint exists and updates after it were applied (their acks held back)
         deadline = time.monotonic() + 120
-        while not any(e["step"] >= 5 for e in ledger(out)):
+        while not any(e["step"] >= kill_after for e in ledger(out)):
             assert first.poll() is None, first.stderr.read()[-3000:]
             assert time.monotonic() < deadline, "the learner applied nothing in 120 s"
             time.sleep(0.02)
@@ -156,13 +156,36 @@ def test_killed_learner_resumes_without_losing_or_reapplying_a_reward(
     assert counts.get("late", 0) == counts.get("dropped_stale", 0) == 0
     # a kill between writing a checkpoint and acknowledging what it holds redelivers those (counted, not applied)
     assert counts.get("duplicates", 0) <= 2 * 4 * 4
-    # every result in the stream was applied, or counted as orphaned (its actions died with the learner)
+    # every result in the stream was applied, or counted as orphaned (its actions died with the learner,
+    # or with the update that applied them), once every episode the service accepted is scored
     client = redis.Redis.from_url(url)
-    entries = client.xrange("rss:v1:results:crash")
+    wait_until_scored(client)
+    entries = client.xrange(f"rss:v1:results:{out.name}")
+    group = next(g for g in client.xinfo_groups(f"rss:v1:results:{out.name}") if g["name"] == b"learner")
+    assert entries and group["last-delivered-id"] == entries[-1][0], "results the learner never read"
     orphans = [e for e in entries if json.loads(e[1][b"payload"])["episode_id"] not in set(episodes)]
     assert counts.get("orphaned", 0) == len(orphans)
     assert len(entries) == steps * 4 * 4 + len(orphans)
-    assert client.xpending("rss:v1:results:crash", "learner")["pending"] == 0
+    assert client.xpending(f"rss:v1:results:{out.name}", "learner")["pending"] == 0
+    return {"killed_at": killed_at, "lost": [json.loads(line) for line in (out / "lost.jsonl").read_text().splitlines()]
+            if (out / "lost.jsonl").exists() else []}
+
+
+def test_killed_learner_resumes_without_losing_or_reapplying_a_reward(
+        shapes32_service, redis_server, tmp_path) -> None:
+    """SIGKILL mid-run with batches in flight; --resume reclaims what the dead learner held, applies it once."""
+    kill_and_resume(shapes32_service, redis_server.db_url(DB), tmp_path / "crash", checkpoint_every=4, kill_after=5)
+
+
+def test_killed_learner_counts_what_its_lost_updates_applied(shapes32_service, redis_server, tmp_path) -> None:
+    """Killed after updates that applied (and acknowledged) batches posted after the last checkpoint:
+    the crash loses those updates and the results are never delivered again; the resume finds them in
+    the ledger and counts them orphaned, exactly (the 1-in-5 failure of the test above, made certain)."""
+    audit = kill_and_resume(shapes32_service, redis_server.db_url(DB), tmp_path / "crash-late", checkpoint_every=8,
+                            kill_after=11)
+    if audit["killed_at"] < 15:  # killed before the checkpoint of step 16: batch 8 (applied at step 10) was lost
+        assert audit["lost"] and all(line["checkpoint"] == 8 and line["posted_step"] >= 8 for line in audit["lost"])
+        assert sorted(line["posted_step"] for line in audit["lost"]) == list(range(8, audit["killed_at"] - 1))
 
 
 def test_slow_scorer_pipelined_updates_are_corrected_or_dropped(shapes32_service, redis_server, tmp_path) -> None:
