@@ -183,6 +183,8 @@ def test_killed_learner_counts_what_its_lost_updates_applied(shapes32_service, r
     the ledger and counts them orphaned, exactly (the 1-in-5 failure of the test above, made certain)."""
     audit = kill_and_resume(shapes32_service, redis_server.db_url(DB), tmp_path / "crash-late", checkpoint_every=8,
                             kill_after=11)
+    print(f"killed after the update of step {audit['killed_at']}; lost updates: "  # noqa: T201
+          f"{[line['posted_step'] for line in audit['lost']]}")
     if audit["killed_at"] < 15:  # killed before the checkpoint of step 16: batch 8 (applied at step 10) was lost
         assert audit["lost"] and all(line["checkpoint"] == 8 and line["posted_step"] >= 8 for line in audit["lost"])
         assert sorted(line["posted_step"] for line in audit["lost"]) == list(range(8, audit["killed_at"] - 1))
