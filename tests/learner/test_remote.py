@@ -167,8 +167,11 @@ def kill_and_resume(service: str, url: str, out: Path, checkpoint_every: int, ki
     assert counts.get("orphaned", 0) == len(orphans)
     assert len(entries) == steps * 4 * 4 + len(orphans)
     assert client.xpending(f"rss:v1:results:{out.name}", "learner")["pending"] == 0
-    return {"killed_at": killed_at, "lost": [json.loads(line) for line in (out / "lost.jsonl").read_text().splitlines()]
-            if (out / "lost.jsonl").exists() else []}
+    lost_file = out / "lost.jsonl"
+    lost = [json.loads(line) for line in lost_file.read_text().splitlines()] if lost_file.exists() else []
+    print(f"killed after the update of step {killed_at}; updates lost with it applied the batches posted at "  # noqa: T201
+          f"{[line['posted_step'] for line in lost]}; orphaned {counts.get('orphaned', 0)}")
+    return {"killed_at": killed_at, "lost": lost}
 
 
 def test_killed_learner_resumes_without_losing_or_reapplying_a_reward(
@@ -183,8 +186,6 @@ def test_killed_learner_counts_what_its_lost_updates_applied(shapes32_service, r
     the ledger and counts them orphaned, exactly (the 1-in-5 failure of the test above, made certain)."""
     audit = kill_and_resume(shapes32_service, redis_server.db_url(DB), tmp_path / "crash-late", checkpoint_every=8,
                             kill_after=11)
-    print(f"killed after the update of step {audit['killed_at']}; lost updates: "  # noqa: T201
-          f"{[line['posted_step'] for line in audit['lost']]}")
     if audit["killed_at"] < 15:  # killed before the checkpoint of step 16: batch 8 (applied at step 10) was lost
         assert audit["lost"] and all(line["checkpoint"] == 8 and line["posted_step"] >= 8 for line in audit["lost"])
         assert sorted(line["posted_step"] for line in audit["lost"]) == list(range(8, audit["killed_at"] - 1))
