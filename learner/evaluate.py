@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from learner.data import SegDataset
 from learner.metrics import ConfusionMatrix
+from rss_core.data import SegDataset
 
 
 def iterate_split(dataset: SegDataset, batch_size: int):

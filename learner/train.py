@@ -17,20 +17,14 @@ from tqdm import tqdm
 from learner.advantages import baseline_advantages, likelihood_weights, pixel_advantages, psd_advantages, syncan
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.config import TrainArgs
-from learner.data import SegDataset, build_dataset
 from learner.evaluate import evaluate
 from learner.model import build_model
 from learner.pipeline import Pipeline
-from learner.policy import (
-    ActionGrid,
-    ScaleSchedule,
-    action_logits,
-    class_weights,
-    random_grid,
-    sample_actions,
-)
+from learner.policy import ScaleSchedule, action_logits, class_weights, sample_actions
 from learner.report import gallery_rows, write_curves, write_gallery
 from learner.rewards import Episodes, LabelStore, LocalRewardSource, Rewards, RewardSource
+from rss_core.data import IGNORE_INDEX, SegDataset, build_dataset
+from rss_core.grid import ActionGrid, random_grid
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +225,7 @@ def train(args: TrainArgs) -> dict:
         else:
             logits = model(images)
             if args.objective == "ce":
-                loss = F.cross_entropy(logits, labels(indices), ignore_index=255)
+                loss = F.cross_entropy(logits, labels(indices), ignore_index=IGNORE_INDEX)
                 stats = {"reward": float("nan")}
             else:
                 grid = random_grid(scale, args.psr_mode, height, width, gen) if scale else ActionGrid(0)
