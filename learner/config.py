@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from rss_core.schemas import GridMode, Level, Metric, ScorerName
+
 # The best image-level configuration `rss bench convergence` found (README, "Convergence").
 # `rss train --reward image` uses it when no other flag is given.
 IMAGE_BEST = {
@@ -40,9 +42,9 @@ class TrainArgs:
     # Objective and reward
     objective: Literal["rl", "ce"] = "rl"
     """`rl` learns from rewards; `ce` is the pixel-supervised cross-entropy baseline"""
-    reward: Literal["image", "pixel"] = "image"
+    reward: Level = "image"
     """reward granularity: one number per mask (`image`) or one per pixel (`pixel`)"""
-    metric: Literal["miou", "miou_union", "pixel_acc", "dice"] = "miou"
+    metric: Metric = "miou"
     """image-level ground-truth reward: per-image mIoU over the label's classes (`miou`),
     over label-or-sample classes (`miou_union`: collapses to background), pixel accuracy, Dice"""
     samples: int = 0
@@ -60,7 +62,7 @@ class TrainArgs:
     psr: bool = IMAGE_BEST["psr"]
     """progressive scale rewards: act on a coarse grid first (image-level rewards only:
     pixel rewards already credit each pixel, so --reward pixel ignores it)"""
-    psr_mode: Literal["grid", "pool"] = "grid"
+    psr_mode: GridMode = "grid"
     """PSR form: `grid` samples a strided pixel lattice scored against the label there;
     `pool` pools logits into cells"""
     psr_scales: tuple[int, ...] = IMAGE_BEST["psr_scales"]
@@ -99,7 +101,7 @@ class TrainArgs:
     """remote: the Redis database the service writes results to"""
     run_id: str = ""
     """remote: the run's id at the service (default: the --out folder's name, so --resume keeps it)"""
-    scorer: Literal["gt", "human", "http"] = "gt"
+    scorer: ScorerName = "gt"
     """remote: who scores: ground truth, human raters, or an external endpoint (--endpoint)"""
     endpoint: str = ""
     """remote, --scorer http: the external scorer's URL"""

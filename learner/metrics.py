@@ -6,8 +6,6 @@ import math
 
 import torch
 
-IGNORE_INDEX = 255
-
 
 class ConfusionMatrix:
     """Accumulates ``[true, predicted]`` counts; pixels labelled 255 drop out via the range mask."""

@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from learner.config import TrainArgs
-from learner.policy import ActionGrid, action_logits, sample_actions
+from learner.policy import action_logits, sample_actions
 from learner.remote import Pending, RemoteRewardSource
 from learner.rewards import Episodes
+from rss_core.grid import ActionGrid
 
 
 @dataclass

@@ -1,52 +1,12 @@
-"""The policy: K sampled masks per image from per-pixel categoricals, on a PSR action grid.
-
-PSR (progressive scale rewards) shrinks the action space the reward has to explain. Two forms:
-
-* ``grid`` (shipped): at scale ``s`` the policy acts on an ``s x s`` lattice of pixels, one
-  pixel every ``stride = H // s``, at a random offset each step; the sampled ``s x s`` mask is
-  scored against the label read at the same lattice. Each action is a real pixel, so the
-  reward is unbiased for it: no class is favoured because it fills a cell.
-* ``pool`` (DESIGN.md's first form, kept for the ablation): logits are average-pooled to
-  ``s x s`` cells, one class sampled per cell and the mask upsampled (nearest) for scoring at
-  full size. Objects smaller than a cell can never be right, so the best coarse mask leans to
-  the majority class; the benchmark shows it collapsing.
-"""
+"""The policy: K sampled masks per image from per-pixel categoricals, on a PSR action grid
+(`rss_core.grid` says where the actions live)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-PSR_MODES = ("grid", "pool")
-
-
-@dataclass(frozen=True)
-class ActionGrid:
-    """Where the actions of one step live. ``scale == 0`` means full resolution."""
-
-    scale: int
-    mode: str = "grid"
-    offset: tuple[int, int] = (0, 0)
-
-    def stride(self, height: int, width: int) -> tuple[int, int]:
-        if self.scale == 0:
-            return 1, 1
-        return max(1, height // self.scale), max(1, width // self.scale)
-
-
-def random_grid(scale: int, mode: str, height: int, width: int, generator: torch.Generator) -> ActionGrid:
-    """A grid at ``scale`` with a random lattice offset (grid mode) drawn from ``generator``."""
-    if mode not in PSR_MODES:
-        raise ValueError(f"--psr-mode must be one of {', '.join(PSR_MODES)}, got {mode!r}")
-    grid = ActionGrid(scale, mode)
-    if scale == 0 or mode == "pool":
-        return grid
-    sy, sx = grid.stride(height, width)
-    oy = int(torch.randint(sy, (1,), generator=generator))
-    ox = int(torch.randint(sx, (1,), generator=generator))
-    return ActionGrid(scale, mode, (oy, ox))
+from rss_core.grid import ActionGrid, lattice
 
 
 def action_logits(logits: torch.Tensor, grid: ActionGrid) -> torch.Tensor:
@@ -55,27 +15,7 @@ def action_logits(logits: torch.Tensor, grid: ActionGrid) -> torch.Tensor:
         return logits
     if grid.mode == "pool":
         return F.adaptive_avg_pool2d(logits, grid.scale)
-    sy, sx = grid.stride(*logits.shape[-2:])
-    oy, ox = grid.offset
-    return logits[..., oy::sy, ox::sx][..., : grid.scale, : grid.scale]
-
-
-def grid_labels(labels: torch.Tensor, grid: ActionGrid) -> torch.Tensor:
-    """Labels the grid's actions are scored against: the lattice pixels (grid) or full size (pool)."""
-    if grid.scale == 0 or grid.mode == "pool":
-        return labels
-    sy, sx = grid.stride(*labels.shape[-2:])
-    oy, ox = grid.offset
-    return labels[..., oy::sy, ox::sx][..., : grid.scale, : grid.scale]
-
-
-def masks_for_scoring(actions: torch.Tensor, grid: ActionGrid, size: tuple[int, int]) -> torch.Tensor:
-    """Sampled actions (..., h, w) -> the masks a scorer sees: pooled cells are upsampled."""
-    if grid.scale == 0 or grid.mode == "grid":
-        return actions
-    lead = actions.shape[:-2]
-    flat = actions.reshape(-1, 1, *actions.shape[-2:]).float()
-    return F.interpolate(flat, size=size, mode="nearest").long().reshape(*lead, *size)
+    return lattice(logits, grid)
 
 
 def sample_actions(logp: torch.Tensor, samples: int, generator: torch.Generator | None = None) -> torch.Tensor:

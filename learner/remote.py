@@ -40,11 +40,11 @@ import redis
 import torch
 
 from learner.config import TrainArgs
-from learner.data import SegDataset
 from learner.rewards import Episodes, Rewards
-from reward_service import codec
-from reward_service.keys import RESULTS_GROUP
-from reward_service.schemas import ArrayB64, EpisodeBatchCreate, EpisodeCreate, Result, RunCreate, RunPublic
+from rss_core import codec
+from rss_core.data import SegDataset
+from rss_core.keys import RESULTS_GROUP
+from rss_core.schemas import ArrayB64, EpisodeBatchCreate, EpisodeCreate, Result, RunCreate, RunPublic
 
 log = logging.getLogger(__name__)
 

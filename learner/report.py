@@ -32,11 +32,12 @@ def gallery_rows(model, dataset, device, count: int = 4, seed: int = 0) -> list:
     import torch
 
     from learner.policy import sample_actions
+    from rss_core.data import IGNORE_INDEX
 
     palette = np.asarray(dataset.palette, np.uint8)
     colour = np.zeros((256, 3), np.uint8)
     colour[: len(palette)] = palette
-    colour[255] = (255, 255, 255)  # ignore
+    colour[IGNORE_INDEX] = (255, 255, 255)  # ignore
     images, labels = dataset.batch(torch.arange(min(count, len(dataset))))
     was_training = model.training
     model.eval()

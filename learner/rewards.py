@@ -2,7 +2,7 @@
 
 The learner hands a source the sampled masks of one step and gets rewards back; it never
 sees labels itself. `LocalRewardSource` calls the very functions the reward service uses
-(`reward_service.scorers.gt`); a remote source (the loop issue) posts the same episodes over
+(`rss_core.scoring`); a remote source (the loop issue) posts the same episodes over
 HTTP and reads results from Redis.
 """
 
@@ -13,9 +13,9 @@ from typing import Protocol
 
 import torch
 
-from learner.data import SegDataset
-from learner.policy import ActionGrid, grid_labels, masks_for_scoring
-from reward_service.scorers import gt
+from rss_core import scoring
+from rss_core.data import SegDataset
+from rss_core.grid import ActionGrid, grid_labels, masks_for_scoring
 
 
 @dataclass
@@ -83,8 +83,8 @@ class LocalRewardSource:
     policy_version = 0
 
     def __init__(self, dataset: SegDataset, device: torch.device, metric: str = "miou") -> None:
-        if metric not in gt.METRICS:
-            raise ValueError(f"--metric must be one of {', '.join(gt.METRICS)}, got {metric!r}")
+        if metric not in scoring.METRICS:
+            raise ValueError(f"--metric must be one of {', '.join(scoring.METRICS)}, got {metric!r}")
         self.labels, self.metric, self.num_classes = LabelStore(dataset, device), metric, dataset.num_classes
 
     def score(self, episodes: Episodes) -> Rewards:
@@ -92,9 +92,9 @@ class LocalRewardSource:
         masks = masks_for_scoring(episodes.actions, episodes.grid, tuple(labels.shape[-2:]))
         target = labels.unsqueeze(1)  # (B, 1, h, w): shared by the K samples
         if episodes.level == "pixel":
-            pixel, valid = gt.pixel_reward(masks, target)
+            pixel, valid = scoring.pixel_reward(masks, target)
             return Rewards(pixel=pixel, valid=valid[:, 0])
-        return Rewards(image=gt.image_reward(masks, target, self.num_classes, self.metric))
+        return Rewards(image=scoring.image_reward(masks, target, self.num_classes, self.metric))
 
     def commit(self, step: int) -> None:
         pass

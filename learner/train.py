@@ -17,20 +17,14 @@ from tqdm import tqdm
 from learner.advantages import baseline_advantages, likelihood_weights, pixel_advantages, psd_advantages, syncan
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.config import TrainArgs
-from learner.data import SegDataset, build_dataset
 from learner.evaluate import evaluate
 from learner.model import build_model
 from learner.pipeline import Pipeline
-from learner.policy import (
-    ActionGrid,
-    ScaleSchedule,
-    action_logits,
-    class_weights,
-    random_grid,
-    sample_actions,
-)
+from learner.policy import ScaleSchedule, action_logits, class_weights, sample_actions
 from learner.report import gallery_rows, write_curves, write_gallery
 from learner.rewards import Episodes, LabelStore, LocalRewardSource, Rewards, RewardSource
+from rss_core.data import IGNORE_INDEX, SegDataset, build_dataset
+from rss_core.grid import ActionGrid, random_grid
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +134,36 @@ def build_source(args: TrainArgs, train_ds: SegDataset, device: torch.device) ->
     return LocalRewardSource(train_ds, device, args.metric)
 
 
-def train(args: TrainArgs) -> dict:
-    """Train and evaluate; returns the contents of final.json."""
+@dataclasses.dataclass
+class Run:
+    """Everything one training run holds between steps: what `setup` builds and `resume` restores."""
+
+    args: TrainArgs
+    rank: int
+    device: torch.device
+    out: Path
+    train_ds: SegDataset
+    val_ds: SegDataset
+    core: torch.nn.Module  # the model itself; `model` is it wrapped for DDP under torchrun
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: ScaleSchedule
+    source: RewardSource
+    labels: LabelStore  # only the CE baseline reads labels directly
+    pipeline: Pipeline | None
+    use_psr: bool
+    ckpt_path: Path
+    loop_path: Path  # rank 0's checkpoint holds the model; every rank keeps its own rewards in flight
+    rank_log: Path | None = None
+    start: int = 0
+    elapsed: float = 0.0
+    step_seconds: float = 0.0
+    height: int = 0
+    width: int = 0
+
+
+def setup(args: TrainArgs) -> Run:
+    """Process group, threads, device, data, model, optimizer, PSR schedule and reward source."""
     args.validate()
     rank = int(os.environ.get("RANK", "0"))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
@@ -159,137 +181,173 @@ def train(args: TrainArgs) -> dict:
     schedule = ScaleSchedule(list(args.psr_scales), args.steps, args.psr_rule,
                              list(args.psr_fractions) if args.psr_fractions else None, args.psr_patience)
     source = build_source(args, train_ds, device)
-    labels = LabelStore(train_ds, device)  # only the CE baseline reads labels directly
-
-    use_psr = args.objective == "rl" and args.reward == "image" and args.psr
+    labels = LabelStore(train_ds, device)
     pipeline = Pipeline(args, source) if args.objective == "rl" and args.max_inflight > 0 else None
-    start, elapsed, step_seconds = 0, 0.0, 0.0
     ckpt_path = out / "checkpoint.pt"
-    # Rank 0's checkpoint holds the model; every rank keeps its own rewards in flight (its own run).
-    loop_path = ckpt_path if rank == 0 else out / f"checkpoint.rank{rank}.pt"
+    run = Run(args, rank, device, out, train_ds, val_ds, core, core, optimizer, schedule, source, labels, pipeline,
+              use_psr=args.objective == "rl" and args.reward == "image" and args.psr, ckpt_path=ckpt_path,
+              loop_path=ckpt_path if rank == 0 else out / f"checkpoint.rank{rank}.pt")
     if args.resume:
-        ckpt = load_checkpoint(ckpt_path, device)
-        core.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["schedule"])
-        start, elapsed, step_seconds = ckpt["step"], ckpt["seconds"], ckpt["step_seconds"]
-        loop = ckpt if rank == 0 else load_checkpoint(loop_path, device)
-        source.load_state_dict(loop.get("source", {}), start)
-        if pipeline is not None:
-            pipeline.load_state_dict(loop.get("inflight", []), lambda i: load_batch(train_ds, i, device), device)
-        log.info("resumed from %s at step %d (scale %s, %d batches in flight)", ckpt_path, start,
-                 schedule.scale, len(loop.get("inflight", [])))
+        resume(run)
     elif (out / "metrics.jsonl").exists() and rank == 0:
         (out / "metrics.jsonl").unlink()
-    rank_log = out / f"rank{rank}.jsonl" if dist.is_initialized() and dist.get_world_size() > 1 else None
-    if rank_log is not None and not args.resume:
-        rank_log.unlink(missing_ok=True)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        run.rank_log = out / f"rank{rank}.jsonl"
+        if not args.resume:
+            run.rank_log.unlink(missing_ok=True)
     # Under torchrun every rank trains on its own batches; DDP averages the gradients and
     # SyncAN (advantages.syncan) gives every rank the same advantage scale.
-    model = torch.nn.parallel.DistributedDataParallel(core) if dist.is_initialized() else core
-
-    def save(step: int) -> None:
-        loop = {"source": source.state_dict(), "inflight": pipeline.state_dict() if pipeline else []}
-        if rank == 0:
-            save_checkpoint(ckpt_path, model=core.state_dict(), optimizer=optimizer.state_dict(),
-                            schedule=schedule.state_dict(), step=step, seconds=elapsed,
-                            step_seconds=step_seconds, args=dataclasses.asdict(args), **loop)
-        else:
-            save_checkpoint(loop_path, step=step, **loop)
-        source.checkpointed(step)  # what the saved updates applied can be acknowledged now
-
-    def optimize(loss: torch.Tensor, step: int) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        source.commit(step)  # record (and, unless a checkpoint needs them, acknowledge) the rewards applied
-
-    window: list[dict] = []
-    last_eval: dict = {}
+    if dist.is_initialized():
+        run.model = torch.nn.parallel.DistributedDataParallel(core)
     # The first batch builds in-memory datasets (shapes: a few seconds), before the clock starts.
-    height, width = load_batch(train_ds, torch.zeros(1, dtype=torch.long), device).shape[-2:]
+    run.height, run.width = load_batch(train_ds, torch.zeros(1, dtype=torch.long), device).shape[-2:]
     log.info("%s: %d train / %d val images of %dx%d, %d classes; training on %s",
-             args.dataset, len(train_ds), len(val_ds), height, width, train_ds.num_classes, device)
-    gallery_start = (start, gallery_rows(core, val_ds, device)) if rank == 0 else None
-    bar = tqdm(total=args.steps, initial=start, disable=not args.progress or rank != 0, dynamic_ncols=True)
-    for step in range(start, args.steps):
-        t0 = time.perf_counter()
-        gen = step_generator(args.seed, step, rank)
-        indices = torch.randint(len(train_ds), (args.batch_size,), generator=gen)
-        images = load_batch(train_ds, indices, device)
-        scale = schedule.scale if use_psr else 0
-        sample_gen = gen if device.type == "cpu" else step_generator(args.seed, step, rank, device)
-        applied: list[tuple[torch.Tensor, dict]] = []
-        if pipeline is not None:  # sample ahead; apply what is due (pipeline.py)
-            grid = random_grid(scale, args.psr_mode, height, width, gen) if scale else ActionGrid(0)
-            pipeline.sample_and_post(model, step, indices, images, grid, sample_gen)
-            while pipeline.due(last=step == args.steps - 1):
-                update = pipeline.apply_oldest(model, step, advantages)
-                if update is not None:
-                    optimize(update[0], step)
-                    applied.append(update)
-        else:
-            logits = model(images)
-            if args.objective == "ce":
-                loss = F.cross_entropy(logits, labels(indices), ignore_index=255)
-                stats = {"reward": float("nan")}
-            else:
-                grid = random_grid(scale, args.psr_mode, height, width, gen) if scale else ActionGrid(0)
-                source.policy_version = step
-                loss, stats = rl_loss(args, logits, indices, grid, source, sample_gen)
-            optimize(loss, step)
-            applied.append((loss, stats))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        step_seconds += dt
-        elapsed += dt
-        for loss, stats in applied:
-            window.append({**stats, "loss": float(loss.detach())})
-            if use_psr and schedule.update(step, stats["reward"]):
-                log.info("step %d: PSR scale -> %s", step + 1, schedule.scale or "full")
-        if rank_log is not None:
-            log_rank_stats(rank_log, step + 1, applied, source.stats())
-        bar.update(1)
-        reward = f"{applied[-1][1]['reward']:.3f}" if applied else "-"
-        bar.set_postfix(reward=reward, scale=scale or "full", val_miou=last_eval.get("val_miou", "-"), **source.stats())
-        done = step + 1
-        if done % args.eval_every == 0 or done == args.steps:
-            t1 = time.perf_counter()
-            metrics = evaluate(core, val_ds, device)
-            elapsed += time.perf_counter() - t1
-            rewards = torch.tensor([w["reward"] for w in window] or [float("nan")])
-            last_eval = {
-                "step": done, "seconds": round(elapsed, 3), "sec_per_step": step_seconds / (done - start or 1),
-                "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(window) > 1 else 0.0,
-                "loss": sum(w["loss"] for w in window) / max(len(window), 1), "scale": scale,
-                "val_miou": round(metrics["miou"], 5), "val_pixel_acc": round(metrics["pixel_acc"], 5),
-                "per_class_iou": metrics["per_class_iou"],
-            }
-            for key in ("clipfrac", "staleness"):  # pipelined updates (--max-inflight): their mean
-                values = [w[key] for w in window if key in w]
-                if values:
-                    last_eval[key] = sum(values) / len(values)
-            window = []
-            if rank == 0:
-                with (out / "metrics.jsonl").open("a") as f:
-                    f.write(json.dumps(last_eval) + "\n")
-                log.info("step %d: val mIoU %.4f, pixel acc %.4f, reward %.4f, scale %s",
-                         done, metrics["miou"], metrics["pixel_acc"], last_eval["reward_mean"], scale or "full")
-        if done % args.checkpoint_every == 0 or done == args.steps:
-            save(done)
-    bar.close()
-    source.close()
+             args.dataset, len(train_ds), len(val_ds), run.height, run.width, train_ds.num_classes, device)
+    return run
+
+
+def resume(run: Run) -> None:
+    """Restore model, optimizer, schedule, clock, reward counts and the batches in flight."""
+    ckpt = load_checkpoint(run.ckpt_path, run.device)
+    run.core.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.schedule.load_state_dict(ckpt["schedule"])
+    run.start, run.elapsed, run.step_seconds = ckpt["step"], ckpt["seconds"], ckpt["step_seconds"]
+    loop = ckpt if run.rank == 0 else load_checkpoint(run.loop_path, run.device)
+    run.source.load_state_dict(loop.get("source", {}), run.start)
+    if run.pipeline is not None:
+        run.pipeline.load_state_dict(loop.get("inflight", []), lambda i: load_batch(run.train_ds, i, run.device),
+                                     run.device)
+    log.info("resumed from %s at step %d (scale %s, %d batches in flight)", run.ckpt_path, run.start,
+             run.schedule.scale, len(loop.get("inflight", [])))
+
+
+def save(run: Run, step: int) -> None:
+    """Checkpoint (rank 0: the model too), then acknowledge what the saved updates applied."""
+    loop = {"source": run.source.state_dict(), "inflight": run.pipeline.state_dict() if run.pipeline else []}
+    if run.rank == 0:
+        save_checkpoint(run.ckpt_path, model=run.core.state_dict(), optimizer=run.optimizer.state_dict(),
+                        schedule=run.schedule.state_dict(), step=step, seconds=run.elapsed,
+                        step_seconds=run.step_seconds, args=dataclasses.asdict(run.args), **loop)
+    else:
+        save_checkpoint(run.loop_path, step=step, **loop)
+    run.source.checkpointed(step)  # what the saved updates applied can be acknowledged now
+
+
+def optimize(run: Run, loss: torch.Tensor, step: int) -> None:
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.source.commit(step)  # record (and, unless a checkpoint needs them, acknowledge) the rewards applied
+
+
+def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], int]:
+    """One step: CE, on-policy RL, or (``--max-inflight``) sample ahead and apply what is due.
+
+    Returns the updates applied (loss, statistics) and the PSR scale the step sampled at."""
+    args, device = run.args, run.device
+    gen = step_generator(args.seed, step, run.rank)
+    indices = torch.randint(len(run.train_ds), (args.batch_size,), generator=gen)
+    images = load_batch(run.train_ds, indices, device)
+    scale = run.schedule.scale if run.use_psr else 0
+    sample_gen = gen if device.type == "cpu" else step_generator(args.seed, step, run.rank, device)
+    applied: list[tuple[torch.Tensor, dict]] = []
+    if run.pipeline is not None:  # sample ahead; apply what is due (pipeline.py)
+        grid = random_grid(scale, args.psr_mode, run.height, run.width, gen) if scale else ActionGrid(0)
+        run.pipeline.sample_and_post(run.model, step, indices, images, grid, sample_gen)
+        while run.pipeline.due(last=step == args.steps - 1):
+            update = run.pipeline.apply_oldest(run.model, step, advantages)
+            if update is not None:
+                optimize(run, update[0], step)
+                applied.append(update)
+        return applied, scale
+    logits = run.model(images)
+    if args.objective == "ce":
+        loss = F.cross_entropy(logits, run.labels(indices), ignore_index=IGNORE_INDEX)
+        stats = {"reward": float("nan")}
+    else:
+        grid = random_grid(scale, args.psr_mode, run.height, run.width, gen) if scale else ActionGrid(0)
+        run.source.policy_version = step
+        loss, stats = rl_loss(args, logits, indices, grid, run.source, sample_gen)
+    optimize(run, loss, step)
+    return [(loss, stats)], scale
+
+
+def evaluate_and_log(run: Run, done: int, window: list[dict], scale: int) -> dict:
+    """Validate, summarise the steps since the last evaluation, append it to metrics.jsonl (rank 0)."""
+    t1 = time.perf_counter()
+    metrics = evaluate(run.core, run.val_ds, run.device)
+    run.elapsed += time.perf_counter() - t1
+    rewards = torch.tensor([w["reward"] for w in window] or [float("nan")])
+    summary = {
+        "step": done, "seconds": round(run.elapsed, 3), "sec_per_step": run.step_seconds / (done - run.start or 1),
+        "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(window) > 1 else 0.0,
+        "loss": sum(w["loss"] for w in window) / max(len(window), 1), "scale": scale,
+        "val_miou": round(metrics["miou"], 5), "val_pixel_acc": round(metrics["pixel_acc"], 5),
+        "per_class_iou": metrics["per_class_iou"],
+    }
+    for key in ("clipfrac", "staleness"):  # pipelined updates (--max-inflight): their mean
+        values = [w[key] for w in window if key in w]
+        if values:
+            summary[key] = sum(values) / len(values)
+    if run.rank == 0:
+        with (run.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(summary) + "\n")
+        log.info("step %d: val mIoU %.4f, pixel acc %.4f, reward %.4f, scale %s",
+                 done, metrics["miou"], metrics["pixel_acc"], summary["reward_mean"], scale or "full")
+    return summary
+
+
+def write_report(run: Run, last_eval: dict, gallery_start: tuple[int, list] | None) -> dict:
+    """final.json, curves.png and gallery.png (rank 0); returns final.json's contents."""
+    args = run.args
     final = {
         "val_miou": last_eval.get("val_miou"), "val_pixel_acc": last_eval.get("val_pixel_acc"),
-        "per_class_iou": last_eval.get("per_class_iou"), "class_names": val_ds.class_names,
-        "steps": args.steps, "seconds": round(elapsed, 3), "sec_per_step": step_seconds / max(args.steps - start, 1),
-        "samples": args.resolved_samples(), "device": str(device), "config": dataclasses.asdict(args),
-        "rewards": source.stats(),
+        "per_class_iou": last_eval.get("per_class_iou"), "class_names": run.val_ds.class_names,
+        "steps": args.steps, "seconds": round(run.elapsed, 3),
+        "sec_per_step": run.step_seconds / max(args.steps - run.start, 1),
+        "samples": args.resolved_samples(), "device": str(run.device), "config": dataclasses.asdict(args),
+        "rewards": run.source.stats(),
     }
-    if rank == 0:
-        (out / "final.json").write_text(json.dumps(final, indent=2) + "\n")
-        write_curves(out / "metrics.jsonl", out / "curves.png")
-        write_gallery(gallery_start[1], gallery_rows(core, val_ds, device), out / "gallery.png",
+    if run.rank == 0 and gallery_start is not None:
+        (run.out / "final.json").write_text(json.dumps(final, indent=2) + "\n")
+        write_curves(run.out / "metrics.jsonl", run.out / "curves.png")
+        write_gallery(gallery_start[1], gallery_rows(run.core, run.val_ds, run.device), run.out / "gallery.png",
                       (gallery_start[0], args.steps))
     return final
+
+
+def train(args: TrainArgs) -> dict:
+    """Train and evaluate; returns the contents of final.json."""
+    run = setup(args)
+    window: list[dict] = []
+    last_eval: dict = {}
+    gallery_start = (run.start, gallery_rows(run.core, run.val_ds, run.device)) if run.rank == 0 else None
+    bar = tqdm(total=args.steps, initial=run.start, disable=not args.progress or run.rank != 0, dynamic_ncols=True)
+    for step in range(run.start, args.steps):
+        t0 = time.perf_counter()
+        applied, scale = train_step(run, step)
+        if run.device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        run.step_seconds += dt
+        run.elapsed += dt
+        for loss, stats in applied:
+            window.append({**stats, "loss": float(loss.detach())})
+            if run.use_psr and run.schedule.update(step, stats["reward"]):
+                log.info("step %d: PSR scale -> %s", step + 1, run.schedule.scale or "full")
+        if run.rank_log is not None:
+            log_rank_stats(run.rank_log, step + 1, applied, run.source.stats())
+        bar.update(1)
+        reward = f"{applied[-1][1]['reward']:.3f}" if applied else "-"
+        bar.set_postfix(reward=reward, scale=scale or "full", val_miou=last_eval.get("val_miou", "-"),
+                        **run.source.stats())
+        done = step + 1
+        if done % args.eval_every == 0 or done == args.steps:
+            last_eval = evaluate_and_log(run, done, window, scale)
+            window = []
+        if done % args.checkpoint_every == 0 or done == args.steps:
+            save(run, done)
+    bar.close()
+    run.source.close()
+    return write_report(run, last_eval, gallery_start)

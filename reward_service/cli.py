@@ -11,7 +11,7 @@ import sys
 
 from pydantic import ValidationError
 
-from learner.procs import die_with_parent, stop
+from reward_service.procs import die_with_parent, stop
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
         log.warning("no rater tokens configured (RSS_RATER_TOKENS): nobody can answer human rating tasks")
     # Scoring runs in processes of its own: in an HTTP process it would compete with request
     # handling for the GIL (measured: `rss bench service`).
-    worker = [sys.executable, "-m", "learner.cli", "worker"]
+    worker = [sys.executable, "-m", "reward_service", "worker"]
     scorers = [subprocess.Popen(worker, preexec_fn=die_with_parent) for _ in range(settings.worker_processes)]
     try:
         uvicorn.run("reward_service.main:create_app", factory=True, host=settings.host, port=settings.port,

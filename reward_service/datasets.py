@@ -1,8 +1,7 @@
 """The dataset the service scores against and serves images from, addressed by safe image ids.
 
-Labels go through the learner's own resize (`learner.data.base.to_tensors`) and PSR lattice
-(`learner.policy.grid_labels`), so a mask is scored against exactly the pixels the learner's
-in-process reward would use.
+Labels go through the learner's own resize and PSR lattice (`rss_core.labels`), so a mask is
+scored against exactly the pixels the learner's in-process reward would use.
 """
 
 from __future__ import annotations
@@ -19,12 +18,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from learner.data import DatasetError, SegDataset, build_dataset
-from learner.data.base import FolderDataset, to_tensors
-from learner.data.shapes import ShapesDataset
-from learner.policy import ActionGrid, grid_labels
 from reward_service.core.config import Settings
-from reward_service.schemas import Grid
+from rss_core.data import DatasetError, SegDataset, build_dataset
+from rss_core.data.base import FolderDataset
+from rss_core.data.shapes import ShapesDataset
+from rss_core.grid import as_action_grid, lattice_shape
+from rss_core.labels import label_at_grid, learner_label
+from rss_core.schemas import Grid
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ class ServedDataset:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        image, label = self.dataset.load(image_id)
-        label = to_tensors(image, label, image_size)[1].to(torch.uint8).numpy()
+        label = learner_label(self.dataset, image_id, image_size).to(torch.uint8).numpy()
         with self._lock:
             self._shapes[key] = label.shape
             if key not in self._cache and label.nbytes <= self._budget:
@@ -132,7 +131,7 @@ class ServedDataset:
     def label_shape(self, image_id: str, image_size: int | None) -> tuple[int, int]:
         """The label's (H, W): known without the label when resized or procedural, else read once."""
         if image_size is not None:
-            return image_size, image_size  # learner.data.base.to_tensors resizes to a square
+            return image_size, image_size  # rss_core.data.base.to_tensors resizes to a square
         if isinstance(self.dataset, ShapesDataset):
             return self.dataset.size, self.dataset.size
         shape = self._shapes.get((image_id, image_size))
@@ -140,7 +139,7 @@ class ServedDataset:
 
     def target(self, image_id: str, image_size: int | None, grid: Grid) -> np.ndarray:
         """The label a sample on ``grid`` is scored against: the lattice pixels, or full size."""
-        return _on_grid(self.label(image_id, image_size), grid)
+        return label_at_grid(torch.from_numpy(self.label(image_id, image_size)), grid).numpy()
 
     def mask_shape(self, image_id: str, image_size: int | None, grid: Grid) -> tuple[int, int]:
         """The shape a sampled mask must have on ``grid``."""
@@ -149,12 +148,11 @@ class ServedDataset:
         height, width = self.label_shape(self.require(image_id), image_size)
         if not grid.scale:
             return height, width
-        sy, sx = as_action_grid(grid).stride(height, width)
+        action_grid = as_action_grid(grid)
+        sy, sx = action_grid.stride(height, width)
         if not (0 <= grid.offset[0] < sy and 0 <= grid.offset[1] < sx):
             raise ValueError(f"grid offset {tuple(grid.offset)} must lie within the stride {(sy, sx)}")
-        # learner.policy.grid_labels: the lattice from the offset, at most scale x scale
-        return (min(len(range(grid.offset[0], height, sy)), grid.scale),
-                min(len(range(grid.offset[1], width, sx)), grid.scale))
+        return lattice_shape(height, width, action_grid)
 
     def image_png(self, image_id: str) -> bytes:
         image, _ = self.dataset.load(self.require(image_id))
@@ -163,12 +161,4 @@ class ServedDataset:
         return buffer.getvalue()
 
 
-def _on_grid(label: np.ndarray, grid: Grid) -> np.ndarray:
-    return grid_labels(torch.from_numpy(label), as_action_grid(grid)).numpy()
-
-
-def as_action_grid(grid: Grid) -> ActionGrid:
-    return ActionGrid(grid.scale, grid.mode, tuple(grid.offset))
-
-
-__all__ = ["DatasetError", "ImageIdError", "ServedDataset", "UnknownImage", "as_action_grid", "check_image_id"]
+__all__ = ["DatasetError", "ImageIdError", "ServedDataset", "UnknownImage", "check_image_id"]

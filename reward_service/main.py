@@ -17,24 +17,25 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from reward_service import keys, metrics
+from reward_service import metrics
 from reward_service.api.errors import redis_unavailable
 from reward_service.api.main import api_router
 from reward_service.core.config import Settings, get_settings
 from reward_service.datasets import ServedDataset
 from reward_service.ratelimit import RateLimiter
-from reward_service.schemas import (
+from reward_service.scorers.http import HttpScorer
+from reward_service.scorers.human import HumanTasks
+from reward_service.services import Services
+from reward_service.store import Store, claim_database, connect, connect_blocking, ensure_group
+from reward_service.worker import Worker
+from rss_core import keys
+from rss_core.schemas import (
     EpisodeBatchCreate,
     EpisodeCreate,
     ExternalScoreRequest,
     ExternalScoreResponse,
     Result,
 )
-from reward_service.scorers.http import HttpScorer
-from reward_service.scorers.human import HumanTasks
-from reward_service.services import Services
-from reward_service.store import Store, claim_database, connect, connect_blocking, ensure_group
-from reward_service.worker import Worker
 
 log = logging.getLogger(__name__)
 UI_DIR = Path(__file__).resolve().parents[1] / "annotator_ui"

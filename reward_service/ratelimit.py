@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from reward_service import keys
+from rss_core import keys
 
 # KEYS: bucket. ARGV: rate (tokens/s), burst, cost. Returns {1, "0"} or {0, seconds to wait}.
 _TAKE = """

@@ -22,9 +22,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from reward_service import keys
 from reward_service.core.config import Settings
-from reward_service.schemas import EpisodePublic, Grid, Result, RunPublic
+from rss_core import keys
+from rss_core.schemas import EpisodePublic, Grid, Result, RunPublic
 
 log = logging.getLogger(__name__)
 

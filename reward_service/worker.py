@@ -28,14 +28,14 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from reward_service import codec, keys, metrics
+from reward_service import metrics
 from reward_service.core.config import Settings
-from reward_service.datasets import ServedDataset, UnknownImage, as_action_grid
-from reward_service.schemas import ExternalScoreRequest, Grid, Result, RunPublic
-from reward_service.scorers import gt
+from reward_service.datasets import ServedDataset, UnknownImage
 from reward_service.scorers.http import HttpScorer, Rejected
 from reward_service.scorers.human import HumanTasks
 from reward_service.store import Finish, Store, _s, connect, connect_blocking, ensure_group
+from rss_core import codec, keys, scoring
+from rss_core.schemas import ExternalScoreRequest, Grid, Result, RunPublic
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class Worker:
     def score_gt(self, job: Job) -> list[Result]:
         run, grid = job.run, job.grid
         target = self.dataset.target(_s(job.ep["image_id"]), run.image_size, grid)
-        rewards, _ = gt.score_masks(job.masks, target, as_action_grid(grid), run.level, run.num_classes, run.metric)
+        rewards, _ = scoring.score_masks(job.masks, target, grid, run.level, run.num_classes, run.metric)
         if run.level == "pixel":
             return [self._result(job, i, reward_map=codec.encode_array(r.numpy().astype(np.float32)))
                     for i, r in enumerate(rewards)]

@@ -16,8 +16,8 @@ import pytest
 import redis
 from PIL import Image
 
-from learner.data.base import voc_palette
-from learner.procs import free_port
+from rss.procs import free_port
+from rss_core.data.base import voc_palette
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def run_rss(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the installed `rss` entry point in a subprocess, one torch thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "learner.cli", *args], cwd=REPO, env=env,
+        [sys.executable, "-m", "rss.cli", *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=timeout,
     )
 

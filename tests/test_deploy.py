@@ -197,7 +197,7 @@ def help_text(*argv: str) -> str:
 def check_rss(argv: list[str]) -> None:
     """``argv`` = ["rss", sub, flags...]: the subcommand exists and knows every flag; train parses them."""
     assert argv[0] == "rss", argv
-    text = help_text("-m", "learner.cli", argv[1])
+    text = help_text("-m", "rss.cli", argv[1])
     unknown = [f for f in flags(argv[2:]) if not re.search(rf"{re.escape(f)}\b", text)]
     assert not unknown, f"`{shlex.join(argv)}`: {unknown} not in `rss {argv[1]} --help`"
     if argv[1] == "train":  # values too: parsed and validated as `rss train` would

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException
 
-from learner.data import DatasetError, SegDataset, build_dataset
-from learner.data.base import to_tensors
-from learner.policy import ActionGrid, grid_labels
-from reward_service.codec import MaskError, decode_mask, encode_array
-from reward_service.keys import SCHEMA_VERSION
-from reward_service.schemas import ExternalScoreRequest, ExternalScoreResponse, Health
-from reward_service.scorers import gt
+from rss_core import scoring
+from rss_core.codec import MaskError, decode_mask, encode_array
+from rss_core.data import DatasetError, SegDataset, build_dataset
+from rss_core.grid import as_action_grid
+from rss_core.keys import SCHEMA_VERSION
+from rss_core.labels import label_at_grid, learner_label
+from rss_core.schemas import ExternalScoreRequest, ExternalScoreResponse, Health
 
 
 class RequestError(ValueError):
@@ -60,19 +60,18 @@ def load_label(request: ExternalScoreRequest) -> tuple[torch.Tensor, int]:
     if request.dataset != "shapes":
         raise RequestError(f"this scorer serves dataset 'shapes', not {request.dataset!r}")
     dataset = get_dataset(request.image_id.partition("/")[0])  # ids are "{split}/{index:06d}"
-    image, label = dataset.load(request.image_id)
-    return to_tensors(image, label, request.image_size)[1], dataset.num_classes
+    return learner_label(dataset, request.image_id, request.image_size), dataset.num_classes
 
 
 def score_labels(request: ExternalScoreRequest, label: torch.Tensor, num_classes: int) -> ExternalScoreResponse:
     """Score the request's samples against ``label`` (H, W), 255 = ignore, on the request's action grid."""
-    if request.metric not in gt.METRICS:
-        raise RequestError(f"unknown metric {request.metric!r} (choose from {', '.join(gt.METRICS)})")
-    grid = ActionGrid(request.grid.scale, request.grid.mode, tuple(request.grid.offset))
+    if request.metric not in scoring.METRICS:
+        raise RequestError(f"unknown metric {request.metric!r} (choose from {', '.join(scoring.METRICS)})")
+    grid = as_action_grid(request.grid)
     pooled = grid.mode == "pool" and grid.scale > 0
     if request.level == "pixel" and pooled:
         raise RequestError("pixel level needs grid mode or scale 0: a pooled cell has no per-pixel reward")
-    target = grid_labels(label, grid)  # grid mode: the label at the lattice; else the full label
+    target = label_at_grid(label, grid)  # grid mode: the label at the lattice; else the full label
     shape = (grid.scale, grid.scale) if pooled else tuple(target.shape)
     actions = torch.stack([
         torch.from_numpy(decode_mask(mask, shape, f"sample {i}").astype(np.int64))
@@ -80,7 +79,7 @@ def score_labels(request: ExternalScoreRequest, label: torch.Tensor, num_classes
     ])
     if int(actions.max()) >= num_classes:
         raise RequestError(f"sample values must be class indices in [0, {num_classes})")
-    rewards, _ = gt.score_masks(actions, target, grid, request.level, num_classes, request.metric)
+    rewards, _ = scoring.score_masks(actions, target, grid, request.level, num_classes, request.metric)
     if request.level == "image":
         return ExternalScoreResponse(rewards=rewards.tolist())
     return ExternalScoreResponse(reward_maps=[encode_array(m.numpy().astype(np.float32)) for m in rewards])

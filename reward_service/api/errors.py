@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from reward_service.schemas import ErrorPublic, ValidationErrorPublic
+from rss_core.schemas import ErrorPublic, ValidationErrorPublic
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ import httpx
 import numpy as np
 from pydantic import ValidationError
 
-from reward_service.codec import decode_array
 from reward_service.core.config import Settings
-from reward_service.schemas import ExternalScoreRequest, ExternalScoreResponse
+from rss_core.codec import decode_array
+from rss_core.schemas import ExternalScoreRequest, ExternalScoreResponse
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from reward_service import codec, keys
-from reward_service.datasets import ServedDataset, as_action_grid
-from reward_service.schemas import Grid, RatingCreate, Result, RunPublic, TaskPublic, TaskSample
-from reward_service.scorers import gt
+from reward_service.datasets import ServedDataset
 from reward_service.store import Store, _s, ensure_group
+from rss_core import codec, keys, scoring
+from rss_core.grid import as_action_grid
+from rss_core.schemas import Grid, RatingCreate, Result, RunPublic, TaskPublic, TaskSample
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +122,10 @@ def honeypot_truth(kind: str, masks: np.ndarray, target: np.ndarray, grid: Grid,
     """The answer ground truth gives to a task showing ``masks`` (K, h, w) against ``target``."""
     action_grid = as_action_grid(grid)
     if kind == "pixel":
-        rewards, valid = gt.score_masks(masks, target, action_grid, "pixel", num_classes, metric)
+        rewards, valid = scoring.score_masks(masks, target, action_grid, "pixel", num_classes, metric)
         truth = np.where(valid[0].numpy(), np.where(rewards[0].numpy() == 1, 1, 2), 0).astype(np.uint8)
         return {"pixels": codec.encode_array(truth).model_dump()}
-    rewards = gt.score_masks(masks, target, action_grid, "image", num_classes, metric)[0].tolist()
+    rewards = scoring.score_masks(masks, target, action_grid, "image", num_classes, metric)[0].tolist()
     if kind == "score":
         return {"score": rewards[0]}
     a, b = rewards

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from learner.procs import free_port
+from rss.procs import free_port
 
 
 class DurableRedis:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import redis
 
-from learner.procs import free_port
-from reward_service import codec
-from reward_service.schemas import ExternalScoreRequest, Grid
+from rss.procs import free_port
+from rss_core import codec
+from rss_core.schemas import ExternalScoreRequest, Grid
 from tests.conftest import DATABASES, RedisServer, run_rss
 from tests.reward_service.conftest import LEARNER_TOKEN, service_env
 from tests.reward_service.procs import start_service, start_uvicorn

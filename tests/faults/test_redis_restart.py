@@ -39,7 +39,7 @@ def test_redis_killed_and_restarted_mid_run_loses_no_accepted_episode(durable_re
     out = tmp_path / "run"
     with start_service(env) as service:
         learner = subprocess.Popen(
-            [sys.executable, "-m", "learner.cli", "train", *TRAIN, "--out", str(out), "--reward-source", "remote",
+            [sys.executable, "-m", "rss.cli", "train", *TRAIN, "--out", str(out), "--reward-source", "remote",
              "--service-url", service.url, "--redis-url", durable_redis.url],
             cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", "RSS_LEARNER_TOKEN": LEARNER_TOKEN},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import redis
 
-from reward_service import codec
+from rss_core import codec
 from tests.conftest import DATABASES, RedisServer
 from tests.reward_service.conftest import LEARNER_TOKEN, register, service_env
 from tests.reward_service.procs import Proc, start_service

@@ -33,7 +33,7 @@ def test_two_ranks_train_through_the_service_with_one_syncan_scale(redis_server:
     with start_service(env) as service:
         result = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-             "-m", "learner.cli", "train", *flags, "--service-url", service.url],
+             "-m", "rss.cli", "train", *flags, "--service-url", service.url],
             cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", "RSS_LEARNER_TOKEN": LEARNER_TOKEN},
             capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-4000:]

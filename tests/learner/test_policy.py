@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from learner.policy import (
-    ActionGrid,
-    ScaleSchedule,
-    action_log_probs,
-    action_logits,
-    class_weights,
-    grid_labels,
-    masks_for_scoring,
-    random_grid,
-    sample_actions,
-)
+from learner.policy import ScaleSchedule, action_log_probs, action_logits, class_weights, sample_actions
+from rss_core.grid import ActionGrid, grid_labels, masks_for_scoring, random_grid
 
 
 def test_grid_mode_reads_the_lattice_at_its_offset():

@@ -105,7 +105,7 @@ def test_pipelined_training_applies_or_drops_every_batch_once(shapes32_service, 
 def test_training_from_simulated_raters_preferences(shapes32_service, redis_server, tmp_path) -> None:
     """The human path end to end: pairwise tasks, answered by `rss rater-sim` over HTTP, feed the learner."""
     env = {**os.environ, "RSS_RATER_TOKEN": RATERS["bob"], "OMP_NUM_THREADS": "1"}
-    sim = subprocess.Popen([sys.executable, "-m", "learner.cli", "rater-sim", "--service-url", shapes32_service,
+    sim = subprocess.Popen([sys.executable, "-m", "rss.cli", "rater-sim", "--service-url", shapes32_service,
                             "--shapes-size", "32", "--max-tasks", str(3 * 4), "--idle-s", "60"],
                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -127,7 +127,7 @@ def kill_and_resume(service: str, url: str, out: Path, checkpoint_every: int, ki
             "--max-inflight", "2", "--reclaim-idle-s", "1", "--out", str(out), "--reward-source", "remote",
             "--service-url", service, "--redis-url", url]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "learner.cli", "train", *args], cwd=REPO, env=env,
+    first = subprocess.Popen([sys.executable, "-m", "rss.cli", "train", *args], cwd=REPO, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:  # kill once a checkpoint exists and updates after it were applied (their acks held back)
         deadline = time.monotonic() + 120

@@ -19,7 +19,7 @@ from fastapi import FastAPI, HTTPException, Response
 from starlette.concurrency import run_in_threadpool
 
 from examples.external_scorer.app import score_episode
-from reward_service.schemas import ExternalScoreRequest, ExternalScoreResponse, Health
+from rss_core.schemas import ExternalScoreRequest, ExternalScoreResponse, Health
 
 app = FastAPI(title="faulty external scorer")
 flaky_calls: Counter[str] = Counter()

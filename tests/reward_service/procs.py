@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from learner.procs import free_port, stop
+from rss.procs import free_port, stop
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,6 +101,6 @@ def start_uvicorn(
 def start_service(env: dict | None = None, port: int | None = None, *, startup_s: float = 60.0) -> Proc:
     """Run the reward service as `rss serve` does, with ``env`` (its RSS_* settings); waits for /v1/ready."""
     def argv(p: int) -> list[str]:
-        return [sys.executable, "-m", "learner.cli", "serve", "--host", "127.0.0.1", "--port", str(p)]
+        return [sys.executable, "-m", "rss.cli", "serve", "--host", "127.0.0.1", "--port", str(p)]
 
     return _start(argv, env, port, startup_s, "/v1/ready", "rss serve")

@@ -6,7 +6,7 @@ import pytest
 
 from reward_service.core.config import Settings
 from reward_service.datasets import ServedDataset
-from reward_service.schemas import Grid
+from rss_core.schemas import Grid
 
 
 def served(cache_labels: float, **settings: object) -> tuple[ServedDataset, list[str]]:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import redis
 
-from reward_service import codec
 from reward_service.scorers.human import agrees
+from rss_core import codec
 from tests.conftest import DATABASES, RedisServer
 from tests.reward_service.conftest import client, rater, read_results, register, service_env, wait_status
 from tests.reward_service.procs import start_service

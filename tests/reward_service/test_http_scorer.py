@@ -13,14 +13,7 @@ import pytest
 import torch
 
 from examples.external_scorer.app import score_labels
-from learner.data import build_dataset
-from learner.data.base import to_tensors
-from learner.policy import ActionGrid, grid_labels, masks_for_scoring
-from learner.procs import free_port
-from reward_service.codec import decode_array, raw_mask
 from reward_service.core.config import Settings
-from reward_service.schemas import ExternalScoreRequest, Grid
-from reward_service.scorers import gt
 from reward_service.scorers.http import (
     CircuitBreaker,
     CircuitOpen,
@@ -30,6 +23,13 @@ from reward_service.scorers.http import (
     backoff_delay,
     check_answer,
 )
+from rss.procs import free_port
+from rss_core import scoring
+from rss_core.codec import decode_array, raw_mask
+from rss_core.data import build_dataset
+from rss_core.data.base import to_tensors
+from rss_core.grid import ActionGrid, grid_labels, masks_for_scoring
+from rss_core.schemas import ExternalScoreRequest, Grid
 from tests.reward_service.procs import start_uvicorn
 
 SHAPES_SIZE, SEED = 48, 3  # not the defaults, so the test shows the scorer reads its env
@@ -139,7 +139,7 @@ def test_example_scorer_puts_nan_at_ignored_pixels_and_the_client_accepts_it():
     request = make_request("pixel", masks)
     answer = score_labels(request, label, num_classes=4)
     maps = np.stack([decode_array(m) for m in answer.reward_maps])
-    pixel, valid = gt.pixel_reward(torch.from_numpy(masks), label[None])
+    pixel, valid = scoring.pixel_reward(torch.from_numpy(masks), label[None])
     assert maps.dtype == np.float32
     assert np.isnan(maps[:, :, 2]).all() and not np.isnan(maps[:, :, :2]).any()
     np.testing.assert_array_equal(maps[valid.numpy()], pixel.numpy()[valid.numpy()])
@@ -224,7 +224,7 @@ def test_ok_image_level_matches_gt(server, grid, image_size, shape):
         masks[0] = target.numpy()  # a perfect sample
     [answer], sent, _ = score_all(f"{server}/ok", [make_request("image", masks, grid=grid, image_size=image_size)])
     full = masks_for_scoring(torch.from_numpy(masks).long(), ActionGrid(grid.scale, grid.mode), tuple(target.shape))
-    expected = gt.image_reward(full, target[None], 4, "miou")
+    expected = scoring.image_reward(full, target[None], 4, "miou")
     assert answer.rewards == pytest.approx(expected.tolist(), abs=1e-7)
     assert sent == 1
     if grid.mode == "grid":
@@ -241,7 +241,7 @@ def test_ok_pixel_level_matches_gt(server, grid, image_size, shape):
     request = make_request("pixel", masks, grid=grid, image_size=image_size, image_id="train/000011")
     [answer], _, _ = score_all(f"{server}/ok", [request])
     maps = np.stack([decode_array(m) for m in answer.reward_maps])
-    pixel, valid = gt.pixel_reward(torch.from_numpy(masks), target[None])
+    pixel, valid = scoring.pixel_reward(torch.from_numpy(masks), target[None])
     expected = np.where(valid.numpy(), pixel.numpy(), np.nan).astype(np.float32)
     np.testing.assert_array_equal(maps, expected)  # NaN where the label is ignore (shapes has none)
 

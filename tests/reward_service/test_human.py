@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reward_service import codec
+from rss_core import codec
 from tests.reward_service.conftest import rater, read_results, register, service_env, wait_status
 from tests.reward_service.procs import start_service
 from tests.reward_service.test_service import IMAGE, episode, label_of, noisy

@@ -9,8 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from reward_service import codec
-from reward_service.scorers import gt
+from rss_core import codec, scoring
 from tests.conftest import REPO
 from tests.reward_service.conftest import RATERS, read_results, register
 from tests.reward_service.test_service import episode, label_of, noisy
@@ -18,7 +17,7 @@ from tests.reward_service.test_service import episode, label_of, noisy
 
 def rater_sim(url: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "RSS_RATER_TOKEN": RATERS["alice"], "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "learner.cli", "rater-sim", "--service-url", url, *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "rss.cli", "rater-sim", "--service-url", url, *args], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -36,7 +35,7 @@ def test_rater_sim_answers_scores_preferences_and_pixels_from_ground_truth(servi
     assert result.returncode == 0, result.stderr[-2000:]
     assert "answered 3 tasks" in result.stdout
     (score,) = read_results(redis_client, "sim-score", 1)
-    assert score["reward"] == pytest.approx(float(gt.image_reward(good[None], label[None], 4)[0]), abs=1e-6)
+    assert score["reward"] == pytest.approx(float(scoring.image_reward(good[None], label[None], 4)[0]), abs=1e-6)
     assert score["rater_ids"] == ["alice"]
     assert [r["reward"] for r in read_results(redis_client, "sim-pair", 2)] == [0.0, 1.0]  # b, the good one
     (pixel,) = read_results(redis_client, "sim-px", 1)
@@ -46,6 +45,6 @@ def test_rater_sim_answers_scores_preferences_and_pixels_from_ground_truth(servi
 
 def test_rater_sim_needs_a_token(service) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RSS_RATER_TOKEN"}
-    result = subprocess.run([sys.executable, "-m", "learner.cli", "rater-sim", "--service-url", service], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "rss.cli", "rater-sim", "--service-url", service], cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "RSS_RATER_TOKEN" in result.stderr

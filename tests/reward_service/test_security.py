@@ -15,11 +15,11 @@ import httpx
 import pytest
 import redis
 
-from reward_service import codec
 from reward_service.core.config import Settings
 from reward_service.main import create_app
-from reward_service.schemas import ExternalScoreRequest, Grid
 from reward_service.scorers.http import HttpScorer, Rejected, endpoint_allowed
+from rss_core import codec
+from rss_core.schemas import ExternalScoreRequest, Grid
 from tests.conftest import RedisServer
 from tests.reward_service.conftest import LEARNER_TOKEN, RATERS, client, rater, register, service_env
 from tests.reward_service.procs import start_service

@@ -18,13 +18,12 @@ import redis.asyncio as aioredis
 import torch
 from PIL import Image
 
-from learner.data import build_dataset
-from learner.data.base import to_tensors
-from learner.policy import ActionGrid, grid_labels
-from reward_service import codec
 from reward_service.core.config import Settings
-from reward_service.scorers import gt
 from reward_service.store import claim_database
+from rss_core import codec, scoring
+from rss_core.data import build_dataset
+from rss_core.data.base import to_tensors
+from rss_core.grid import ActionGrid, grid_labels
 from tests.conftest import REPO, run_rss
 from tests.reward_service.conftest import client, read_results, register, wait_status
 
@@ -56,7 +55,7 @@ def test_gt_image_level_matches_the_reward_functions(learner, redis_client) -> N
     accepted = learner.post("/v1/episodes", json=body)
     assert accepted.status_code == 202, accepted.text
     results = read_results(redis_client, "img", 3)
-    expected = gt.image_reward(np.stack(masks)[None], label[None, None], 4, "miou")[0]
+    expected = scoring.image_reward(np.stack(masks)[None], label[None, None], 4, "miou")[0]
     assert [r["sample_index"] for r in results] == [0, 1, 2]
     assert [r["reward"] for r in results] == pytest.approx(expected.tolist(), abs=1e-6)
     assert results[0]["reward"] == pytest.approx(1.0)
@@ -77,7 +76,7 @@ def test_gt_on_a_psr_lattice_and_resized_labels(learner, redis_client) -> None:
     body = episode("lattice", [codec.raw_mask(m) for m in masks], scale=16, offset=[1, 2])
     assert learner.post("/v1/episodes", json=body).status_code == 202
     results = read_results(redis_client, "lattice", 2)
-    expected = gt.image_reward(np.stack(masks)[None], target[None, None], 4, "dice")[0]
+    expected = scoring.image_reward(np.stack(masks)[None], target[None, None], 4, "dice")[0]
     assert [r["reward"] for r in results] == pytest.approx(expected.tolist(), abs=1e-6)
     # a full-size mask does not fit the declared lattice
     wrong = learner.post("/v1/episodes", json=episode("lattice", [codec.raw_mask(label_of(size=48))], scale=16))
@@ -98,7 +97,7 @@ def test_gt_pixel_level_on_voc_with_ignore(voc_service, redis_server, redis_clie
     results = read_results(redis.Redis(port=redis_server.port, db=1), "pix", 2)
     for result, mask in zip(results, masks, strict=True):
         reward_map = codec.decode_array(codec.ArrayB64(**result["reward_map"]))
-        pixel, valid = gt.pixel_reward(mask, label)
+        pixel, valid = scoring.pixel_reward(mask, label)
         assert reward_map.shape == label.shape and "reward" not in result
         assert np.isnan(reward_map[label == 255]).all()
         np.testing.assert_array_equal(reward_map[valid.numpy()], pixel.numpy()[valid.numpy()])
@@ -309,7 +308,7 @@ def test_a_batch_of_episodes_is_accepted_whole_or_not_at_all(learner, redis_clie
     by_id = {r["episode_id"]: r["reward"] for r in results}
     for seed, episode_id in enumerate(ids):  # ids come back in the order the episodes were sent
         mask, truth = noisy(label, seed), label_of(f"train/{seed:06d}")
-        assert by_id[episode_id] == pytest.approx(float(gt.image_reward(mask[None], truth[None], 4)[0]), abs=1e-6)
+        assert by_id[episode_id] == pytest.approx(float(scoring.image_reward(mask[None], truth[None], 4)[0]), abs=1e-6)
 
 
 def test_a_job_delivered_again_writes_nothing_twice(learner, redis_client) -> None:

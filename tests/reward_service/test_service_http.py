@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from reward_service import codec
-from reward_service.scorers import gt
+from rss_core import codec, scoring
 from tests.reward_service.conftest import read_results, register, wait_status
 from tests.reward_service.procs import Proc, start_uvicorn
 from tests.reward_service.test_service import episode, label_of, noisy
@@ -36,7 +35,7 @@ def test_the_example_external_scorer_swaps_in_at_both_levels(learner, redis_clie
     pixel_body = episode("ext-px", [codec.png_mask(masks[1])], level="pixel")
     assert learner.post("/v1/episodes", json=pixel_body).status_code == 202
     results = read_results(redis_client, "ext", 3)
-    expected = gt.image_reward(np.stack(masks)[None], label[None, None], 4, "miou")[0]
+    expected = scoring.image_reward(np.stack(masks)[None], label[None, None], 4, "miou")[0]
     assert [r["reward"] for r in results] == pytest.approx(expected.tolist(), abs=1e-6)
     assert {r["source"] for r in results} == {"http"}
     (pixel,) = read_results(redis_client, "ext-px", 1)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from learner.bench.ui import CHROMIUM, CHROMIUM_ARGS
+from rss.bench.ui import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import DATABASES, RedisServer
 from tests.reward_service.conftest import RATERS, service_env
 from tests.reward_service.procs import Proc, start_service

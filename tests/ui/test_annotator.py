@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from reward_service import codec
+from rss_core import codec
 from tests.conftest import REPO
 from tests.reward_service.conftest import client, read_results, register, wait_status
 from tests.reward_service.test_service import episode, label_of, noisy

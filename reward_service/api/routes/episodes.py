@@ -13,10 +13,12 @@ from starlette.concurrency import run_in_threadpool
 from reward_service import metrics
 from reward_service.api.deps import Learner, ServicesDep, episode_limit, is_json, spend
 from reward_service.api.errors import AUTH, JSON_BODY, errors
-from reward_service.codec import MaskError, decode_mask
 from reward_service.core.config import Settings
 from reward_service.datasets import ImageIdError, ServedDataset, UnknownImage
-from reward_service.schemas import (
+from reward_service.scorers.human import task_groups
+from reward_service.services import Services
+from rss_core.codec import MaskError, decode_mask
+from rss_core.schemas import (
     EpisodeAccepted,
     EpisodeBatchAccepted,
     EpisodeBatchCreate,
@@ -24,8 +26,6 @@ from reward_service.schemas import (
     EpisodePublic,
     RunPublic,
 )
-from reward_service.scorers.human import task_groups
-from reward_service.services import Services
 
 router = APIRouter(prefix="/episodes", tags=["episodes"])
 

@@ -7,11 +7,11 @@ import time
 from fastapi import APIRouter, Response
 from redis.exceptions import RedisError
 
-from reward_service import keys
 from reward_service.api.deps import AnyToken, ServicesDep
 from reward_service.api.errors import AUTH, errors
-from reward_service.schemas import Health, Ready, Stats
 from reward_service.store import _s
+from rss_core import keys
+from rss_core.schemas import Health, Ready, Stats
 
 router = APIRouter(tags=["operations"])
 

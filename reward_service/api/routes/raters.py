@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from reward_service import keys
 from reward_service.api.deps import Rater, ServicesDep
 from reward_service.api.errors import AUTH, errors
-from reward_service.schemas import RaterPublic
 from reward_service.store import _s
+from rss_core import keys
+from rss_core.schemas import RaterPublic
 
 router = APIRouter(tags=["raters"])
 

@@ -6,12 +6,12 @@ import time
 
 from fastapi import APIRouter, HTTPException, Response
 
-from reward_service import keys
 from reward_service.api.deps import AnyToken, JsonBody, Learner, ServicesDep
 from reward_service.api.errors import AUTH, JSON_BODY, errors
-from reward_service.schemas import RunCreate, RunPublic
 from reward_service.scorers.http import endpoint_allowed
 from reward_service.store import RunConflict
+from rss_core import keys
+from rss_core.schemas import RunCreate, RunPublic
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from reward_service import keys, metrics
+from reward_service import metrics
 from reward_service.api.deps import Rater, RatingRater, ServicesDep
 from reward_service.api.errors import AUTH, JSON_BODY, errors
-from reward_service.schemas import LeaseRef, QueueDepth, RatingAccepted, RatingCreate, TaskPublic
 from reward_service.scorers.human import TaskError
+from rss_core import keys
+from rss_core.schemas import LeaseRef, QueueDepth, RatingAccepted, RatingCreate, TaskPublic
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 

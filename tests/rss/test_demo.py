@@ -39,7 +39,7 @@ def test_a_killed_demo_takes_its_children_with_it(tmp_path) -> None:
     """SIGKILL gives the demo no chance to clean up: Redis and the service must still go (PDEATHSIG)."""
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    demo = subprocess.Popen([sys.executable, "-m", "learner.cli", "demo", "--steps", "100000", "--out", str(out),
+    demo = subprocess.Popen([sys.executable, "-m", "rss.cli", "demo", "--steps", "100000", "--out", str(out),
                              "--port", "0", "--no-progress"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from reward_service.schemas import ArrayB64, PngMask, RawMask, RleMask
+from rss_core.schemas import ArrayB64, PngMask, RawMask, RleMask
 
 
 class MaskError(ValueError):

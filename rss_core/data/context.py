@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from learner.data.base import IGNORE_INDEX
-from learner.data.voc import VOCDataset
+from rss_core.data.base import IGNORE_INDEX
+from rss_core.data.voc import VOCDataset
 
 CONTEXT59_CLASSES = (
     "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book",

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from learner.data.base import DatasetError, voc_palette
-from learner.data.cityscapes import CityscapesDataset
-from learner.data.context import PascalContextDataset
-from learner.data.voc import VOCDataset
+from rss_core.data.base import DatasetError, voc_palette
+from rss_core.data.cityscapes import CityscapesDataset
+from rss_core.data.context import PascalContextDataset
+from rss_core.data.voc import VOCDataset
 
 H, W = 10, 12
 

@@ -9,21 +9,21 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHES:
         raise ValueError(f"rss bench needs one of: {', '.join(BENCHES)}")
     if argv[0] == "loop":
-        from learner.bench.loop import main as loop_main
+        from rss.bench.loop import main as loop_main
 
         return loop_main(argv[1:])
     if argv[0] == "load":
-        from learner.bench.load import main as load_main
+        from rss.bench.load import main as load_main
 
         return load_main(argv[1:])
     if argv[0] == "ui":
-        from learner.bench.ui import main as ui_main
+        from rss.bench.ui import main as ui_main
 
         return ui_main(argv[1:])
     if argv[0] == "service":
-        from learner.bench.service import main as service_main
+        from rss.bench.service import main as service_main
 
         return service_main(argv[1:])
-    from learner.bench.convergence import main as convergence_main
+    from rss.bench.convergence import main as convergence_main
 
     return convergence_main(argv[1:])

@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 import torch
 
-from learner.data.base import DatasetError, SegDataset, to_tensors
+from rss_core.data.base import DatasetError, SegDataset, to_tensors
 
 CLASS_NAMES = ["background", "ellipse", "rectangle", "triangle"]
 SPLITS = ("train", "val")

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from learner.bench.service import BenchError, start_redis, start_service
-from learner.procs import exit_on_sigterm, stop
+from rss.bench.service import BenchError, start_redis, start_service
+from rss.procs import exit_on_sigterm, stop
 
 
 def out(line: str = "") -> None:
@@ -66,7 +66,7 @@ class Sim:
 
 def bodies_for(run_id: str, per_post: int, samples: int, size: int, classes: int, rng: np.random.Generator,
                level_images: int = 16, count: int = 8) -> list[bytes]:
-    from reward_service import codec
+    from rss_core import codec
 
     bodies = []
     for _ in range(count):
@@ -81,7 +81,7 @@ def bodies_for(run_id: str, per_post: int, samples: int, size: int, classes: int
 
 async def read_results(sim: Sim, r, block_ms: int) -> None:
     """Apply what the run's results stream delivers, each (episode, sample) at most once, and acknowledge it."""
-    from reward_service import keys
+    from rss_core import keys
 
     stream, consumer = keys.results(sim.run_id), f"sim-{sim.run_id}"
     reply = await r.xreadgroup(keys.RESULTS_GROUP, consumer, {stream: ">"}, count=512, block=block_ms)
@@ -142,7 +142,7 @@ async def run_load(url: str, token: str, redis_url: str, sims: list[Sim], second
     import httpx
     import redis.asyncio as aioredis
 
-    from reward_service import keys
+    from rss_core import keys
 
     latencies: list[float] = []
     errors: Counter[str] = Counter()
@@ -216,7 +216,7 @@ def main(argv: list[str]) -> int:
         register(url, token, sims)
         for name, rater_token in raters.items():
             proc = subprocess.Popen(
-                [sys.executable, "-m", "learner.cli", "rater-sim", "--service-url", url, "--shapes-size",
+                [sys.executable, "-m", "rss.cli", "rater-sim", "--service-url", url, "--shapes-size",
                  str(args.size), "--idle-s", str(args.seconds + args.drain_s)],
                 env={**os.environ, "RSS_RATER_TOKEN": rater_token, "OMP_NUM_THREADS": "1"},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

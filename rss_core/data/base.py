@@ -183,11 +183,17 @@ def require_files(pairs: dict[str, tuple[Path, Path]]) -> None:
 def to_tensors(image: np.ndarray, label: np.ndarray, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 arrays -> (3, S, S) float in [0, 1] and (S, S) int64 labels."""
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    y = torch.from_numpy(np.ascontiguousarray(label)).long()
     if size is not None and (x.shape[1] != size or x.shape[2] != size):
         x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+    return x, resize_label(label, size)
+
+
+def resize_label(label: np.ndarray, size: int | None) -> torch.Tensor:
+    """(H, W) uint8 label -> (S, S) int64, nearest (a label value is a class, never a blend)."""
+    y = torch.from_numpy(np.ascontiguousarray(label)).long()
+    if size is not None and (y.shape[0] != size or y.shape[1] != size):
         y = torch.nn.functional.interpolate(y[None, None].float(), size=(size, size), mode="nearest")[0, 0].long()
-    return x, y
+    return y
 
 
 def voc_palette(n: int = 256) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from learner.data.base import IGNORE_INDEX, DatasetError, SegDataset
+from rss_core.data.base import IGNORE_INDEX, DatasetError, SegDataset
 
 DATASETS = ("shapes", "voc", "cityscapes", "context")
 
@@ -23,7 +23,7 @@ def build_dataset(
 ) -> SegDataset:
     """One split of a dataset by name; folder datasets need ``root``."""
     if name == "shapes":
-        from learner.data.shapes import ShapesDataset
+        from rss_core.data.shapes import ShapesDataset
 
         return ShapesDataset(
             split, size=shapes_size, length=shapes_length, seed=seed,
@@ -38,14 +38,14 @@ def build_dataset(
         raise DatasetError(f"{root}: data root is not a directory")
     kwargs = {"num_classes": num_classes, "class_names": class_names, "image_size": image_size}
     if name == "voc":
-        from learner.data.voc import VOCDataset
+        from rss_core.data.voc import VOCDataset
 
         return VOCDataset(root, split, **kwargs)
     if name == "cityscapes":
-        from learner.data.cityscapes import CityscapesDataset
+        from rss_core.data.cityscapes import CityscapesDataset
 
         return CityscapesDataset(root, split, **kwargs)
-    from learner.data.context import PascalContextDataset
+    from rss_core.data.context import PascalContextDataset
 
     return PascalContextDataset(root, split, **kwargs)
 

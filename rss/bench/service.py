@@ -2,7 +2,7 @@
 
 One run measures, on exactly the same masks and labels:
 
-1. in-process: masks/s of `reward_service.scorers.gt.score_masks` (the function the service's
+1. in-process: masks/s of `rss_core.scoring.score_masks` (the function the service's
    `gt` scorer calls) on one torch thread;
 2. through the service: its own throwaway `redis-server` and `rss serve` (one worker process,
    one torch thread), a registered image-level `gt` run, ``--clients`` concurrent clients
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from learner.procs import exit_on_sigterm, free_port, stop
+from rss.procs import exit_on_sigterm, free_port, stop
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def build_pool(size: int, images: int, pool: int, samples: int, flip: float, see
     """
     from reward_service.core.config import Settings
     from reward_service.datasets import ServedDataset
-    from reward_service.schemas import Grid
+    from rss_core.schemas import Grid
 
     settings = Settings(_env_file=None, dataset="shapes", split="train", shapes_size=size, shapes_length=None,
                         num_classes=None, seed=0, learner_tokens=[], rater_tokens={})
@@ -98,7 +98,7 @@ def build_pool(size: int, images: int, pool: int, samples: int, flip: float, see
 
 
 def encode_bodies(pool: list[Episode], run_id: str) -> None:
-    from reward_service import codec
+    from rss_core import codec
 
     for ep in pool:
         samples = [codec.raw_mask(m).model_dump(mode="json") for m in ep.masks]
@@ -108,7 +108,7 @@ def encode_bodies(pool: list[Episode], run_id: str) -> None:
 
 def encoding_cost(pool: list[Episode], limit: int = 16) -> dict[str, float]:
     """Measured ms per mask to encode as PNG (codec.png_mask) and raw (codec.raw_mask), and sizes."""
-    from reward_service import codec
+    from rss_core import codec
 
     masks = [m for ep in pool for m in ep.masks][:limit]
     costs: dict[str, float] = {}
@@ -124,22 +124,22 @@ def encoding_cost(pool: list[Episode], limit: int = 16) -> dict[str, float]:
 # --- 1. in-process --------------------------------------------------------------------------
 
 def in_process(pool: list[Episode], episodes: int, num_classes: int) -> float:
-    """Masks/s of gt.score_masks on one torch thread over ``episodes`` episodes cycling the pool."""
+    """Masks/s of scoring.score_masks on one torch thread over ``episodes`` episodes cycling the pool."""
     import torch
     from tqdm import tqdm
 
-    from learner.policy import ActionGrid
-    from reward_service.scorers import gt
+    from rss_core import scoring
+    from rss_core.grid import ActionGrid
 
     torch.set_num_threads(1)
     grid = ActionGrid(0)
     for ep in pool:  # warm-up, and the reference rewards the service's must equal
-        rewards, _ = gt.score_masks(ep.masks, ep.target, grid, "image", num_classes, METRIC)
+        rewards, _ = scoring.score_masks(ep.masks, ep.target, grid, "image", num_classes, METRIC)
         ep.rewards = rewards.tolist()
     started = time.perf_counter()
     for i in tqdm(range(episodes), desc="in-process", unit="ep", mininterval=0.5, file=sys.stderr):
         ep = pool[i % len(pool)]
-        gt.score_masks(ep.masks, ep.target, grid, "image", num_classes, METRIC)
+        scoring.score_masks(ep.masks, ep.target, grid, "image", num_classes, METRIC)
     seconds = time.perf_counter() - started
     return episodes * pool[0].masks.shape[0] / seconds
 
@@ -233,7 +233,7 @@ def start_service(folder: Path, env: dict[str, str]) -> Process:
     import httpx
 
     def argv(port: int) -> list[str]:
-        return [sys.executable, "-m", "learner.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        return [sys.executable, "-m", "rss.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
 
     def ready(port: int) -> bool:
         try:
@@ -261,7 +261,7 @@ async def through_service(url: str, token: str, redis_url: str, run_id: str, poo
     import redis.asyncio as aioredis
     from tqdm import tqdm
 
-    from reward_service import keys
+    from rss_core import keys
 
     samples = pool[0].masks.shape[0]
     expected = episodes * samples
@@ -393,7 +393,7 @@ def format_table(report: dict) -> str:
         f"rss bench service: {report['masks']} masks of {report['size']}x{report['size']}, {report['samples']} "
         f"sample(s)/episode, {report['clients']} clients, 1 service worker, {report['cores']} cores",
         head, "-" * len(head),
-        f"{'in-process  gt.score_masks, 1 torch thread':<44}{report['in_process_masks_per_s']:>10.1f}"
+        f"{'in-process  scoring.score_masks, 1 torch thread':<44}{report['in_process_masks_per_s']:>10.1f}"
         f"{'-':>9}{'-':>9}",
         f"{'through the service  POST -> results stream':<44}{report['through_service_masks_per_s']:>10.1f}"
         f"{report['p50_ms']:>9.1f}{report['p99_ms']:>9.1f}",
@@ -478,7 +478,7 @@ def run(args: argparse.Namespace) -> dict:
     phase(f"encoding per mask: png {costs['png_ms']:.2f} ms, raw {costs['raw_ms']:.2f} ms; "
           f"bodies {body_kib:.0f} KiB each")
 
-    phase(f"in-process: {episodes * args.samples} masks through gt.score_masks on 1 torch thread")
+    phase(f"in-process: {episodes * args.samples} masks through scoring.score_masks on 1 torch thread")
     in_rate = in_process(pool, episodes, num_classes)
     phase(f"in-process: {in_rate:.1f} masks/s")
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from learner.bench.service import BenchError, out, start_redis, start_service
-from learner.procs import exit_on_sigterm
+from rss.bench.service import BenchError, out, start_redis, start_service
+from rss.procs import exit_on_sigterm
 
 log = logging.getLogger(__name__)
 

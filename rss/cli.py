@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return eval_main(rest)
         if command == "demo":
-            from learner.demo import main as demo_main
+            from rss.demo import main as demo_main
 
             return demo_main(rest)
         if command == "serve":
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return serve_main(rest)
         if command == "rater-sim":
-            from reward_service.rater_sim import main as rater_sim_main
+            from rss.rater_sim import main as rater_sim_main
 
             return rater_sim_main(rest)
         if command == "worker":
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return worker_main(rest)
         if command == "bench":
-            from learner.bench import main as bench_main
+            from rss.bench import main as bench_main
 
             return bench_main(rest)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

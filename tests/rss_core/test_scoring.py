@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reward_service.scorers.gt import image_reward, pixel_reward
+from rss_core.scoring import image_reward, pixel_reward
 
 LABEL = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 255]])
 PRED = torch.tensor([[0, 1, 1, 1], [0, 0, 2, 2]])

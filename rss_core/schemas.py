@@ -13,11 +13,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from reward_service.keys import SCHEMA_VERSION
+from rss_core.keys import SCHEMA_VERSION
 
 Level = Literal["pixel", "image"]
 ScorerName = Literal["gt", "human", "http"]
-GridMode = Literal["grid", "pool"]
+GridMode = Literal["grid", "pool"]  # the PSR forms (rss_core.grid)
+# Ground-truth metrics of a whole mask (rss_core.scoring): the one list the learner, service and scorers use
+Metric = Literal["miou", "miou_union", "pixel_acc", "dice"]
 TaskKind = Literal["score", "pairwise", "pixel"]
 EpisodeStatus = Literal["queued", "scoring", "waiting_for_rater", "scored", "failed"]
 
@@ -83,7 +85,7 @@ class RunCreate(BaseModel):
     dataset: str = Field(description="Must be the dataset this service serves (see /v1/ready).")
     level: Level
     scorer: ScorerName = "gt"
-    metric: Literal["miou", "miou_union", "pixel_acc", "dice"] = "miou"
+    metric: Metric = "miou"
     ratings_per_task: int = Field(1, ge=1, le=16, description="Human scorer: ratings averaged per task.")
     task_kind: TaskKind | None = Field(
         None, description="Human scorer: `score` or `pairwise` (image level), `pixel` (pixel level). "

@@ -9,13 +9,16 @@ through the IoU of the class it was taken from.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import torch
 
-from learner.policy import ActionGrid, masks_for_scoring
+from rss_core.data.base import IGNORE_INDEX
+from rss_core.grid import ActionGrid, as_action_grid, masks_for_scoring
+from rss_core.schemas import Grid, Metric
 
-IGNORE_INDEX = 255
-METRICS = ("miou", "miou_union", "pixel_acc", "dice")
+METRICS: tuple[str, ...] = get_args(Metric)
 
 
 def _as_long(x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -94,16 +97,18 @@ def pixel_reward(
 
 
 def score_masks(
-    masks: np.ndarray, target: np.ndarray, grid: ActionGrid, level: str, num_classes: int, metric: str = "miou"
+    masks: np.ndarray, target: np.ndarray, grid: ActionGrid | Grid, level: str, num_classes: int,
+    metric: str = "miou",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Rewards of an episode's K masks (K, h, w) on ``grid`` against ``target`` (the grid's label).
+    """Rewards of an episode's K masks (K, h, w) on ``grid`` (learner or wire form) against ``target``
+    (the grid's label, `rss_core.labels.label_at_grid`).
 
     Image level: ``(K,)`` rewards and None. Pixel level: ``(K, h, w)`` float rewards with NaN
     where the label is ignore, and the (K, h, w) valid mask. This is the service's `gt` scorer
     and the learner's in-process source in one definition.
     """
     label = _as_long(target)
-    preds = masks_for_scoring(_as_long(masks), grid, tuple(label.shape[-2:]))
+    preds = masks_for_scoring(_as_long(masks), as_action_grid(grid), tuple(label.shape[-2:]))
     label = label.unsqueeze(0)  # (1, h, w): shared by the K samples
     if level == "pixel":
         pixel, valid = pixel_reward(preds, label)

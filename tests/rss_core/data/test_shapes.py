@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from learner.data import DatasetError, build_dataset
-from learner.data.shapes import CLASS_NAMES, ShapesDataset, make_shapes_image
+from rss_core.data import DatasetError, build_dataset
+from rss_core.data.shapes import CLASS_NAMES, ShapesDataset, make_shapes_image
 
 
 def test_deterministic_by_seed_and_id():

@@ -49,7 +49,7 @@ def run(argv: list[str], log: Path, what: str) -> dict:
     out(f"[bench loop] {what}: rss {' '.join(argv)}")
     started = time.perf_counter()
     with log.open("w") as f:
-        code = subprocess.call([sys.executable, "-m", "learner.cli", *argv], stdout=f, stderr=subprocess.STDOUT)
+        code = subprocess.call([sys.executable, "-m", "rss.cli", *argv], stdout=f, stderr=subprocess.STDOUT)
     if code != 0:
         tail = log.read_text()[-2000:]
         raise RuntimeError(f"the {what} run failed (exit {code}); end of {log}:\n{tail}")

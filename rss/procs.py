@@ -1,7 +1,8 @@
-"""Child processes on loopback, shared by `rss demo`, `rss serve`, the benchmarks and the tests.
+"""Child processes on loopback, shared by `rss demo`, the benchmarks and the tests.
 
-Finding a free port, stopping a child (SIGTERM, then SIGKILL after a timeout), making a child
-die with its parent, and finding a `redis-server` live here once.
+Finding a free port, turning SIGTERM into an exit, and finding a `redis-server` live here once;
+stopping a child (SIGTERM, then SIGKILL after a timeout) and making a child die with its parent
+are the service's own (`reward_service.procs`: `rss serve` starts its workers with them).
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import logging
 import shutil
 import signal
 import socket
-import subprocess
+
+from reward_service.procs import die_with_parent, stop
+
+__all__ = ["die_with_parent", "exit_on_sigterm", "free_port", "redis_executable", "stop"]
 
 log = logging.getLogger(__name__)
 
@@ -25,31 +29,6 @@ def free_port(preferred: int = 0) -> int:
                 continue
             return s.getsockname()[1]
     raise OSError("no free loopback port")
-
-
-def stop(proc: subprocess.Popen | None, what: str = "", timeout: float = 15.0) -> None:
-    """SIGTERM ``proc`` and wait; SIGKILL it when it has not stopped within ``timeout``."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        log.warning("%s did not stop within %g s; killing it", what or proc.args, timeout)
-        proc.kill()
-        proc.wait(timeout)
-
-
-def die_with_parent() -> None:
-    """For `preexec_fn`: the child gets SIGTERM when its parent dies, however it dies (SIGKILL
-    included; and uvicorn re-raises the signal it stopped on, so code after `uvicorn.run` does
-    not always run). Linux only; elsewhere `rss worker`'s own parent check stops it within a second."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def exit_on_sigterm():

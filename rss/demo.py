@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from learner.procs import die_with_parent, exit_on_sigterm, free_port, redis_executable, stop
+from rss.procs import die_with_parent, exit_on_sigterm, free_port, redis_executable, stop
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
                "RSS_RATER_TOKENS": f'{{"demo": "{rater_token}"}}', "RSS_HOST": "127.0.0.1", "RSS_PORT": str(port),
                "RSS_LOG_LEVEL": "warning", "RSS_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1",
                **service_dataset(train_args)}
-        service = subprocess.Popen([sys.executable, "-m", "learner.cli", "serve"], env=env,
+        service = subprocess.Popen([sys.executable, "-m", "rss.cli", "serve"], env=env,
                                    stdout=logs["service"], stderr=subprocess.STDOUT, start_new_session=True,
                                    preexec_fn=die_with_parent)
         procs.append((service, "rss serve"))

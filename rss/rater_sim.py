@@ -18,12 +18,11 @@ import httpx
 import numpy as np
 import torch
 
-from learner.data import build_dataset
-from learner.data.base import to_tensors
-from learner.policy import ActionGrid, grid_labels, masks_for_scoring
-from reward_service import codec
-from reward_service.schemas import RunPublic, TaskPublic
-from reward_service.scorers import gt
+from rss_core import codec, scoring
+from rss_core.data import IGNORE_INDEX, build_dataset
+from rss_core.grid import ActionGrid, as_action_grid, masks_for_scoring
+from rss_core.labels import label_at_grid, learner_label
+from rss_core.schemas import RunPublic, TaskPublic
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "RSS_RATER_TOKEN"
@@ -52,10 +51,8 @@ class RaterSim:
         if split not in self.datasets:
             self.datasets[split] = build_dataset(
                 run.dataset, split, root=self.args.data_root, shapes_size=self.args.shapes_size, seed=self.args.seed)
-        image, label = self.datasets[split].load(task.image_id)
-        label = to_tensors(image, label, run.image_size)[1]
-        grid = ActionGrid(task.grid.scale, task.grid.mode, tuple(task.grid.offset))
-        return grid_labels(label, grid).numpy(), grid
+        grid = as_action_grid(task.grid)
+        return label_at_grid(learner_label(self.datasets[split], task.image_id, run.image_size), grid).numpy(), grid
 
     def answer(self, task: TaskPublic) -> dict:
         run = self.run_config(task.run_id)
@@ -64,9 +61,9 @@ class RaterSim:
         masks = np.stack([codec.decode_mask(s.mask, shape) for s in task.samples])
         if task.kind == "pixel":
             full = masks_for_scoring(torch.from_numpy(masks).long(), grid, target.shape)[0].numpy()
-            pixels = np.where(target == 255, 0, np.where(full == target, 1, 2)).astype(np.uint8)
+            pixels = np.where(target == IGNORE_INDEX, 0, np.where(full == target, 1, 2)).astype(np.uint8)
             return {"pixels": codec.png_mask(pixels).model_dump()}
-        rewards = gt.score_masks(masks, target, grid, "image", run.num_classes, run.metric)[0].tolist()
+        rewards = scoring.score_masks(masks, target, grid, "image", run.num_classes, run.metric)[0].tolist()
         if task.kind == "score":
             return {"score": float(np.clip(rewards[0] + self.rng.normal(0, self.args.jitter), 0, 1))}
         a, b = rewards
