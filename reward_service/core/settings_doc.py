@@ -235,6 +235,10 @@ def outputs() -> dict[Path, str]:
     return {MARKDOWN: render_markdown(), ENV_EXAMPLE: render_env()}
 
 
+def relative(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file differs")
@@ -247,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(path)
         else:
             path.write_text(text)
-            sys.stderr.write(f"wrote {path.relative_to(REPO)}\n")
+            sys.stderr.write(f"wrote {relative(path)}\n")
     if stale:
-        names = ", ".join(str(p.relative_to(REPO)) for p in stale)
+        names = ", ".join(relative(p) for p in stale)
         sys.stderr.write(f"{names} out of date with reward_service/core/config.py: run `{COMMAND}`\n")
         return 1
     return 0
