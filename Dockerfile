@@ -1,5 +1,5 @@
 # One image for the reward service (`rss serve`), its scoring workers (`rss worker`) and the
-# learner (`torchrun ... rss train`); docker-compose.yml picks the command. README: "Deployment".
+# learner (`torchrun ... rss train`); docker-compose.yml picks the command. See docs/deployment.md.
 #
 #   docker build -t rss:cpu .                                   # CPU torch (the default)
 #   docker build -t rss:gpu --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .

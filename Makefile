@@ -1,4 +1,4 @@
-# The README's two commands: `make demo` (set-up + main job) and `make test` (set-up + tests).
+# README.md's first two commands: `make demo` (set-up + main job) and `make test` (set-up + tests).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

@@ -79,7 +79,7 @@ export function renderHelp(container) {
   return table;
 }
 
-/** The table as Markdown rows (the README's hotkey table is generated from this). */
+/** The table as Markdown rows (docs/annotator.md's hotkey table is generated from this). */
 export function helpMarkdown() {
   const lines = ['| key | what it does | tasks |', '| --- | --- | --- |'];
   for (const h of HOTKEYS) lines.push(`| \`${keyLabel(h)}\` | ${h.help} | ${h.tasks ? h.tasks.join(', ') : 'all'} |`);

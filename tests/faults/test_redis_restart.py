@@ -78,7 +78,7 @@ def test_redis_killed_and_restarted_mid_run_loses_no_accepted_episode(durable_re
         pending = c.xpending("rss:v1:results:run", "learner")["pending"]
     # each applied episode was scored exactly once: one result per sample in the stream, no more
     assert all(sorted(results[e]) == list(range(SAMPLES)) for e in applied)
-    assert counts.get("orphaned", 0) == len(set(results) - set(applied)) <= BATCH  # see the README's Reliability
+    assert counts.get("orphaned", 0) == len(set(results) - set(applied)) <= BATCH  # see docs/reliability.md
     assert pending == 0
     print(f"in flight at the kill: {len(in_flight)} episodes; redis errors seen by the learner: "  # noqa: T201
           f"{counts.get('redis_errors', 0)}, post retries: {counts.get('post_retries', 0)}, orphaned: "

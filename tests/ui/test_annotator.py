@@ -151,7 +151,8 @@ def test_help_lists_every_hotkey_from_the_handlers_table(page, service_url, db) 
     page.keyboard.press("Escape")
     assert not page.locator("#help").is_visible()
     table = page.evaluate("import('/ui/src/keys.js').then((k) => k.helpMarkdown())")
-    assert table in (REPO / "README.md").read_text(), "README's hotkey table differs from annotator_ui/src/keys.js"
+    assert table in (REPO / "docs" / "annotator.md").read_text(), \
+        "docs/annotator.md's hotkey table differs from annotator_ui/src/keys.js"
 
 
 def test_a_bad_token_is_refused_with_a_message(page, service_url, db) -> None:
