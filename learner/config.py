@@ -7,7 +7,7 @@ from typing import Literal
 
 from rss_core.schemas import GridMode, Level, Metric, ScorerName
 
-# The best image-level configuration `rss bench convergence` found (README, "Convergence").
+# The best image-level configuration `rss bench convergence` found (docs/benchmarks.md, "Convergence").
 # `rss train --reward image` uses it when no other flag is given.
 IMAGE_BEST = {
     "samples": 32, "psd": True, "syncan": True, "estimator": "likelihood", "psr": True, "psr_scales": (32,),

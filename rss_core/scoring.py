@@ -3,7 +3,7 @@
 Why per-image mIoU averages over the classes present in the *label* only: averaging over the
 classes present in the label *or* the sample makes every stray pixel of an absent class a
 zero-IoU class, and a policy trained on that reward learns to predict only background
-(measured; see the README). A stray pixel is still penalised under the label-only mean,
+(measured: docs/benchmarks.md). A stray pixel is still penalised under the label-only mean,
 through the IoU of the class it was taken from.
 """
 

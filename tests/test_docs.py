@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOCS = sorted([README, *(REPO / "docs").glob("*.md")])
 # The module behind the `rss` entry point (pyproject's [project.scripts]); the one place to change it.
-CLI_MODULE = "learner.cli"
+CLI_MODULE = "rss.cli"
 COMMANDS = {"demo", "train", "eval", "serve", "worker", "rater-sim", "bench"}
 BENCHES = {"convergence", "service", "loop", "load", "ui"}
 MAX_README_LINES = 200
@@ -114,6 +114,17 @@ def test_every_relative_link_resolves(path: Path) -> None:
         elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
             broken.append(f"{target}: no heading #{anchor} in {name(resolved)}")
     assert broken == []
+
+
+CITED = re.compile(r"`((?:rss_core|learner|reward_service|rss|tests|examples|annotator_ui|deploy)/[\w./-]+?)"
+                   r"(?:::\w+)?`")
+
+
+@pytest.mark.parametrize("path", DOCS, ids=name)
+def test_every_cited_repository_path_exists(path: Path) -> None:
+    """A page that cites `learner/remote.py` or `tests/...::test_name` cites a file that is there (files move)."""
+    missing = [cited for cited in CITED.findall(path.read_text()) if not (REPO / cited).exists()]
+    assert missing == []
 
 
 @pytest.mark.parametrize("path", DOCS, ids=name)

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # Each row: overrides of TrainArgs on top of the shared settings.
 # The image-level ablations use the plain policy gradient (`reinforce`), as in the paper;
-# image_best adds what the benchmark found (README, "Convergence").
+# image_best adds what the benchmark found (docs/benchmarks.md, "Convergence").
 ROWS: dict[str, dict] = {
     "ce": {"objective": "ce"},
     "pixel": {"reward": "pixel", **PIXEL_DEFAULT},
