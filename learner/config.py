@@ -136,6 +136,10 @@ class TrainArgs:
     """output folder: metrics.jsonl, final.json, checkpoint.pt, curves.png"""
     resume: bool = False
     """continue from OUT/checkpoint.pt exactly where it stopped"""
+    init_from: str | None = None
+    """start from these weights instead of a random init: an RSS checkpoint (e.g. a CE run on a few
+    labelled images) or a state dict of the same architecture (optimizer and step start anew;
+    ignored with --resume, whose checkpoint has the weights)"""
     progress: bool = True
     """show a progress bar"""
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from learner.advantages import baseline_advantages, likelihood_weights, pixel_advantages, psd_advantages, syncan
-from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from learner.config import TrainArgs
 from learner.evaluate import evaluate
 from learner.model import build_model
@@ -177,6 +177,8 @@ def setup(args: TrainArgs) -> Run:
 
     train_ds, val_ds = build_splits(args)
     core = build_model(train_ds.num_classes, args.arch, args.width, args.depth).to(device)
+    if args.init_from and not args.resume:
+        log.info("starting from the weights of %s (%s)", args.init_from, load_weights(core, args.init_from, device))
     optimizer = torch.optim.Adam(core.parameters(), lr=args.lr)
     schedule = ScaleSchedule(list(args.psr_scales), args.steps, args.psr_rule,
                              list(args.psr_fractions) if args.psr_fractions else None, args.psr_patience)

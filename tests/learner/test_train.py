@@ -37,6 +37,39 @@ def test_resume_gives_exactly_the_same_next_steps(tmp_path):
     assert [x["step"] for x in lines] == [2, 3, 4, 6]  # appended after the resume (3: end of the first run)
 
 
+def test_init_from_starts_from_another_runs_weights(tmp_path):
+    """--init-from a CE checkpoint (or its bare state dict): the RL run starts from those weights."""
+    ce = train(TrainArgs(**TINY, objective="ce", steps=10, lr=0.01, out=str(tmp_path / "ce")))
+    weights = load_checkpoint(tmp_path / "ce" / "checkpoint.pt")["model"]
+    torch.save(weights, tmp_path / "weights.pt")
+    # one step at a negligible learning rate: the run's weights stay (to float precision) what it started from
+    warm = TrainArgs(**{**TINY, "eval_every": 1}, samples=2, steps=1, lr=1e-12,
+                     init_from=str(tmp_path / "ce" / "checkpoint.pt"), out=str(tmp_path / "warm"))
+    runs = {"checkpoint": train(warm),
+            "state dict": train(dataclasses.replace(warm, init_from=str(tmp_path / "weights.pt"),
+                                                    out=str(tmp_path / "warm-sd"))),
+            "random init": train(dataclasses.replace(warm, init_from=None, out=str(tmp_path / "cold")))}
+    for name, out in (("checkpoint", "warm"), ("state dict", "warm-sd"), ("random init", "cold")):
+        started = load_checkpoint(tmp_path / out / "checkpoint.pt")["model"]
+        same = all(torch.allclose(started[k].float(), v.float(), atol=1e-6) for k, v in weights.items())
+        assert same == (name != "random init"), name
+        if name != "random init":  # one step at lr 1e-12 changes no argmax: CE's own final mIoU
+            assert runs[name]["val_miou"] == ce["val_miou"], name
+
+
+def test_init_from_refuses_weights_that_do_not_fit(tmp_path):
+    train(TrainArgs(**{**TINY, "width": 8}, objective="ce", steps=1, out=str(tmp_path / "wide")))
+    (tmp_path / "notes.txt").write_text("not weights")
+    narrow = TrainArgs(**TINY, samples=2, steps=1, out=str(tmp_path / "narrow"))
+    fits = r"--init-from .*do not fit this model \(--arch, --width.* is \(32, 64, 3, 3\) there, \(16, 32, 3, 3\) here"
+    with pytest.raises(ValueError, match=fits):
+        train(dataclasses.replace(narrow, init_from=str(tmp_path / "wide" / "checkpoint.pt")))
+    with pytest.raises(ValueError, match="--init-from .*not a PyTorch checkpoint"):
+        train(dataclasses.replace(narrow, init_from=str(tmp_path / "notes.txt")))
+    with pytest.raises(FileNotFoundError, match="--init-from .*no such file"):
+        train(dataclasses.replace(narrow, init_from=str(tmp_path / "missing.pt")))
+
+
 def test_outputs_and_final_json(tmp_path):
     final = train(TrainArgs(**TINY, steps=4, out=str(tmp_path / "run")))
     out = tmp_path / "run"
