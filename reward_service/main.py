@@ -38,7 +38,8 @@ from rss_core.schemas import (
 )
 
 log = logging.getLogger(__name__)
-UI_DIR = Path(__file__).resolve().parents[1] / "annotator_ui"
+# A link to the checkout's annotator_ui/, or the copy an installed (not editable) package carries
+UI_DIR = (Path(__file__).resolve().parent / "annotator_ui").resolve()
 
 
 @asynccontextmanager

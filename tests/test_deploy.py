@@ -157,7 +157,9 @@ def test_dockerfile_is_multi_stage_unprivileged_and_pins_the_cpu_torch() -> None
 def test_dockerignore_keeps_the_code_and_the_ui_and_drops_secrets() -> None:
     patterns = [p.strip().rstrip("/") for p in (REPO / ".dockerignore").read_text().splitlines()
                 if p.strip() and not p.startswith("#")]
-    for needed in ("learner", "reward_service", "examples", "annotator_ui", "pyproject.toml", "README.md"):
+    needs = ("rss_core", "learner", "reward_service", "rss", "deploy", "examples", "annotator_ui", "pyproject.toml",
+             "README.md")
+    for needed in needs:
         assert needed not in patterns, needed
     assert {".env", ".venv", ".git", "runs"} <= set(patterns)
 

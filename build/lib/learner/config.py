@@ -1,0 +1,192 @@
+"""`rss train` arguments: one dataclass whose field docstrings are the --help text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from rss_core.schemas import GridMode, Level, Metric, ScorerName
+
+# The best image-level configuration `rss bench convergence` found (docs/benchmarks.md, "Convergence").
+# `rss train --reward image` uses it when no other flag is given.
+IMAGE_BEST = {
+    "samples": 32, "psd": True, "syncan": True, "estimator": "likelihood", "psr": True, "psr_scales": (32,),
+}
+PIXEL_DEFAULT = {"samples": 1, "estimator": "likelihood"}
+
+
+@dataclass
+class TrainArgs:
+    # Data
+    dataset: Literal["shapes", "voc", "cityscapes", "context"] = "shapes"
+    """dataset layout: built-in procedural `shapes`, or a folder in VOC/Cityscapes/Pascal Context layout"""
+    data_root: str | None = None
+    """dataset folder (folder datasets only)"""
+    num_classes: int | None = None
+    """override the layout's class count, for custom data kept in a standard layout"""
+    class_names: str | None = None
+    """comma-separated class names to go with --num-classes"""
+    image_size: int = 256
+    """folder datasets: images and labels are resized to this square size"""
+    shapes_size: int = 64
+    """shapes: image side in pixels"""
+    train_size: int = 2000
+    """shapes: number of training images"""
+    val_size: int = 200
+    """shapes: number of validation images"""
+    train_split: str = "train"
+    """split to train on"""
+    val_split: str = "val"
+    """split to evaluate on"""
+
+    # Objective and reward
+    objective: Literal["rl", "ce"] = "rl"
+    """`rl` learns from rewards; `ce` is the pixel-supervised cross-entropy baseline"""
+    reward: Level = "image"
+    """reward granularity: one number per mask (`image`) or one per pixel (`pixel`)"""
+    metric: Metric = "miou"
+    """image-level ground-truth reward: per-image mIoU over the label's classes (`miou`),
+    over label-or-sample classes (`miou_union`: collapses to background), pixel accuracy, Dice"""
+    samples: int = 0
+    """masks sampled per image, K (0: the default for --reward: image 32, pixel 1)"""
+    psd: bool = IMAGE_BEST["psd"]
+    """pair-wise spatial difference advantages (needs K >= 2); off: leave-one-out or batch-mean baseline"""
+    syncan: bool = IMAGE_BEST["syncan"]
+    """scale advantages by their std over the global batch (all DDP ranks)"""
+    estimator: Literal["auto", "likelihood", "reinforce"] = "auto"
+    """`likelihood` divides each advantage by pi(a) of the sampled action (capped by
+    --max-weight), so a rarely sampled right answer moves the policy as cross-entropy would;
+    `reinforce` is the plain policy gradient; `auto`: the measured best for --reward"""
+    max_weight: float = 20.0
+    """likelihood estimator: cap on 1/pi(a)"""
+    psr: bool = IMAGE_BEST["psr"]
+    """progressive scale rewards: act on a coarse grid first (image-level rewards only:
+    pixel rewards already credit each pixel, so --reward pixel ignores it)"""
+    psr_mode: GridMode = "grid"
+    """PSR form: `grid` samples a strided pixel lattice scored against the label there;
+    `pool` pools logits into cells"""
+    psr_scales: tuple[int, ...] = IMAGE_BEST["psr_scales"]
+    """PSR scales, coarse to fine; 0 = full resolution (default: a fixed 32 x 32 lattice)"""
+    psr_rule: Literal["fractions", "plateau"] = "fractions"
+    """when PSR moves to the next scale: at step fractions, or when the reward plateaus"""
+    psr_fractions: tuple[float, ...] | None = None
+    """step fractions at which each next scale starts (default: evenly over the first half)"""
+    psr_patience: int = 300
+    """plateau rule: steps without reward improvement before the next scale"""
+    entropy_coef: float = 0.0
+    """entropy bonus weight (beta)"""
+
+    # Model and optimisation
+    arch: str = "unet"
+    """`unet` (built in) or `smp:<Arch>:<encoder>` with segmentation-models-pytorch installed"""
+    width: int = 8
+    """UNet base width (channels at full resolution)"""
+    depth: int = 3
+    """UNet downsampling levels (channels double at each)"""
+    steps: int = 3000
+    """optimisation steps"""
+    batch_size: int = 16
+    """images per step"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    seed: int = 0
+    """seed for initialisation, data order and sampling (runs are reproducible)"""
+
+    # Where rewards come from
+    reward_source: Literal["local", "remote"] = "local"
+    """`local`: ground truth in-process; `remote`: the reward service (token in $RSS_LEARNER_TOKEN)"""
+    service_url: str = "http://127.0.0.1:8000"
+    """remote: the reward service's base URL"""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """remote: the Redis database the service writes results to"""
+    run_id: str = ""
+    """remote: the run's id at the service (default: the --out folder's name, so --resume keeps it)"""
+    scorer: ScorerName = "gt"
+    """remote: who scores: ground truth, human raters, or an external endpoint (--endpoint)"""
+    endpoint: str = ""
+    """remote, --scorer http: the external scorer's URL"""
+    human_task: Literal["score", "pairwise"] = "score"
+    """remote, --scorer human, image level: raters score each mask, or pick the better of two (pairs 0-1, 2-3...)"""
+    max_inflight: int = 0
+    """remote: batches posted and not yet applied; 0 = wait for each step's rewards before the next.
+    With N > 0 the learner samples ahead and corrects with a clipped importance ratio"""
+    ppo_clip: float = 0.2
+    """remote, --max-inflight > 0: the ratio pi_theta / pi_behaviour is clipped to [1 - eps, 1 + eps]"""
+    max_staleness: int = 4
+    """remote: batches whose rewards come back more than this many policy versions late are dropped"""
+    reward_timeout_s: float = 300.0
+    """remote: how long a step waits for its rewards before leaving the missing images out"""
+    service_retry_s: float = 120.0
+    """remote: how long a POST refused for now (429 rate limit, 502/503/504, lost connection) or an
+    unreachable Redis is retried, with backoff, before the run stops"""
+    reclaim_idle_s: float = 10.0
+    """remote, --resume: results the stopped learner read but never acknowledged are taken over
+    (XAUTOCLAIM) once idle this long; keep it above a live learner's longest step"""
+
+    # Running
+    device: str = "auto"
+    """`auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ..."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default); use 1 when other services share the cores"""
+    eval_every: int = 250
+    """steps between validation runs"""
+    checkpoint_every: int = 500
+    """steps between checkpoints"""
+    out: str = "runs/latest"
+    """output folder: metrics.jsonl, final.json, checkpoint.pt, curves.png"""
+    resume: bool = False
+    """continue from OUT/checkpoint.pt exactly where it stopped"""
+    init_from: str | None = None
+    """start from these weights instead of a random init: an RSS checkpoint (e.g. a CE run on a few
+    labelled images) or a state dict of the same architecture (optimizer and step start anew;
+    ignored with --resume, whose checkpoint has the weights)"""
+    progress: bool = True
+    """show a progress bar"""
+
+    def resolved_samples(self) -> int:
+        if self.samples:
+            return self.samples
+        return IMAGE_BEST["samples"] if self.reward == "image" else PIXEL_DEFAULT["samples"]
+
+    def resolved_estimator(self) -> str:
+        if self.estimator != "auto":
+            return self.estimator
+        return IMAGE_BEST["estimator"] if self.reward == "image" else PIXEL_DEFAULT["estimator"]
+
+    def validate(self) -> None:
+        """Reject impossible combinations up front, naming the flag."""
+        if self.samples < 0:
+            raise ValueError(f"--samples must be >= 1 (or 0 for the default), got {self.samples}")
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "width", "depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_weight < 1:
+            raise ValueError(f"--max-weight must be >= 1, got {self.max_weight}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.dataset != "shapes" and not self.data_root:
+            raise ValueError(f"--dataset {self.dataset} needs --data-root")
+        if self.class_names and self.num_classes is None:
+            raise ValueError("--class-names needs --num-classes")
+        if self.class_names and len(self.class_names.split(",")) != self.num_classes:
+            raise ValueError(
+                f"--class-names lists {len(self.class_names.split(','))} names for --num-classes {self.num_classes}"
+            )
+        if self.reward_source == "remote" and self.objective != "rl":
+            raise ValueError("--reward-source remote needs --objective rl (the CE baseline reads labels)")
+        if self.scorer == "http" and not self.endpoint:
+            raise ValueError("--scorer http needs --endpoint URL")
+        if self.max_inflight < 0 or self.max_staleness < 0 or not 0 < self.ppo_clip < 1:
+            raise ValueError("--max-inflight and --max-staleness must be >= 0, --ppo-clip in (0, 1)")
+        if self.max_inflight and self.reward_source != "remote":
+            raise ValueError("--max-inflight needs --reward-source remote")
+        if self.service_retry_s < 0:
+            raise ValueError(f"--service-retry-s must be >= 0, got {self.service_retry_s}")
+        if self.reclaim_idle_s < 0:
+            raise ValueError(f"--reclaim-idle-s must be >= 0, got {self.reclaim_idle_s}")
+        if self.reward_timeout_s <= 0:
+            raise ValueError(f"--reward-timeout-s must be positive, got {self.reward_timeout_s}")
+        if self.psr and not self.psr_scales:
+            raise ValueError("--psr-scales needs at least one scale")
+        if any(s < 0 for s in self.psr_scales):
+            raise ValueError(f"--psr-scales must be >= 0, got {self.psr_scales}")

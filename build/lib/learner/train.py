@@ -1,0 +1,355 @@
+"""`rss train`: the training loop for the RL objectives (pixel/image rewards) and the CE baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from learner.advantages import baseline_advantages, likelihood_weights, pixel_advantages, psd_advantages, syncan
+from learner.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from learner.config import TrainArgs
+from learner.evaluate import evaluate
+from learner.model import build_model
+from learner.pipeline import Pipeline
+from learner.policy import ScaleSchedule, action_logits, class_weights, sample_actions
+from learner.report import gallery_rows, write_curves, write_gallery
+from learner.rewards import Episodes, LabelStore, LocalRewardSource, Rewards, RewardSource
+from rss_core.data import IGNORE_INDEX, SegDataset, build_dataset
+from rss_core.grid import ActionGrid, random_grid
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """Under torchrun, rank ``LOCAL_RANK`` of a node takes GPU ``LOCAL_RANK`` (``cuda`` alone means GPU 0 for all)."""
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    return device
+
+
+def log_rank_stats(path: Path, step: int, applied: list[tuple[torch.Tensor, dict]], counts: dict) -> None:
+    """Under torchrun, each rank's own step statistics (``rank<r>.jsonl``): its rewards, SyncAN's std
+    (the same on every rank when the all-reduce works) and its reward counts so far."""
+    with path.open("a") as f:
+        for loss, stats in applied:
+            f.write(json.dumps({"step": step, **stats, "loss": float(loss.detach()), "rewards": counts}) + "\n")
+
+
+def build_splits(args: TrainArgs) -> tuple[SegDataset, SegDataset]:
+    names = args.class_names.split(",") if args.class_names else None
+    common = {
+        "root": args.data_root, "num_classes": args.num_classes, "class_names": names,
+        "image_size": None if args.dataset == "shapes" else args.image_size,
+        "shapes_size": args.shapes_size, "seed": args.seed,
+    }
+    train = build_dataset(args.dataset, args.train_split, shapes_length=args.train_size, **common)
+    val = build_dataset(args.dataset, args.val_split, shapes_length=args.val_size, **common)
+    return train, val
+
+
+def step_generator(seed: int, step: int, rank: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
+    """Randomness of one step is a pure function of (seed, step, rank): resume is exact."""
+    return torch.Generator(device).manual_seed(((seed * 1_000_003 + step) * 101 + rank) % (2**63))
+
+
+def load_batch(dataset: SegDataset, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return dataset.batch(indices)[0].to(device, non_blocking=True)
+
+
+def advantages(
+    args: TrainArgs, logp: torch.Tensor, actions: torch.Tensor, rewards: Rewards
+) -> tuple[torch.Tensor, dict]:
+    """Per-action advantages (B, K, h, w) of sampled ``actions`` under ``logp``, and step statistics."""
+    k = actions.shape[1]
+    likelihood = args.resolved_estimator() == "likelihood"
+    if args.reward == "image":
+        assert rewards.image is not None
+        r = rewards.image.to(logp.dtype)
+        if args.psd and k >= 2:
+            adv = psd_advantages(r, actions, logp.shape[1])
+        else:
+            adv = baseline_advantages(r, actions.shape[2:])
+        mean_reward = float(r[rewards.keep].mean() if rewards.keep is not None and rewards.keep.any() else r.mean())
+    else:
+        assert rewards.pixel is not None and rewards.valid is not None
+        adv = pixel_advantages(rewards.pixel, rewards.valid, likelihood)
+        mean_reward = float(rewards.pixel.sum() / (rewards.valid.sum() * k).clamp(min=1))
+    if rewards.keep is not None:  # images whose rewards did not all arrive take no part
+        adv = adv * rewards.keep.view(-1, *[1] * (adv.ndim - 1)).to(adv.dtype)
+    if likelihood:
+        adv = adv * likelihood_weights(logp, args.max_weight).gather(1, actions)
+    std = 0.0
+    if args.syncan:
+        adv, std = syncan(adv)
+    return adv.detach(), {"reward": mean_reward, "adv_std": std}
+
+
+def entropy_bonus(args: TrainArgs, logp: torch.Tensor) -> torch.Tensor:
+    return args.entropy_coef * -(logp.exp() * logp).sum(1).mean() if args.entropy_coef else logp.new_zeros(())
+
+
+def rl_loss(
+    args: TrainArgs,
+    logits: torch.Tensor,
+    indices: torch.Tensor,
+    grid: ActionGrid,
+    source: RewardSource,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, dict]:
+    """Sample K masks, score them, and return the policy-gradient loss and step statistics."""
+    k = args.resolved_samples()
+    logp = F.log_softmax(action_logits(logits, grid), dim=1)  # (B, C, h, w)
+    actions = sample_actions(logp, k, generator)
+    rewards = source.score(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), args.reward))
+    adv, stats = advantages(args, logp, actions, rewards)
+    # sum_k A_k log pi(a_k), folded per class so the graph has no K dimension.
+    pg_loss = -(class_weights(adv, actions, logp.shape[1]) * logp).sum() / adv.numel()
+    return pg_loss - entropy_bonus(args, logp), stats
+
+
+def build_source(args: TrainArgs, train_ds: SegDataset, device: torch.device) -> RewardSource:
+    if args.objective == "rl" and args.reward_source == "remote":
+        from learner.remote import RemoteRewardSource
+
+        return RemoteRewardSource(args, train_ds)
+    return LocalRewardSource(train_ds, device, args.metric)
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything one training run holds between steps: what `setup` builds and `resume` restores."""
+
+    args: TrainArgs
+    rank: int
+    device: torch.device
+    out: Path
+    train_ds: SegDataset
+    val_ds: SegDataset
+    core: torch.nn.Module  # the model itself; `model` is it wrapped for DDP under torchrun
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: ScaleSchedule
+    source: RewardSource
+    labels: LabelStore  # only the CE baseline reads labels directly
+    pipeline: Pipeline | None
+    use_psr: bool
+    ckpt_path: Path
+    loop_path: Path  # rank 0's checkpoint holds the model; every rank keeps its own rewards in flight
+    rank_log: Path | None = None
+    start: int = 0
+    elapsed: float = 0.0
+    step_seconds: float = 0.0
+    height: int = 0
+    width: int = 0
+
+
+def setup(args: TrainArgs) -> Run:
+    """Process group, threads, device, data, model, optimizer, PSR schedule and reward source."""
+    args.validate()
+    rank = int(os.environ.get("RANK", "0"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = rank_device(resolve_device(args.device))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+
+    train_ds, val_ds = build_splits(args)
+    core = build_model(train_ds.num_classes, args.arch, args.width, args.depth).to(device)
+    if args.init_from and not args.resume:
+        log.info("starting from the weights of %s (%s)", args.init_from, load_weights(core, args.init_from, device))
+    optimizer = torch.optim.Adam(core.parameters(), lr=args.lr)
+    schedule = ScaleSchedule(list(args.psr_scales), args.steps, args.psr_rule,
+                             list(args.psr_fractions) if args.psr_fractions else None, args.psr_patience)
+    source = build_source(args, train_ds, device)
+    labels = LabelStore(train_ds, device)
+    pipeline = Pipeline(args, source) if args.objective == "rl" and args.max_inflight > 0 else None
+    ckpt_path = out / "checkpoint.pt"
+    run = Run(args, rank, device, out, train_ds, val_ds, core, core, optimizer, schedule, source, labels, pipeline,
+              use_psr=args.objective == "rl" and args.reward == "image" and args.psr, ckpt_path=ckpt_path,
+              loop_path=ckpt_path if rank == 0 else out / f"checkpoint.rank{rank}.pt")
+    if args.resume:
+        resume(run)
+    elif (out / "metrics.jsonl").exists() and rank == 0:
+        (out / "metrics.jsonl").unlink()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        run.rank_log = out / f"rank{rank}.jsonl"
+        if not args.resume:
+            run.rank_log.unlink(missing_ok=True)
+    # Under torchrun every rank trains on its own batches; DDP averages the gradients and
+    # SyncAN (advantages.syncan) gives every rank the same advantage scale.
+    if dist.is_initialized():
+        run.model = torch.nn.parallel.DistributedDataParallel(core)
+    # The first batch builds in-memory datasets (shapes: a few seconds), before the clock starts.
+    run.height, run.width = load_batch(train_ds, torch.zeros(1, dtype=torch.long), device).shape[-2:]
+    log.info("%s: %d train / %d val images of %dx%d, %d classes; training on %s",
+             args.dataset, len(train_ds), len(val_ds), run.height, run.width, train_ds.num_classes, device)
+    return run
+
+
+def resume(run: Run) -> None:
+    """Restore model, optimizer, schedule, clock, reward counts and the batches in flight."""
+    ckpt = load_checkpoint(run.ckpt_path, run.device)
+    run.core.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.schedule.load_state_dict(ckpt["schedule"])
+    run.start, run.elapsed, run.step_seconds = ckpt["step"], ckpt["seconds"], ckpt["step_seconds"]
+    loop = ckpt if run.rank == 0 else load_checkpoint(run.loop_path, run.device)
+    run.source.load_state_dict(loop.get("source", {}), run.start)
+    if run.pipeline is not None:
+        run.pipeline.load_state_dict(loop.get("inflight", []), lambda i: load_batch(run.train_ds, i, run.device),
+                                     run.device)
+    log.info("resumed from %s at step %d (scale %s, %d batches in flight)", run.ckpt_path, run.start,
+             run.schedule.scale, len(loop.get("inflight", [])))
+
+
+def save(run: Run, step: int) -> None:
+    """Checkpoint (rank 0: the model too), then acknowledge what the saved updates applied."""
+    loop = {"source": run.source.state_dict(), "inflight": run.pipeline.state_dict() if run.pipeline else []}
+    if run.rank == 0:
+        save_checkpoint(run.ckpt_path, model=run.core.state_dict(), optimizer=run.optimizer.state_dict(),
+                        schedule=run.schedule.state_dict(), step=step, seconds=run.elapsed,
+                        step_seconds=run.step_seconds, args=dataclasses.asdict(run.args), **loop)
+    else:
+        save_checkpoint(run.loop_path, step=step, **loop)
+    run.source.checkpointed(step)  # what the saved updates applied can be acknowledged now
+
+
+def optimize(run: Run, loss: torch.Tensor, step: int) -> None:
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.source.commit(step)  # record (and, unless a checkpoint needs them, acknowledge) the rewards applied
+
+
+def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], int]:
+    """One step: CE, on-policy RL, or (``--max-inflight``) sample ahead and apply what is due.
+
+    Returns the updates applied (loss, statistics) and the PSR scale the step sampled at."""
+    args, device = run.args, run.device
+    gen = step_generator(args.seed, step, run.rank)
+    indices = torch.randint(len(run.train_ds), (args.batch_size,), generator=gen)
+    images = load_batch(run.train_ds, indices, device)
+    scale = run.schedule.scale if run.use_psr else 0
+    sample_gen = gen if device.type == "cpu" else step_generator(args.seed, step, run.rank, device)
+    applied: list[tuple[torch.Tensor, dict]] = []
+    if run.pipeline is not None:  # sample ahead; apply what is due (pipeline.py)
+        grid = random_grid(scale, args.psr_mode, run.height, run.width, gen) if scale else ActionGrid(0)
+        run.pipeline.sample_and_post(run.model, step, indices, images, grid, sample_gen)
+        while run.pipeline.due(last=step == args.steps - 1):
+            update = run.pipeline.apply_oldest(run.model, step, advantages)
+            if update is not None:
+                optimize(run, update[0], step)
+                applied.append(update)
+        return applied, scale
+    logits = run.model(images)
+    if args.objective == "ce":
+        loss = F.cross_entropy(logits, run.labels(indices), ignore_index=IGNORE_INDEX)
+        stats = {"reward": float("nan")}
+    else:
+        grid = random_grid(scale, args.psr_mode, run.height, run.width, gen) if scale else ActionGrid(0)
+        run.source.policy_version = step
+        loss, stats = rl_loss(args, logits, indices, grid, run.source, sample_gen)
+    optimize(run, loss, step)
+    return [(loss, stats)], scale
+
+
+def evaluate_and_log(run: Run, done: int, window: list[dict], scale: int) -> dict:
+    """Validate, summarise the steps since the last evaluation, append it to metrics.jsonl (rank 0)."""
+    t1 = time.perf_counter()
+    metrics = evaluate(run.core, run.val_ds, run.device)
+    run.elapsed += time.perf_counter() - t1
+    rewards = torch.tensor([w["reward"] for w in window] or [float("nan")])
+    summary = {
+        "step": done, "seconds": round(run.elapsed, 3), "sec_per_step": run.step_seconds / (done - run.start or 1),
+        "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(window) > 1 else 0.0,
+        "loss": sum(w["loss"] for w in window) / max(len(window), 1), "scale": scale,
+        "val_miou": round(metrics["miou"], 5), "val_pixel_acc": round(metrics["pixel_acc"], 5),
+        "per_class_iou": metrics["per_class_iou"],
+    }
+    for key in ("clipfrac", "staleness"):  # pipelined updates (--max-inflight): their mean
+        values = [w[key] for w in window if key in w]
+        if values:
+            summary[key] = sum(values) / len(values)
+    if run.rank == 0:
+        with (run.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(summary) + "\n")
+        log.info("step %d: val mIoU %.4f, pixel acc %.4f, reward %.4f, scale %s",
+                 done, metrics["miou"], metrics["pixel_acc"], summary["reward_mean"], scale or "full")
+    return summary
+
+
+def write_report(run: Run, last_eval: dict, gallery_start: tuple[int, list] | None) -> dict:
+    """final.json, curves.png and gallery.png (rank 0); returns final.json's contents."""
+    args = run.args
+    final = {
+        "val_miou": last_eval.get("val_miou"), "val_pixel_acc": last_eval.get("val_pixel_acc"),
+        "per_class_iou": last_eval.get("per_class_iou"), "class_names": run.val_ds.class_names,
+        "steps": args.steps, "seconds": round(run.elapsed, 3),
+        "sec_per_step": run.step_seconds / max(args.steps - run.start, 1),
+        "samples": args.resolved_samples(), "device": str(run.device), "config": dataclasses.asdict(args),
+        "rewards": run.source.stats(),
+    }
+    if run.rank == 0 and gallery_start is not None:
+        (run.out / "final.json").write_text(json.dumps(final, indent=2) + "\n")
+        write_curves(run.out / "metrics.jsonl", run.out / "curves.png")
+        write_gallery(gallery_start[1], gallery_rows(run.core, run.val_ds, run.device), run.out / "gallery.png",
+                      (gallery_start[0], args.steps))
+    return final
+
+
+def train(args: TrainArgs) -> dict:
+    """Train and evaluate; returns the contents of final.json."""
+    run = setup(args)
+    window: list[dict] = []
+    last_eval: dict = {}
+    gallery_start = (run.start, gallery_rows(run.core, run.val_ds, run.device)) if run.rank == 0 else None
+    bar = tqdm(total=args.steps, initial=run.start, disable=not args.progress or run.rank != 0, dynamic_ncols=True)
+    for step in range(run.start, args.steps):
+        t0 = time.perf_counter()
+        applied, scale = train_step(run, step)
+        if run.device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        run.step_seconds += dt
+        run.elapsed += dt
+        for loss, stats in applied:
+            window.append({**stats, "loss": float(loss.detach())})
+            if run.use_psr and run.schedule.update(step, stats["reward"]):
+                log.info("step %d: PSR scale -> %s", step + 1, run.schedule.scale or "full")
+        if run.rank_log is not None:
+            log_rank_stats(run.rank_log, step + 1, applied, run.source.stats())
+        bar.update(1)
+        reward = f"{applied[-1][1]['reward']:.3f}" if applied else "-"
+        bar.set_postfix(reward=reward, scale=scale or "full", val_miou=last_eval.get("val_miou", "-"),
+                        **run.source.stats())
+        done = step + 1
+        if done % args.eval_every == 0 or done == args.steps:
+            last_eval = evaluate_and_log(run, done, window, scale)
+            window = []
+        if done % args.checkpoint_every == 0 or done == args.steps:
+            save(run, done)
+    bar.close()
+    run.source.close()
+    return write_report(run, last_eval, gallery_start)

@@ -1,0 +1,1 @@
+"""RSS reward service: scores sampled masks (ground truth now; humans and HTTP endpoints later)."""

@@ -1,0 +1,225 @@
+// The task's picture: the image, each mask's overlay (decoded once into an ImageBitmap with the
+// dataset palette) and an optional paint layer, drawn with drawImage under one zoom/pan
+// transform. Redraws never touch pixels in JS, so a 1024x1024 mask pans at frame rate.
+
+/** An ImageBitmap of ``mask`` ({width, height, data}) in the palette; classes past it are clear. */
+export async function maskBitmap(mask, palette) {
+  const lut = new Uint32Array(256);  // RGBA as little-endian uint32; 0 = transparent
+  palette.forEach(([r, g, b], i) => { lut[i] = (255 << 24 | b << 16 | g << 8 | r) >>> 0; });
+  const image = new ImageData(mask.width, mask.height);
+  const out = new Uint32Array(image.data.buffer);
+  const { data } = mask;
+  for (let i = 0; i < data.length; i++) out[i] = lut[data[i]];
+  return createImageBitmap(image);
+}
+
+/**
+ * Where a mask lies on the image, in image pixels: {x, y, w, h}.
+ * A full-resolution or pooled mask covers the image. A PSR lattice mask (grid mode) holds one
+ * pixel every `stride` of the label from `offset`, so each of its pixels is drawn as the
+ * stride-sized cell it samples. The label may be the image resized to the run's image_size.
+ */
+export function maskRect(grid, maskWidth, maskHeight, imageWidth, imageHeight, imageSize) {
+  if (!grid || !grid.scale || grid.mode !== 'grid') return { x: 0, y: 0, w: imageWidth, h: imageHeight };
+  const labelW = imageSize || imageWidth, labelH = imageSize || imageHeight;
+  const sy = Math.max(1, Math.floor(labelH / grid.scale)), sx = Math.max(1, Math.floor(labelW / grid.scale));
+  const fx = imageWidth / labelW, fy = imageHeight / labelH;
+  const [oy, ox] = grid.offset;
+  return { x: ox * fx, y: oy * fy, w: maskWidth * sx * fx, h: maskHeight * sy * fy };
+}
+
+const GAP = 8;  // css px between side-by-side panes
+
+export class Viewer {
+  constructor(canvas) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext('2d');
+    this.scene = null;
+    this.layout = 'single';  // 'single' | 'side'
+    this.shown = 0;  // which overlay 'single' shows
+    this.opacity = 0.5;
+    this.hidden = false;
+    this.view = { scale: 1, x: 0, y: 0 };  // image px -> pane css px
+    this.tool = null;  // {down(mx, my), move(mx, my), up(), radius} for painting, in mask pixels
+    this.pointer = null;
+    this.frame = 0;
+    this.resize();
+    new ResizeObserver(() => { this.resize(); this.fit(); this.draw(); }).observe(canvas);
+    canvas.addEventListener('wheel', (e) => this.onWheel(e), { passive: false });
+    canvas.addEventListener('pointerdown', (e) => this.onDown(e));
+    canvas.addEventListener('pointermove', (e) => this.onMove(e));
+    canvas.addEventListener('pointerup', (e) => this.onUp(e));
+    canvas.addEventListener('pointercancel', (e) => this.onUp(e));
+    canvas.addEventListener('pointerleave', () => { this.pointer = null; this.schedule(); });
+    canvas.addEventListener('contextmenu', (e) => e.preventDefault());
+  }
+
+  resize() {
+    const dpr = window.devicePixelRatio || 1;
+    const { width, height } = this.canvas.getBoundingClientRect();
+    this.cssW = Math.max(1, width);
+    this.cssH = Math.max(1, height);
+    this.canvas.width = Math.round(this.cssW * dpr);
+    this.canvas.height = Math.round(this.cssH * dpr);
+    this.dpr = dpr;
+  }
+
+  /** scene: {image (ImageBitmap), overlays: [ImageBitmap], rect, paint (canvas) | null, labels: ['A', 'B']} */
+  setScene(scene, layout = 'single') {
+    this.scene = scene;
+    this.layout = layout;
+    this.shown = 0;
+    this.fit();
+    this.draw();
+  }
+
+  clear() {
+    this.scene = null;
+    this.tool = null;
+    this.draw();
+  }
+
+  panes() {
+    if (this.layout === 'side' && this.scene && this.scene.overlays.length > 1) {
+      const w = (this.cssW - GAP) / 2;
+      return [{ index: 0, x: 0, y: 0, w, h: this.cssH, overlay: 0 },
+        { index: 1, x: w + GAP, y: 0, w, h: this.cssH, overlay: 1 }];
+    }
+    return [{ index: 0, x: 0, y: 0, w: this.cssW, h: this.cssH, overlay: this.shown }];
+  }
+
+  fit() {
+    if (!this.scene) return;
+    const { width, height } = this.scene.image;
+    const pane = this.panes()[0];
+    const scale = Math.min(pane.w / width, pane.h / height);
+    this.view = { scale, x: (pane.w - width * scale) / 2, y: (pane.h - height * scale) / 2 };
+  }
+
+  setLayout(layout) { this.layout = layout; this.fit(); this.draw(); }
+  setOpacity(opacity) { this.opacity = Math.min(1, Math.max(0, opacity)); this.schedule(); }
+  setHidden(hidden) { this.hidden = hidden; this.schedule(); }
+  flip() { this.shown = (this.shown + 1) % (this.scene ? this.scene.overlays.length : 1); this.schedule(); }
+
+  /** Redraw on the next animation frame (pointer moves and zooms coalesce into one draw). */
+  schedule() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw(); });
+  }
+
+  draw() {
+    const { ctx, dpr } = this;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    if (!this.scene) return;
+    const { image, overlays, rect, paint, labels } = this.scene;
+    const { scale, x, y } = this.view;
+    for (const pane of this.panes()) {
+      ctx.save();
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.beginPath();
+      ctx.rect(pane.x, pane.y, pane.w, pane.h);
+      ctx.clip();
+      ctx.setTransform(dpr * scale, 0, 0, dpr * scale, dpr * (pane.x + x), dpr * (pane.y + y));
+      ctx.imageSmoothingEnabled = false;  // class boundaries stay crisp when zoomed
+      ctx.drawImage(image, 0, 0);
+      if (!this.hidden) {
+        ctx.globalAlpha = this.opacity;
+        ctx.drawImage(overlays[pane.overlay], rect.x, rect.y, rect.w, rect.h);
+        if (paint) {
+          ctx.globalAlpha = 0.75;
+          ctx.drawImage(paint, rect.x, rect.y, rect.w, rect.h);
+        }
+      }
+      ctx.globalAlpha = 1;
+      if (this.tool && this.pointer && this.pointer.pane.index === pane.index) this.drawBrush(ctx);
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      if (labels) {
+        ctx.font = 'bold 20px system-ui, sans-serif';
+        ctx.fillStyle = 'rgba(0,0,0,0.6)';
+        ctx.fillRect(pane.x + 6, pane.y + 6, 30, 28);
+        ctx.fillStyle = '#fff';
+        ctx.fillText(labels[pane.overlay], pane.x + 13, pane.y + 27);
+      }
+      ctx.restore();
+    }
+  }
+
+  drawBrush(ctx) {
+    const { rect } = this.scene;
+    const [mw, mh] = this.maskSize();
+    const { ix, iy } = this.pointer;
+    ctx.beginPath();
+    ctx.ellipse(ix, iy, (this.tool.radius + 0.5) * rect.w / mw, (this.tool.radius + 0.5) * rect.h / mh, 0, 0, 2 * Math.PI);
+    ctx.lineWidth = 1.5 / this.view.scale;
+    ctx.strokeStyle = '#fff';
+    ctx.stroke();
+  }
+
+  maskSize() {
+    const o = this.scene.overlays[0];
+    return [o.width, o.height];
+  }
+
+  /** Client (css) coordinates -> {pane, ix, iy} in image pixels, or null outside every pane. */
+  locate(clientX, clientY) {
+    const box = this.canvas.getBoundingClientRect();
+    const cx = clientX - box.left, cy = clientY - box.top;
+    const pane = this.panes().find((p) => cx >= p.x && cx < p.x + p.w && cy >= p.y && cy < p.y + p.h);
+    if (!pane) return null;
+    const { scale, x, y } = this.view;
+    return { pane, cx, cy, ix: (cx - pane.x - x) / scale, iy: (cy - pane.y - y) / scale };
+  }
+
+  /** Image pixels -> mask pixels (continuous): the mask's own grid, whatever the zoom or lattice. */
+  toMask(ix, iy) {
+    const { rect } = this.scene;
+    const [mw, mh] = this.maskSize();
+    return [(ix - rect.x) / rect.w * mw, (iy - rect.y) / rect.h * mh];
+  }
+
+  onWheel(event) {
+    if (!this.scene) return;
+    event.preventDefault();
+    const at = this.locate(event.clientX, event.clientY);
+    if (!at) return;
+    const factor = Math.exp(-event.deltaY * 0.0015);
+    const scale = Math.min(64, Math.max(0.05, this.view.scale * factor));
+    // keep the image point under the pointer where it is
+    this.view = { scale, x: at.cx - at.pane.x - at.ix * scale, y: at.cy - at.pane.y - at.iy * scale };
+    this.schedule();
+  }
+
+  onDown(event) {
+    if (!this.scene) return;
+    const at = this.locate(event.clientX, event.clientY);
+    if (!at) return;
+    this.canvas.setPointerCapture(event.pointerId);
+    if (this.tool && event.button === 0) {
+      this.painting = true;
+      this.tool.down(...this.toMask(at.ix, at.iy));
+    } else {
+      this.panning = { x: event.clientX, y: event.clientY, view: { ...this.view } };
+    }
+  }
+
+  onMove(event) {
+    if (!this.scene) return;
+    const at = this.locate(event.clientX, event.clientY);
+    if (this.panning) {
+      const { x, y, view } = this.panning;
+      this.view = { ...view, x: view.x + event.clientX - x, y: view.y + event.clientY - y };
+    } else if (this.painting && at) {
+      this.tool.move(...this.toMask(at.ix, at.iy));
+    }
+    this.pointer = at;
+    if (this.tool || this.panning) this.schedule();
+  }
+
+  onUp(event) {
+    if (this.painting) this.tool.up();
+    this.painting = false;
+    this.panning = null;
+    if (this.canvas.hasPointerCapture(event.pointerId)) this.canvas.releasePointerCapture(event.pointerId);
+  }
+}

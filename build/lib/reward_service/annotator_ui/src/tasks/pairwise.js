@@ -1,0 +1,62 @@
+// Pairwise task: two masks of one image, side by side or flipped in place with Tab; choosing submits.
+
+import { el } from '../dom.js';
+
+export class PairwiseTask {
+  static kind = 'pairwise';
+
+  constructor({ prepared, viewer, submit }) {
+    this.prepared = prepared;
+    this.viewer = viewer;
+    this.submit = submit;
+    this.preference = null;
+  }
+
+  mount(panel) {
+    const { image, masks, rect } = this.prepared;
+    this.viewer.setScene({ image, overlays: masks.map((m) => m.bitmap), rect, paint: null, labels: ['A', 'B'] }, 'side');
+    const choice = (label, preference, keys) => {
+      const b = el('button', { type: 'button', className: 'choice', 'data-preference': preference },
+        label, el('kbd', {}, keys));
+      b.addEventListener('click', () => this.choose(preference));
+      return b;
+    };
+    this.layoutButton = el('button', { type: 'button', id: 'flip' }, 'One at a time ', el('kbd', {}, 'Tab'));
+    this.layoutButton.addEventListener('click', () => this.flip());
+    panel.replaceChildren(
+      el('h2', {}, 'Which mask is better?'),
+      el('div', { className: 'choices' },
+        choice('A is better', 'a', 'A / ←'), choice('Tie', 'tie', '='), choice('B is better', 'b', 'B / →')),
+      this.layoutButton,
+    );
+  }
+
+  /** Tab: from side by side to one at a time; then each Tab flips between A and B. */
+  flip() {
+    if (this.viewer.layout === 'side') {
+      this.viewer.setLayout('single');
+      this.layoutButton.firstChild.textContent = 'Flip A ↔ B ';
+    } else {
+      this.viewer.flip();
+    }
+  }
+
+  choose(preference) {
+    this.preference = preference;
+    this.submit();
+  }
+
+  handle(action) {
+    if (action === 'prefer-a') this.choose('a');
+    else if (action === 'prefer-b') this.choose('b');
+    else if (action === 'prefer-tie') this.choose('tie');
+    else if (action === 'flip') this.flip();
+    else return false;
+    return true;
+  }
+
+  answer() {
+    if (!this.preference) throw new Error('Choose A, B or tie.');
+    return { preference: this.preference };
+  }
+}

@@ -1,0 +1,158 @@
+"""Episodes: K sampled masks of one image, validated, persisted, then scored by the run's scorer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from reward_service import metrics
+from reward_service.api.deps import Learner, ServicesDep, episode_limit, is_json, spend
+from reward_service.api.errors import AUTH, JSON_BODY, errors
+from reward_service.core.config import Settings
+from reward_service.datasets import ImageIdError, ServedDataset, UnknownImage
+from reward_service.scorers.human import task_groups
+from reward_service.services import Services
+from rss_core.codec import MaskError, decode_mask
+from rss_core.schemas import (
+    EpisodeAccepted,
+    EpisodeBatchAccepted,
+    EpisodeBatchCreate,
+    EpisodeCreate,
+    EpisodePublic,
+    RunPublic,
+)
+
+router = APIRouter(prefix="/episodes", tags=["episodes"])
+
+
+def check_episode(body: EpisodeCreate, run: RunPublic | None, settings: Settings, where: str = "") -> RunPublic:
+    """What can be checked without decoding: the run, the level, the sample count."""
+    if run is None:
+        raise HTTPException(404, detail=f"{where}Run {body.run_id!r} is not registered (POST /v1/runs first).")
+    if body.level != run.level:
+        raise HTTPException(422, detail=f"{where}Episode level {body.level!r} does not match run level {run.level!r}.")
+    if body.level == "pixel" and body.scale and body.grid_mode == "pool":
+        raise HTTPException(422, detail=f"{where}Pixel level needs grid_mode 'grid' or scale 0: a pooled cell is "
+                                        "not a pixel.")
+    if len(body.samples) > settings.max_samples:
+        raise HTTPException(422, detail=f"{where}{len(body.samples)} samples exceed the limit of "
+                                        f"{settings.max_samples}.")
+    if run.scorer == "human":
+        try:
+            task_groups(run.task_kind, len(body.samples))
+        except ValueError as exc:
+            raise HTTPException(422, detail=f"{where}{exc}.") from exc
+    return run
+
+
+def decode_samples(dataset: ServedDataset, body: EpisodeCreate, run: RunPublic, max_pixels: int,
+                   where: str = "") -> np.ndarray:
+    """The (K, h, w) uint8 masks, or an HTTPException naming what is wrong. CPU work: call in a thread."""
+    try:
+        dataset.require(body.image_id)
+    except ImageIdError as exc:
+        raise HTTPException(400, detail=f"{where}{exc}.") from exc
+    except UnknownImage as exc:
+        raise HTTPException(404, detail=f"{where}{exc}.") from exc
+    try:
+        shape = dataset.mask_shape(body.image_id, run.image_size, body.grid)
+    except ValueError as exc:
+        raise HTTPException(422, detail=f"{where}{exc}.") from exc
+    if shape[0] * shape[1] * len(body.samples) > max_pixels:
+        raise HTTPException(413, detail=f"{where}{len(body.samples)} masks of {shape[0]}x{shape[1]} exceed the "
+                                        f"limit of {max_pixels} pixels per episode.")
+    try:
+        masks = np.stack([decode_mask(m, shape, f"{where}samples[{i}]") for i, m in enumerate(body.samples)])
+    except MaskError as exc:
+        raise HTTPException(422, detail=f"{exc}.") from exc
+    top = masks.reshape(len(masks), -1).max(1)
+    if (top >= run.num_classes).any():
+        i = int(np.argmax(top >= run.num_classes))
+        raise HTTPException(422, detail=f"{where}samples[{i}]: class value {int(top[i])} is out of range for "
+                                        f"{run.num_classes} classes (0..{run.num_classes - 1}).")
+    return masks
+
+
+def json_body(model: type[BaseModel]):
+    """A dependency parsing ``model`` straight from the body's bytes: a 512x512 raw mask parses in
+    0.1 ms this way, against 0.9 ms through `json.loads` first (FastAPI's default)."""
+
+    async def parse(request: Request) -> BaseModel:
+        content_type = request.headers.get("content-type")
+        if not is_json(content_type):
+            raise HTTPException(415, detail=f"Content-Type must be application/json, not {content_type!r}.")
+        try:
+            return model.model_validate_json(await request.body())
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=False)
+            for error in errors:  # a body that is not JSON comes back as its bytes: not JSON-able (a 500), and large
+                if isinstance(error.get("input"), bytes):
+                    del error["input"]
+            raise RequestValidationError(errors) from None
+
+    return parse
+
+
+POST_ERRORS = errors(*AUTH, *JSON_BODY, 400, 404, 429)
+
+
+def _body_schema(model: type[BaseModel]) -> dict:
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+async def accept(services: Services, bodies: list[EpisodeCreate], batch: bool) -> list[EpisodeAccepted]:
+    """Check and decode every episode, then persist all of them in one transaction (or none)."""
+    settings, store = services.settings, services.store
+    run_ids = sorted({b.run_id for b in bodies})
+    runs = dict(zip(run_ids, await store.get_runs(run_ids), strict=True))
+    where = [f"episodes[{i}]: " if batch else "" for i in range(len(bodies))]
+    checked = [check_episode(b, runs[b.run_id], settings, w) for b, w in zip(bodies, where, strict=True)]
+
+    def decode_all() -> list[np.ndarray]:
+        return [decode_samples(services.dataset, b, run, settings.max_mask_pixels, w)
+                for b, run, w in zip(bodies, checked, where, strict=True)]
+
+    masks = await run_in_threadpool(decode_all)
+    ids = await store.add_episodes([(run, b.image_id, b.grid, b.policy_version, m.tobytes(), m.shape)
+                                    for b, run, m in zip(bodies, checked, masks, strict=True)])
+    for run in checked:
+        metrics.EPISODES.labels(run.scorer).inc()
+    return [EpisodeAccepted(episode_id=i, status="queued", results_stream=run.results_stream)
+            for i, run in zip(ids, checked, strict=True)]
+
+
+@router.post("", response_model=EpisodeAccepted, status_code=202, responses=POST_ERRORS,
+             openapi_extra=_body_schema(EpisodeCreate))
+async def create_episode(learner: Learner, body: Annotated[EpisodeCreate, Depends(json_body(EpisodeCreate))],
+                         services: ServicesDep) -> EpisodeAccepted:
+    """Validate and persist an episode; 202 means it is in Redis and will be scored."""
+    await spend(services, episode_limit(services.settings), learner)
+    return (await accept(services, [body], batch=False))[0]
+
+
+@router.post("/batch", response_model=EpisodeBatchAccepted, status_code=202, responses=POST_ERRORS,
+             openapi_extra=_body_schema(EpisodeBatchCreate))
+async def create_episode_batch(learner: Learner,
+                               body: Annotated[EpisodeBatchCreate, Depends(json_body(EpisodeBatchCreate))],
+                               services: ServicesDep) -> EpisodeBatchAccepted:
+    """Validate and persist several episodes (a learner's step) in one transaction: all or none."""
+    if len(body.episodes) > services.settings.max_batch:
+        raise HTTPException(422, detail=f"{len(body.episodes)} episodes exceed the limit of "
+                                        f"{services.settings.max_batch} per batch.")
+    await spend(services, episode_limit(services.settings), learner, cost=len(body.episodes))
+    return EpisodeBatchAccepted(episodes=await accept(services, body.episodes, batch=True))
+
+
+@router.get("/{episode_id}", response_model=EpisodePublic, responses=errors(*AUTH, 404, 422))
+async def read_episode(episode_id: str, services: ServicesDep, _: Learner) -> EpisodePublic:
+    """An episode's status: queued, scoring, waiting_for_rater, scored, or failed with its reason."""
+    episode = await services.store.get_episode(episode_id)
+    if episode is None:
+        raise HTTPException(404, detail=f"Episode {episode_id!r} is unknown (or expired after it was scored).")
+    return episode

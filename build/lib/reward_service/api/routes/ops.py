@@ -1,0 +1,65 @@
+"""Operations: liveness, readiness (Redis and scorer), and queue statistics."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Response
+from redis.exceptions import RedisError
+
+from reward_service.api.deps import AnyToken, ServicesDep
+from reward_service.api.errors import AUTH, errors
+from reward_service.store import _s
+from rss_core import keys
+from rss_core.schemas import Health, Ready, Stats
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", response_model=Health)
+async def read_health() -> Health:
+    """The process is up."""
+    return Health()
+
+
+@router.get("/ready", response_model=Ready, responses={503: {"model": Ready}})
+async def read_ready(services: ServicesDep, response: Response) -> Ready:
+    """Redis answers and a scoring worker polled in the last seconds: send work here."""
+    try:
+        redis_ok = bool(await services.store.r.ping())
+    except (RedisError, OSError):
+        redis_ok = False
+    stale = 3 * services.settings.worker_block_ms / 1000 + 10
+    try:
+        scorer_ok = bool(await services.store.r.zcount(keys.WORKERS, time.time() - stale, "+inf"))
+    except (RedisError, OSError):
+        scorer_ok = False
+    detail = "; ".join(filter(None, [
+        None if redis_ok else "redis is not reachable",
+        None if scorer_ok else "no scoring worker has polled recently (is `rss worker` running?)",
+    ])) or None
+    ready = redis_ok and scorer_ok
+    response.status_code = 200 if ready else 503
+    return Ready(ready=ready, redis=redis_ok, scorer=scorer_ok, dataset=services.dataset.name, detail=detail)
+
+
+@router.get("/stats", response_model=Stats, responses=errors(*AUTH))
+async def read_stats(services: ServicesDep, _: AnyToken) -> Stats:
+    """Queue depths, pending leases, results per minute and each rater's throughput."""
+    store = services.store
+    jobs_waiting, jobs_pending = await store.group_depth(keys.JOBS, keys.JOBS_GROUP)
+    tasks_waiting, leases = await store.group_depth(keys.TASKS, keys.TASKS_GROUP)
+    results = await store.minute_counts("results", 6)
+    raters = {}
+    for name in services.settings.rater_tokens:
+        counts = {_s(k): float(v) for k, v in (await store.r.hgetall(keys.rater_stats(name))).items()}
+        per_minute = await store.minute_counts(f"ratings:{name}", 6)
+        honeypots, agreed = counts.get("honeypots", 0.0), counts.get("honeypots_agreed", 0.0)
+        raters[name] = {"rated": counts.get("rated", 0.0), "skipped": counts.get("skipped", 0.0),
+                        "per_minute_5m": sum(per_minute[1:]) / 5, "honeypots": honeypots,
+                        "honeypots_agreed": agreed, "agreement": agreed / honeypots if honeypots else None}
+    return Stats(
+        jobs_waiting=jobs_waiting, jobs_pending=jobs_pending, tasks_waiting=tasks_waiting, leases_pending=leases,
+        dead_letters=int(await store.r.xlen(keys.DEAD_LETTER)), results_last_minute=results[0],
+        results_per_minute_5m=sum(results[1:]) / 5, raters=raters,
+    )

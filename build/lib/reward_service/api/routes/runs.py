@@ -1,0 +1,49 @@
+"""Runs: a learner registers its scoring configuration before posting episodes."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, HTTPException, Response
+
+from reward_service.api.deps import AnyToken, JsonBody, Learner, ServicesDep
+from reward_service.api.errors import AUTH, JSON_BODY, errors
+from reward_service.scorers.http import endpoint_allowed
+from reward_service.store import RunConflict
+from rss_core import keys
+from rss_core.schemas import RunCreate, RunPublic
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+@router.post("", response_model=RunPublic, status_code=201,
+             responses={200: {"description": "Already registered with this configuration."},
+                        **errors(*AUTH, *JSON_BODY, 409)})
+async def create_run(_: Learner, _json: JsonBody, body: RunCreate, services: ServicesDep,
+                     response: Response) -> RunPublic:
+    """Register a run (idempotent for the same configuration) and create its results stream."""
+    dataset = services.dataset
+    if body.dataset != dataset.name:
+        raise HTTPException(422, detail=f"Dataset {body.dataset!r} is not served here; this service serves "
+                                        f"{dataset.name!r}.")
+    allow = services.settings.http_endpoint_allow
+    if body.scorer == "http" and not endpoint_allowed(body.endpoint or "", allow):
+        raise HTTPException(422, detail=f"Endpoint {body.endpoint[:200]!r} is not allowed by RSS_HTTP_ENDPOINT_ALLOW "
+                                        f"({', '.join(allow)}); ask the operator to add its prefix.")
+    run = RunPublic(**body.model_dump(), num_classes=dataset.num_classes, class_names=dataset.class_names,
+                    results_stream=keys.results(body.run_id), created_at=time.time())
+    try:
+        run, created = await services.store.create_run(run)
+    except RunConflict as exc:
+        raise HTTPException(409, detail=f"{exc}.") from exc
+    response.status_code = 201 if created else 200
+    return run
+
+
+@router.get("/{run_id}", response_model=RunPublic, responses=errors(*AUTH, 404, 422))
+async def read_run(run_id: str, services: ServicesDep, _: AnyToken) -> RunPublic:
+    """A registered run's configuration."""
+    run = await services.store.get_run(run_id)
+    if run is None:
+        raise HTTPException(404, detail=f"Run {run_id!r} is not registered.")
+    return run

@@ -1,0 +1,73 @@
+"""`rss serve` (HTTP processes under uvicorn, plus scoring processes) and `rss worker` (one scoring process)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+
+from pydantic import ValidationError
+
+from reward_service.procs import die_with_parent, stop
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rss serve", description=(
+        "Run the reward service. Every setting comes from RSS_* environment variables or .env "
+        "(see .env.example); the flags below override the network ones."))
+    parser.add_argument("--host", help="bind address (RSS_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (RSS_PORT, default 8000)")
+    parser.add_argument("--workers", type=int, help="uvicorn worker processes (RSS_WORKERS, default 1)")
+    args = parser.parse_args(argv)
+    for name in ("host", "port", "workers"):
+        if getattr(args, name) is not None:
+            os.environ[f"RSS_{name.upper()}"] = str(getattr(args, name))
+
+    import uvicorn
+
+    settings = load_settings()
+    if not settings.learner_tokens:
+        raise ValueError("no learner token configured: set RSS_LEARNER_TOKENS='[\"<secret>\"]' (see .env.example)")
+    if not settings.rater_tokens:
+        log.warning("no rater tokens configured (RSS_RATER_TOKENS): nobody can answer human rating tasks")
+    # Scoring runs in processes of its own: in an HTTP process it would compete with request
+    # handling for the GIL (measured: `rss bench service`).
+    worker = [sys.executable, "-m", "reward_service", "worker"]
+    scorers = [subprocess.Popen(worker, preexec_fn=die_with_parent) for _ in range(settings.worker_processes)]
+    try:
+        uvicorn.run("reward_service.main:create_app", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_level=settings.log_level, access_log=False)
+    finally:
+        for proc in scorers:  # all at once, then wait for each
+            proc.terminate()
+        for proc in scorers:
+            stop(proc, "rss worker")
+    return 0
+
+
+def load_settings():
+    from reward_service.core.config import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = "RSS_" + "_".join(str(p) for p in error["loc"]).upper() if error["loc"] else "settings"
+        raise ValueError(f"bad settings: {where}: {error['msg']}") from exc
+
+
+def worker_main(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="rss worker", description=(
+        "Run one scoring process: it takes jobs from Redis and writes results. `rss serve` starts "
+        "RSS_WORKER_PROCESSES of them; run more (any machine, same RSS_* settings) to score faster.")).parse_args(argv)
+    from reward_service.worker import run_worker
+
+    settings = load_settings()
+    logging.getLogger().setLevel(settings.log_level.upper())
+    asyncio.run(run_worker(settings))
+    return 0

@@ -1,0 +1,159 @@
+"""The service's one settings object: every knob, read from `RSS_*` environment variables or `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Reward-service settings. Each field's `description` is its documentation: `docs/settings.md` and
+    `.env.example` are generated from these fields (`python -m reward_service.core.settings_doc`)."""
+
+    model_config = SettingsConfigDict(env_prefix="RSS_", env_file=".env", extra="ignore")
+
+    # network
+    host: str = Field("127.0.0.1", description="Bind address of the HTTP API (`rss serve --host` overrides it).")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API (`rss serve --port` overrides it).")
+    workers: int = Field(
+        1, ge=1, description="uvicorn HTTP processes (scoring runs in RSS_WORKER_PROCESSES processes of its own).")
+    log_level: str = Field("info", description="Python log level: debug, info, warning, error.")
+    torch_threads: int = Field(
+        1, ge=1, description="Threads for ground-truth scoring in each process (keep 1 when the learner shares "
+                             "the machine).")
+
+    # redis
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Where episodes, tasks and results live: one Redis database per dataset. Use rediss:// and a "
+                    "password for a managed Redis.")
+    redis_connect_retries: int = Field(
+        10, ge=1, description="Connection attempts at start-up (one log line each).")
+    redis_retry_delay_s: float = Field(0.5, gt=0, description="Pause between connection attempts at start-up, in s.")
+    redis_socket_timeout_s: float = Field(
+        5.0, gt=0, description="Socket timeout of ordinary commands, in s (blocking reads get their own, longer one).")
+
+    # the dataset rewards are computed against and images are served from
+    dataset: str = Field("shapes", description="shapes (built in, no files), voc, cityscapes or context.")
+    data_root: Path | None = Field(
+        None, description="Folder of a voc/cityscapes/context dataset (required for those; image ids never leave "
+                          "it). Under docker compose it is always /data, where DATA_DIR is mounted read-only.")
+    split: str = Field("train", description="Split whose images are scored and served.")
+    num_classes: int | None = Field(None, description="Override the dataset's number of classes.")
+    shapes_size: int = Field(64, ge=16, description="shapes only: image size (must match the learner's).")
+    shapes_length: int | None = Field(
+        None, description="shapes only: number of images in the split (unset: the split's; must match the "
+                          "learner's).")
+    seed: int = Field(0, description="shapes only: generator seed (must match the learner's).")
+    label_cache_mb: float = Field(
+        256.0, ge=0, description="Labels kept in memory per process (each HTTP and worker process), in MiB, least "
+                                 "recently used out first (2000 shapes labels of 64 px: 8 MiB).")
+    warm_labels: bool = Field(
+        True, description="Workers make a `shapes` split's labels ahead at start, in the background, when they "
+                          "all fit the cache (as the learner builds its split before training).")
+
+    # auth: tokens are secrets; no defaults
+    learner_tokens: list[str] = Field(
+        default_factory=list, description="REQUIRED: JSON list of bearer tokens allowed to register runs and post "
+                                          "episodes (`rss serve` refuses to start without one).")
+    rater_tokens: dict[str, str] = Field(
+        default_factory=dict, description="JSON object: rater name -> bearer token, for the rating endpoints and "
+                                          "the UI.")
+
+    # limits
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body in bytes (413 above it).")
+    max_samples: int = Field(64, ge=1, description="Most samples (masks) per episode.")
+    max_batch: int = Field(256, ge=1, description="Most episodes in one POST /v1/episodes/batch.")
+    max_mask_pixels: int = Field(
+        4096 * 4096, ge=64, description="Most mask pixels per episode (samples x height x width).")
+    # per-token rate limits (token buckets in Redis, shared by replicas); a rate of 0 turns one off.
+    # Episodes: a learner at 16 episodes a step posts ~80/s on 2 CPU cores and ~1300/s at the in-process
+    # speed of an H200 (83 steps/s, `rss bench loop --device cuda`); the default leaves room for that.
+    rate_limit_episodes_per_s: float = Field(
+        2000.0, ge=0, description="Episodes one learner token may post per second (a batch counts each of its "
+                                  "episodes); 429 with Retry-After beyond it; 0 turns the limit off.")
+    rate_limit_episodes_burst: int = Field(
+        4000, ge=1, description="Episodes a learner token may post at once after idling (>= RSS_MAX_BATCH).")
+    rate_limit_ratings_per_min: float = Field(
+        600.0, ge=0, description="Ratings and skips one rater may send per minute (a person manages far fewer); "
+                                 "429 with Retry-After beyond it; 0 turns the limit off.")
+    rate_limit_ratings_burst: int = Field(60, ge=1, description="Ratings a rater may send at once after idling.")
+
+    # the scoring worker
+    worker_processes: int = Field(
+        1, ge=0, description="Scoring processes `rss serve` starts beside its HTTP processes (each an `rss worker`; "
+                             "0 when the workers run elsewhere, e.g. their own containers).")
+    worker: bool = Field(False, description="Also run a scoring worker inside each HTTP process (tests, debugging).")
+    worker_batch: int = Field(16, ge=1, description="Scoring jobs a worker reads per batch.")
+    worker_block_ms: int = Field(1000, ge=10, description="How long a worker's blocking read for jobs waits, in ms.")
+    max_attempts: int = Field(
+        3, ge=1, description="Scoring attempts before an episode becomes error results plus a dead-letter entry.")
+    retry_idle_s: float = Field(
+        45.0, gt=0, description="A job pending this long (failed, or its worker died) is retried by any worker. Must "
+                                "exceed the longest external call: RSS_HTTP_TIMEOUT_S x (RSS_HTTP_RETRIES + 1) "
+                                "plus backoff.")
+    episode_ttl_s: int = Field(
+        86400, ge=1, description="Seconds a finished episode's status (and a task's ratings) stay readable.")
+    results_trim_every_s: float = Field(
+        30.0, gt=0, description="How often acknowledged entries are trimmed from the streams, in s.")
+
+    # human rating
+    lease_s: float = Field(
+        120.0, gt=0, description="Seconds a rater holds a leased task; unanswered, it returns to the queue and a late "
+                                 "answer gets 410.")
+    honeypot_fraction: float = Field(
+        0.0, ge=0, le=1, description="Chance that a human task gets a honeypot twin whose answer ground truth knows. "
+                                     "Answers to twins update the rater's agreement (GET /v1/stats) and never reach "
+                                     "a results stream.")
+    ui_dir: Path | None = Field(
+        None, description="The annotator UI's folder, served at /ui (unset: the repository's annotator_ui/; not "
+                          "served, with a warning, when missing).")
+
+    # external (http) scorer
+    http_timeout_s: float = Field(10.0, gt=0, description="Timeout of one try of an external call, in s.")
+    http_retries: int = Field(2, ge=0, description="Retries of one call, with exponential backoff and jitter.")
+    http_backoff_s: float = Field(0.2, ge=0, description="Base of the exponential backoff between retries, in s.")
+    http_max_connections: int = Field(32, ge=1, description="Connection pool size to external endpoints.")
+    breaker_failures: int = Field(
+        5, ge=1, description="Consecutive failed calls that open an endpoint's circuit.")
+    breaker_reset_s: float = Field(30.0, gt=0, description="How long an open circuit fails calls fast.")
+    http_endpoint_allow: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1", "http://localhost", "http://[::1]"],
+        description="JSON list of URL prefixes a run's http endpoint must match (scheme and host exactly, the port "
+                    "if given, the path and below); others are refused at registration (422). [\"*\"] allows "
+                    "any. The default, loopback only, keeps a learner token from making the service call into "
+                    "its network (SSRF); add your scorer's prefix, e.g. [\"http://scorer:9000/score\"].")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.dataset != "shapes" and self.data_root is None:
+            raise ValueError(f"RSS_DATA_ROOT is required for dataset {self.dataset!r}")
+        for name, token in self.rater_tokens.items():
+            if not token:
+                raise ValueError(f"RSS_RATER_TOKENS: rater {name!r} has an empty token")
+        longest_call = self.http_timeout_s * (self.http_retries + 1) + self.http_backoff_s * 2**self.http_retries
+        if self.retry_idle_s <= longest_call:
+            raise ValueError(
+                f"RSS_RETRY_IDLE_S ({self.retry_idle_s}) must exceed the longest external call "
+                f"(timeout x (retries + 1) + backoff = {longest_call:g} s), or a job still being scored is retried")
+        if self.rate_limit_episodes_per_s and self.rate_limit_episodes_burst < self.max_batch:
+            raise ValueError(
+                f"RSS_RATE_LIMIT_EPISODES_BURST ({self.rate_limit_episodes_burst}) must be at least RSS_MAX_BATCH "
+                f"({self.max_batch}), or a full batch could never be accepted")
+        for prefix in self.http_endpoint_allow:
+            parts = urlsplit(prefix)
+            if prefix != "*" and (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
+                                  or parts.query or parts.fragment):
+                raise ValueError(f"RSS_HTTP_ENDPOINT_ALLOW: {prefix!r} is not an http(s)://host[:port][/path] prefix")
+        if any(not t for t in self.learner_tokens):
+            raise ValueError("RSS_LEARNER_TOKENS: empty token")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

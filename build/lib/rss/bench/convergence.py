@@ -1,0 +1,145 @@
+"""`rss bench convergence`: CE vs pixel- and image-level RSS on `shapes`, one table, one run.
+
+Every row uses the same model, optimiser, batch, data and seed. CE, pixel and the image-level
+ablations share the CE step budget; `image_best` (the configuration `rss train --reward image`
+uses by default) gets ``--best-factor`` times that budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+from learner.config import IMAGE_BEST, PIXEL_DEFAULT, TrainArgs
+from learner.train import train
+
+log = logging.getLogger(__name__)
+
+# Each row: overrides of TrainArgs on top of the shared settings.
+# The image-level ablations use the plain policy gradient (`reinforce`), as in the paper;
+# image_best adds what the benchmark found (docs/benchmarks.md, "Convergence").
+ROWS: dict[str, dict] = {
+    "ce": {"objective": "ce"},
+    "pixel": {"reward": "pixel", **PIXEL_DEFAULT},
+    "image_naive": {"reward": "image", "samples": 1, "psd": False, "syncan": False, "psr": False,
+                    "estimator": "reinforce"},
+    "image_psd": {"reward": "image", "samples": 2, "psd": True, "syncan": True, "psr": False,
+                  "estimator": "reinforce"},
+    "image_psd_psr": {"reward": "image", "samples": 2, "psd": True, "syncan": True, "psr": True,
+                      "psr_scales": IMAGE_BEST["psr_scales"], "estimator": "reinforce"},
+    "image_best": {"reward": "image", **IMAGE_BEST},
+}
+
+
+@dataclass
+class ConvergenceArgs:
+    ce_steps: int = 3000
+    """step budget of CE, pixel and the image-level ablations"""
+    best_factor: float = 4.0
+    """image_best trains for this many times the CE budget"""
+    ablation_factor: float = 1.0
+    """the image-level ablations (naive, psd, psd_psr) train for this many times the CE budget"""
+    rows: tuple[str, ...] = tuple(ROWS)
+    """which rows to run (ce always runs first: the ratios need it)"""
+    train_size: int = 2000
+    """shapes training images"""
+    val_size: int = 200
+    """shapes validation images"""
+    shapes_size: int = 64
+    """shapes image side in pixels"""
+    batch_size: int = 16
+    """images per step, every row"""
+    lr: float = 1e-3
+    """Adam learning rate, every row"""
+    seed: int = 0
+    """seed, every row"""
+    eval_every: int = 250
+    """steps between validation runs"""
+    threads: int = 0
+    """torch CPU threads (0: default)"""
+    device: str = "auto"
+    """`auto`, `cpu`, `cuda`"""
+    out: str = "runs/bench-convergence"
+    """folder: one sub-folder per row plus curves.png"""
+    json: str | None = None
+    """also write the table as JSON to this path"""
+
+
+def run(args: ConvergenceArgs) -> list[dict]:
+    unknown = [r for r in args.rows if r not in ROWS]
+    if unknown:
+        raise ValueError(f"--rows: unknown {unknown} (choose from {', '.join(ROWS)})")
+    names = ["ce"] + [r for r in args.rows if r != "ce"]
+    shared = {
+        "dataset": "shapes", "shapes_size": args.shapes_size, "train_size": args.train_size, "val_size": args.val_size,
+        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "eval_every": args.eval_every,
+        "checkpoint_every": 10**9, "threads": args.threads, "device": args.device, "progress": False,
+    }
+    rows = []
+    for name in names:
+        factor = 1.0
+        if name.startswith("image"):
+            factor = args.best_factor if name == "image_best" else args.ablation_factor
+        steps = max(1, round(args.ce_steps * factor))
+        cfg = TrainArgs(**{**shared, **ROWS[name], "steps": steps, "out": str(Path(args.out) / name)})
+        log.info("bench convergence: %s for %d steps", name, steps)
+        final = train(cfg)
+        rows.append({
+            "method": name, "steps": steps, "seconds": final["seconds"], "sec_per_step": final["sec_per_step"],
+            "val_miou": final["val_miou"], "samples": final["samples"], "overrides": ROWS[name],
+        })
+    ce = rows[0]
+    for row in rows:
+        row["ratio_to_ce"] = row["val_miou"] / ce["val_miou"] if ce["val_miou"] else float("nan")
+        row["step_cost_vs_ce"] = row["sec_per_step"] / ce["sec_per_step"] if ce["sec_per_step"] else float("nan")
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'method':<15}{'steps':>7}{'seconds':>10}{'sec/step':>10}{'cost/CE':>9}{'val mIoU':>10}{'ratio to CE':>13}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['method']:<15}{r['steps']:>7}{r['seconds']:>10.1f}{r['sec_per_step']:>10.4f}"
+            f"{r['step_cost_vs_ce']:>9.2f}{r['val_miou']:>10.4f}{r['ratio_to_ce']:>13.3f}"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        path = out / r["method"] / "metrics.jsonl"
+        points = [json.loads(line) for line in path.read_text().splitlines()]
+        ax.plot([p["step"] for p in points], [p["val_miou"] for p in points], label=r["method"])
+    ax.set(xlabel="step", ylabel="val mIoU", title="rss bench convergence (shapes)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(ConvergenceArgs, args=argv, prog="rss bench convergence")
+    rows = run(args)
+    out = Path(args.out)
+    plot(rows, out)
+    table = format_table(rows)
+    print(table)  # noqa: T201
+    print(f"curves: {out / 'curves.png'}")  # noqa: T201
+    if args.json:
+        payload = {"rows": [{k: r[k] for k in ("method", "steps", "seconds", "sec_per_step", "val_miou", "ratio_to_ce")}
+                            for r in rows], "details": rows, "args": dataclasses.asdict(args)}
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0

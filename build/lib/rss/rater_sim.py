@@ -1,0 +1,129 @@
+"""`rss rater-sim`: a simulated rater that answers human-rating tasks from ground truth.
+
+It signs in with a rater token and goes through the same HTTP endpoints as the annotator UI
+(`GET /v1/tasks/next`, `POST /v1/tasks/{id}/rating`), so tests and benchmarks can run the
+human path end to end with no person. Its answers come from the ground truth of the same
+dataset the service serves (built here with the same settings), with configurable noise: a
+wrong preference with probability `--flip`, Gaussian jitter on scores, and a delay per answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+
+import httpx
+import numpy as np
+import torch
+
+from rss_core import codec, scoring
+from rss_core.data import IGNORE_INDEX, build_dataset
+from rss_core.grid import ActionGrid, as_action_grid, masks_for_scoring
+from rss_core.labels import label_at_grid, learner_label
+from rss_core.schemas import RunPublic, TaskPublic
+
+log = logging.getLogger(__name__)
+TOKEN_ENV = "RSS_RATER_TOKEN"
+
+
+class RaterSim:
+    def __init__(self, args: argparse.Namespace, token: str) -> None:
+        self.args = args
+        self.rng = np.random.default_rng(args.seed)
+        self.http = httpx.Client(base_url=args.service_url.rstrip("/"), timeout=30.0,
+                                 headers={"Authorization": f"Bearer {token}"})
+        self.datasets: dict[str, object] = {}
+        self.runs: dict[str, RunPublic] = {}
+        self.answered = 0
+
+    def run_config(self, run_id: str) -> RunPublic:
+        if run_id not in self.runs:
+            response = self.http.get(f"/v1/runs/{run_id}")
+            response.raise_for_status()
+            self.runs[run_id] = RunPublic.model_validate_json(response.content)
+        return self.runs[run_id]
+
+    def target(self, task: TaskPublic, run: RunPublic) -> tuple[np.ndarray, ActionGrid]:
+        """The label the task's masks are judged against, exactly as the `gt` scorer reads it."""
+        split = self.args.split
+        if split not in self.datasets:
+            self.datasets[split] = build_dataset(
+                run.dataset, split, root=self.args.data_root, shapes_size=self.args.shapes_size, seed=self.args.seed)
+        grid = as_action_grid(task.grid)
+        return label_at_grid(learner_label(self.datasets[split], task.image_id, run.image_size), grid).numpy(), grid
+
+    def answer(self, task: TaskPublic) -> dict:
+        run = self.run_config(task.run_id)
+        target, grid = self.target(task, run)
+        shape = (task.grid.scale,) * 2 if task.grid.scale and task.grid.mode == "pool" else target.shape
+        masks = np.stack([codec.decode_mask(s.mask, shape) for s in task.samples])
+        if task.kind == "pixel":
+            full = masks_for_scoring(torch.from_numpy(masks).long(), grid, target.shape)[0].numpy()
+            pixels = np.where(target == IGNORE_INDEX, 0, np.where(full == target, 1, 2)).astype(np.uint8)
+            return {"pixels": codec.png_mask(pixels).model_dump()}
+        rewards = scoring.score_masks(masks, target, grid, "image", run.num_classes, run.metric)[0].tolist()
+        if task.kind == "score":
+            return {"score": float(np.clip(rewards[0] + self.rng.normal(0, self.args.jitter), 0, 1))}
+        a, b = rewards
+        preference = "tie" if a == b else ("a" if a > b else "b")
+        if preference != "tie" and self.rng.random() < self.args.flip:
+            preference = "b" if preference == "a" else "a"
+        return {"preference": preference}
+
+    def post_rating(self, task_id: str, body: dict) -> httpx.Response:
+        """POST an answer, waiting out the service's per-rater rate limit (429, Retry-After) as a person would."""
+        while True:
+            response = self.http.post(f"/v1/tasks/{task_id}/rating", json=body)
+            if response.status_code != 429:
+                return response
+            wait = float(response.headers.get("retry-after", "1"))
+            log.info("rate limited by the service: waiting %g s", wait)
+            time.sleep(wait)
+
+    def loop(self) -> int:
+        """Answer tasks until --max-tasks, or --idle-s without one; returns the number answered."""
+        idle_since = time.monotonic()
+        while self.answered < self.args.max_tasks and time.monotonic() - idle_since < self.args.idle_s:
+            response = self.http.get("/v1/tasks/next", params={"wait_s": min(5.0, self.args.idle_s)})
+            if response.status_code == 204:
+                continue
+            response.raise_for_status()
+            task = TaskPublic.model_validate_json(response.content)
+            if self.args.latency_s:
+                time.sleep(self.args.latency_s)
+            rated = self.post_rating(task.task_id, {"lease_id": task.lease_id, **self.answer(task)})
+            if rated.status_code == 410:  # our lease ran out while "thinking": the task went to someone else
+                log.warning("lease on %s expired before the answer", task.task_id)
+                continue
+            rated.raise_for_status()
+            self.answered += 1
+            idle_since = time.monotonic()
+        return self.answered
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rss rater-sim", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--service-url", default="http://127.0.0.1:8000")
+    parser.add_argument("--split", default="train", help="the split the service serves (RSS_SPLIT)")
+    parser.add_argument("--data-root", default=None, help="the dataset's folder (RSS_DATA_ROOT), not for shapes")
+    parser.add_argument("--shapes-size", type=int, default=64, help="shapes: RSS_SHAPES_SIZE of the service")
+    parser.add_argument("--seed", type=int, default=0, help="the dataset seed (RSS_SEED), also this rater's noise seed")
+    parser.add_argument("--flip", type=float, default=0.0, help="probability of a wrong preference")
+    parser.add_argument("--jitter", type=float, default=0.0, help="std of Gaussian noise on scores")
+    parser.add_argument("--latency-s", type=float, default=0.0, help="seconds 'thinking' before each answer")
+    parser.add_argument("--max-tasks", type=int, default=1_000_000, help="stop after this many answers")
+    parser.add_argument("--idle-s", type=float, default=30.0, help="stop after this long without a task")
+    args = parser.parse_args(argv)
+    token = os.environ.get(TOKEN_ENV)
+    if not token:
+        raise ValueError(f"rss rater-sim needs a rater token in ${TOKEN_ENV}")
+    if not 0 <= args.flip <= 1 or args.jitter < 0 or args.latency_s < 0:
+        raise ValueError("--flip must be in [0, 1]; --jitter and --latency-s must be >= 0")
+    answered = RaterSim(args, token).loop()
+    print(f"answered {answered} tasks")  # noqa: T201
+    return 0
+
+
+

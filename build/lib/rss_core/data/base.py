@@ -1,0 +1,210 @@
+"""The dataset interface every loader implements, plus the shared decode/resize helpers."""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IGNORE_INDEX = 255
+
+
+class DatasetError(ValueError):
+    """Bad or missing data. The message names the file and what is wrong with it."""
+
+
+class SegDataset(abc.ABC):
+    """A split of a segmentation dataset addressed by dataset-relative image ids.
+
+    ``load`` returns the raw uint8 image (H, W, 3) and label (H, W) for one id: this is
+    what the reward service scores against. ``__getitem__`` returns training tensors,
+    resized to ``image_size`` x ``image_size`` when that is set (bilinear for the image,
+    nearest for the label, so label values stay class indices).
+    """
+
+    name: str = "base"
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        class_names: list[str] | None = None,
+        image_size: int | None = None,
+    ) -> None:
+        if num_classes < 2:
+            raise DatasetError(f"num_classes must be at least 2, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise DatasetError(
+                f"{len(class_names)} class names given for {num_classes} classes"
+            )
+        if image_size is not None and image_size < 1:
+            raise DatasetError(f"image_size must be positive, got {image_size}")
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+        self.image_size = image_size
+        self.ids: list[str] = []
+
+    @abc.abstractmethod
+    def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Raw image (H, W, 3) uint8 and label (H, W) uint8 with 255 = ignore."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = self.load(self.ids[index])
+        return to_tensors(image, label, self.image_size)
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (N, 3, S, S) and labels (N, S, S) of ``indices``; in-memory datasets slice."""
+        pairs = [self[int(i)] for i in indices]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+    @property
+    def palette(self) -> np.ndarray:
+        """(num_classes, 3) uint8 colours for drawing masks (the VOC colour map)."""
+        return voc_palette(self.num_classes)
+
+    def check_label(self, label: np.ndarray, path: Path | str) -> np.ndarray:
+        """Reject class values outside [0, num_classes) other than the ignore value."""
+        bad = (label >= self.num_classes) & (label != IGNORE_INDEX)
+        if bad.any():
+            values = sorted({int(v) for v in np.unique(label[bad])})[:5]
+            raise DatasetError(
+                f"{path}: label values {values} are out of range for {self.num_classes} classes "
+                f"(allowed 0..{self.num_classes - 1} and {IGNORE_INDEX} = ignore)"
+            )
+        return label
+
+
+class FolderDataset(SegDataset):
+    """A split whose ids map to (image file, label file) pairs on disk.
+
+    Subclasses find the pairs in their layout and call ``set_pairs``; they may override
+    ``convert_label`` (stored values -> class indices) and ``default_class_names``.
+    """
+
+    default_class_names: tuple[str, ...] = ()
+
+    def __init__(self, *, num_classes: int | None, class_names: list[str] | None, image_size: int | None) -> None:
+        default_n = len(self.default_class_names)
+        n = default_n if num_classes is None else num_classes
+        if class_names is None and n == default_n:
+            class_names = list(self.default_class_names)
+        super().__init__(num_classes=n, class_names=class_names, image_size=image_size)
+        self._pairs: dict[str, tuple[Path, Path]] = {}
+        self._source = ""
+
+    def set_pairs(self, pairs: dict[str, tuple[Path, Path]], source: Path) -> None:
+        """Adopt the split's pairs after checking every file exists; ``source`` names the split in errors."""
+        require_files(pairs)
+        self._pairs, self._source, self.ids = pairs, str(source), list(pairs)
+
+    def files(self, image_id: str) -> tuple[Path, Path] | None:
+        """The (image, label) files of ``image_id``, or None when the split has no such id."""
+        return self._pairs.get(image_id) if isinstance(image_id, str) else None
+
+    def convert_label(self, label: np.ndarray) -> np.ndarray:
+        """Map stored label values to class indices (identity by default)."""
+        return label
+
+    def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        paths = self.files(image_id)
+        if paths is None:
+            raise DatasetError(f"{self._source}: image id {image_id!r} is not in split {self.split!r}")
+        image_path, label_path = paths
+        image = read_image(image_path)
+        label = self.convert_label(read_label(label_path))
+        check_same_size(image, label, image_path, label_path)
+        return image, self.check_label(label, label_path)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An RGB image as (H, W, 3) uint8, with the file named in any error."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: image file is missing")
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"{path}: cannot decode image ({exc})") from exc
+
+
+def read_label(path: Path) -> np.ndarray:
+    """A label PNG (palette 'P' or greyscale 'L') as (H, W) uint8 class indices.
+
+    Palette PNGs store indices, so they are read without converting to RGB.
+    """
+    if not path.is_file():
+        raise DatasetError(f"{path}: label file is missing")
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L", "I", "I;16"):
+                raise DatasetError(
+                    f"{path}: label must be a palette or greyscale PNG of class indices, got mode {im.mode}"
+                )
+            arr = np.asarray(im)
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"{path}: cannot decode label ({exc})") from exc
+    if arr.max(initial=0) > 255:
+        raise DatasetError(f"{path}: label values above 255")
+    return arr.astype(np.uint8)
+
+
+def check_same_size(image: np.ndarray, label: np.ndarray, image_path: Path, label_path: Path) -> None:
+    if image.shape[:2] != label.shape[:2]:
+        raise DatasetError(
+            f"{label_path}: label size {label.shape[1]}x{label.shape[0]} does not match "
+            f"image {image_path.name} size {image.shape[1]}x{image.shape[0]}"
+        )
+
+
+def read_split(path: Path) -> list[str]:
+    """Non-empty lines of a split file, or a DatasetError naming the file."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: split file is missing")
+    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise DatasetError(f"{path}: split is empty")
+    return ids
+
+
+def require_files(pairs: dict[str, tuple[Path, Path]]) -> None:
+    """Raise a DatasetError naming the first missing file of an id -> (image, label) map."""
+    for image_path, label_path in pairs.values():
+        for path, kind in ((image_path, "image"), (label_path, "label")):
+            if not path.is_file():
+                raise DatasetError(f"{path}: {kind} file is missing")
+
+
+def to_tensors(image: np.ndarray, label: np.ndarray, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 arrays -> (3, S, S) float in [0, 1] and (S, S) int64 labels."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    if size is not None and (x.shape[1] != size or x.shape[2] != size):
+        x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+    return x, resize_label(label, size)
+
+
+def resize_label(label: np.ndarray, size: int | None) -> torch.Tensor:
+    """(H, W) uint8 label -> (S, S) int64, nearest (a label value is a class, never a blend)."""
+    y = torch.from_numpy(np.ascontiguousarray(label)).long()
+    if size is not None and (y.shape[0] != size or y.shape[1] != size):
+        y = torch.nn.functional.interpolate(y[None, None].float(), size=(size, size), mode="nearest")[0, 0].long()
+    return y
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The Pascal VOC colour map (bit-interleaved), (n, 3) uint8."""
+    pal = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = (r, g, b)
+    return pal

@@ -1,0 +1,330 @@
+"""The wire contract: every request and response body of the service, and the result entries.
+
+Shared by the service, the learner's remote client and external scorers. Masks travel as
+class indices (uint8) in one of three lossless encodings: ``png`` (what people and most tools
+write), ``rle`` (row-major runs, compact for smooth masks) and ``raw`` (base64 of the bytes:
+the cheapest to encode and decode, what the learner sends; a noisy 512x512 mask costs ~23 ms
+as PNG).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from rss_core.keys import SCHEMA_VERSION
+
+Level = Literal["pixel", "image"]
+ScorerName = Literal["gt", "human", "http"]
+GridMode = Literal["grid", "pool"]  # the PSR forms (rss_core.grid)
+# Ground-truth metrics of a whole mask (rss_core.scoring): the one list the learner, service and scorers use
+Metric = Literal["miou", "miou_union", "pixel_acc", "dice"]
+TaskKind = Literal["score", "pairwise", "pixel"]
+EpisodeStatus = Literal["queued", "scoring", "waiting_for_rater", "scored", "failed"]
+
+RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Letters, digits, `_.-`.")]
+Offset = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
+ImageId = Annotated[str, Field(min_length=1, max_length=256, description="Dataset-relative image id.")]
+
+
+class PngMask(BaseModel):
+    """A mask as a base64 PNG whose pixel values are class indices (mode L or P)."""
+
+    format: Literal["png"] = "png"
+    data: str = Field(description="Base64 of the PNG file.")
+
+
+class RawMask(BaseModel):
+    """A mask as base64 of its row-major uint8 bytes."""
+
+    format: Literal["raw"] = "raw"
+    shape: tuple[int, int] = Field(description="(height, width)")
+    data: str = Field(description="Base64 of height*width uint8 class indices, row-major.")
+
+
+class RleMask(BaseModel):
+    """A mask as row-major runs: ``values[i]`` repeated ``counts[i]`` times."""
+
+    format: Literal["rle"] = "rle"
+    shape: tuple[int, int] = Field(description="(height, width)")
+    values: list[int]
+    counts: list[int]
+
+
+Mask = Annotated[PngMask | RawMask | RleMask, Field(discriminator="format")]
+
+
+class ArrayB64(BaseModel):
+    """A dense array: base64 of its row-major bytes (little-endian)."""
+
+    dtype: Literal["float32", "uint8"]
+    shape: list[int]
+    data: str
+
+
+class Grid(BaseModel):
+    """Where a sample's actions live (the learner's PSR action grid).
+
+    ``scale`` 0: a full-resolution mask. ``grid``: an ``s x s`` lattice of pixels, one every
+    ``H // s`` starting at ``offset``, scored against the label at those pixels. ``pool``: an
+    ``s x s`` mask of cells, upsampled (nearest) to the image size for scoring.
+    """
+
+    scale: int = Field(0, ge=0, le=4096)
+    mode: GridMode = "grid"
+    offset: Offset = Field((0, 0), description="(y, x) of the lattice's first pixel (grid mode).")
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+class RunCreate(BaseModel):
+    """A run's scoring configuration, registered once before its episodes."""
+
+    run_id: RunId
+    dataset: str = Field(description="Must be the dataset this service serves (see /v1/ready).")
+    level: Level
+    scorer: ScorerName = "gt"
+    metric: Metric = "miou"
+    ratings_per_task: int = Field(1, ge=1, le=16, description="Human scorer: ratings averaged per task.")
+    task_kind: TaskKind | None = Field(
+        None, description="Human scorer: `score` or `pairwise` (image level), `pixel` (pixel level). "
+        "Default: score for image level, pixel for pixel level.")
+    endpoint: str | None = Field(None, description="HTTP scorer: the external endpoint's URL.")
+    image_size: int | None = Field(
+        None, ge=8, le=4096, description="The learner's training resolution: labels are resized (nearest) to it.")
+    min_rater_agreement: float | None = Field(
+        None, ge=0, le=1, description="Human scorer: ratings from raters whose honeypot agreement is below this are "
+        "ignored when a task is finalized (a rater who has answered no honeypot yet passes).")
+
+    @model_validator(mode="after")
+    def _check(self) -> RunCreate:
+        if self.scorer == "http" and not self.endpoint:
+            raise ValueError("scorer 'http' needs an endpoint URL")
+        if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError("endpoint must be an http:// or https:// URL")
+        if self.task_kind is None:
+            self.task_kind = "pixel" if self.level == "pixel" else "score"
+        if (self.task_kind == "pixel") != (self.level == "pixel"):
+            raise ValueError(f"task_kind {self.task_kind!r} does not fit level {self.level!r}")
+        return self
+
+
+class RunPublic(RunCreate):
+    num_classes: int
+    class_names: list[str]
+    results_stream: str
+    created_at: float
+
+
+# --- episodes -----------------------------------------------------------------------------
+
+class EpisodeCreate(BaseModel):
+    """K masks sampled by the policy for one image, to be scored."""
+
+    run_id: RunId
+    image_id: ImageId
+    level: Level
+    scale: int = Field(0, ge=0, le=4096, description="PSR scale: 0 = full resolution, else an s x s grid.")
+    grid_mode: GridMode = "grid"
+    offset: Offset = Field((0, 0), description="(y, x) lattice offset (grid mode).")
+    policy_version: int = Field(ge=0)
+    samples: list[Mask] = Field(min_length=1, description="The K sampled masks, in sample order.")
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(scale=self.scale, mode=self.grid_mode, offset=self.offset)
+
+
+class EpisodeBatchCreate(BaseModel):
+    """Several episodes in one request (a learner's whole step): all accepted, or none."""
+
+    episodes: list[EpisodeCreate] = Field(min_length=1)
+
+
+class EpisodeAccepted(BaseModel):
+    episode_id: str
+    status: EpisodeStatus
+    results_stream: str
+
+
+class EpisodeBatchAccepted(BaseModel):
+    episodes: list[EpisodeAccepted]
+
+
+class EpisodePublic(BaseModel):
+    episode_id: str
+    run_id: str
+    image_id: str
+    level: Level
+    grid: Grid
+    policy_version: int
+    samples: int
+    status: EpisodeStatus
+    reason: str | None = None
+    attempts: int = 0
+    created_at: float
+
+
+# --- results ------------------------------------------------------------------------------
+
+class Result(BaseModel):
+    """One entry of a run's results stream: one scored sample, or its failure (``error``)."""
+
+    schema_version: int = SCHEMA_VERSION
+    episode_id: str
+    run_id: str
+    sample_index: int
+    level: Level
+    reward: float | None = Field(None, description="Image level: the sample's reward.")
+    reward_map: ArrayB64 | None = Field(
+        None, description="Pixel level: float32 (h, w) rewards, NaN where a pixel has none (ignore label).")
+    reward_std: float | None = Field(None, description="Spread (std) over the ratings, when several.")
+    ratings: int = Field(1, description="How many ratings (or scorer calls) the reward combines.")
+    source: ScorerName
+    rater_ids: list[str] = []
+    policy_version: int
+    scored_at: float
+    error: str | None = Field(None, description="Why the sample could not be scored (reward fields are empty).")
+
+
+# --- human rating tasks ---------------------------------------------------------------------
+
+class TaskSample(BaseModel):
+    sample_index: int
+    mask: PngMask
+
+
+class TaskPublic(BaseModel):
+    """A leased rating task: answer it with ``lease_id`` before ``lease_expires_at``."""
+
+    task_id: str
+    lease_id: str
+    lease_expires_at: float
+    kind: TaskKind
+    run_id: str
+    episode_id: str
+    image_id: str
+    image_url: str
+    grid: Grid
+    samples: list[TaskSample]
+    num_classes: int
+    class_names: list[str]
+    palette: list[tuple[int, int, int]]
+    ratings_needed: int
+    ratings_done: int
+
+
+class RatingCreate(BaseModel):
+    """A rater's answer; give the field that fits the task's kind."""
+
+    lease_id: str
+    score: float | None = Field(None, ge=0, le=1, description="`score` tasks: quality in [0, 1].")
+    preference: Literal["a", "b", "tie"] | None = Field(None, description="`pairwise` tasks: the better sample.")
+    pixels: PngMask | None = Field(
+        None, description="`pixel` tasks: PNG of the mask's size, 0 unmarked, 1 correct, 2 wrong.")
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> RatingCreate:
+        given = [n for n in ("score", "preference", "pixels") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of score, preference, pixels (got {given or 'none'})")
+        return self
+
+
+class LeaseRef(BaseModel):
+    lease_id: str
+
+
+class QueueDepth(BaseModel):
+    """Rating slots waiting for a rater, and slots leased but not answered yet."""
+
+    waiting: int
+    leased: int
+
+
+class RaterPublic(BaseModel):
+    """The signed-in rater: name and lifetime counters."""
+
+    name: str
+    rated: int
+    skipped: int
+
+
+class RatingAccepted(BaseModel):
+    task_id: str
+    ratings_done: int
+    ratings_needed: int
+    complete: bool
+
+
+# --- external scorer (http) -----------------------------------------------------------------
+
+class ExternalScoreRequest(BaseModel):
+    """What the `http` scorer POSTs to an external endpoint for one episode."""
+
+    schema_version: int = SCHEMA_VERSION
+    episode_id: str
+    run_id: str
+    image_id: str
+    dataset: str
+    level: Level
+    metric: str
+    grid: Grid
+    image_size: int | None = None
+    samples: list[RawMask]
+
+
+class ExternalScoreResponse(BaseModel):
+    """The endpoint's answer: one reward per sample (image level) or one map per sample (pixel level)."""
+
+    rewards: list[float] | None = Field(None, description="Image level: a finite reward per sample.")
+    reward_maps: list[ArrayB64] | None = Field(
+        None, description="Pixel level: float32 (h, w) per sample, the sample's shape; NaN = no reward.")
+
+
+# --- operations -----------------------------------------------------------------------------
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    ready: bool
+    redis: bool
+    scorer: bool
+    dataset: str
+    detail: str | None = None
+
+
+class Stats(BaseModel):
+    jobs_waiting: int
+    jobs_pending: int
+    tasks_waiting: int
+    leases_pending: int
+    dead_letters: int
+    results_last_minute: int
+    results_per_minute_5m: float
+    raters: dict[str, dict[str, float | None]] = Field(
+        description="Per rater: rated, skipped, per_minute_5m, honeypots (answered), honeypots_agreed, and "
+        "agreement (honeypots_agreed / honeypots; null before the first honeypot).")
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+class ErrorPublic(BaseModel):
+    """A refused request: ``detail`` says what is wrong, in a sentence."""
+
+    detail: str
+
+
+class FieldError(BaseModel, extra="allow"):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorPublic(BaseModel):
+    """A body or parameter that does not fit the schema: one entry per field at fault."""
+
+    detail: list[FieldError]
