@@ -4,6 +4,7 @@ annotator UI inside the service's package and no top-level `examples` or `tests`
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -53,8 +54,12 @@ def test_each_side_imports_with_only_its_extra(side: str, modules: list[str], bl
 
 
 def test_the_wheel_carries_the_ui_in_the_service_and_no_stray_top_level(tmp_path: Path) -> None:
+    # built from a copy: setuptools writes build/ and *.egg-info beside the sources
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", ".*_cache", "docs", "tests"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+                            "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = tmp_path.glob("rss-*.whl")
     files = zipfile.ZipFile(wheel).namelist()

@@ -1,1 +1,0 @@
-"""RSS reward service: scores sampled masks (ground truth now; humans and HTTP endpoints later)."""

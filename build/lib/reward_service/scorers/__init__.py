@@ -1,1 +1,0 @@
-"""Scorers: functions that turn sampled masks into rewards."""
