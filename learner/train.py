@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -162,8 +163,12 @@ class Run:
     width: int = 0
 
 
-def setup(args: TrainArgs) -> Run:
-    """Process group, threads, device, data, model, optimizer, PSR schedule and reward source."""
+SourceFactory = Callable[[TrainArgs, SegDataset, torch.device], RewardSource]
+
+
+def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
+    """Process group, threads, device, data, model, optimizer, PSR schedule and reward source
+    (``make_source``: one of the caller's, e.g. the simulated raters of `rss bench feedback`)."""
     args.validate()
     rank = int(os.environ.get("RANK", "0"))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
@@ -182,7 +187,7 @@ def setup(args: TrainArgs) -> Run:
     optimizer = torch.optim.Adam(core.parameters(), lr=args.lr)
     schedule = ScaleSchedule(list(args.psr_scales), args.steps, args.psr_rule,
                              list(args.psr_fractions) if args.psr_fractions else None, args.psr_patience)
-    source = build_source(args, train_ds, device)
+    source = (make_source or build_source)(args, train_ds, device)
     labels = LabelStore(train_ds, device)
     pipeline = Pipeline(args, source) if args.objective == "rl" and args.max_inflight > 0 else None
     ckpt_path = out / "checkpoint.pt"
@@ -319,9 +324,9 @@ def write_report(run: Run, last_eval: dict, gallery_start: tuple[int, list] | No
     return final
 
 
-def train(args: TrainArgs) -> dict:
+def train(args: TrainArgs, make_source: SourceFactory | None = None) -> dict:
     """Train and evaluate; returns the contents of final.json."""
-    run = setup(args)
+    run = setup(args, make_source)
     window: list[dict] = []
     last_eval: dict = {}
     gallery_start = (run.start, gallery_rows(run.core, run.val_ds, run.device)) if run.rank == 0 else None

@@ -33,13 +33,12 @@ from redis.exceptions import ResponseError
 from reward_service.datasets import ServedDataset
 from reward_service.store import Store, _s, ensure_group
 from rss_core import codec, keys, scoring
+from rss_core.answers import PIXEL_REWARD, PREFERENCE
 from rss_core.grid import as_action_grid
 from rss_core.schemas import Grid, RatingCreate, Result, RunPublic, TaskPublic, TaskSample
 
 log = logging.getLogger(__name__)
 
-PIXEL_REWARD = np.array([0.0, 1.0, -1.0], np.float32)  # painted 0 unmarked, 1 correct, 2 wrong -> reward
-PREFERENCE = {"a": (1.0, 0.0), "b": (0.0, 1.0), "tie": (0.5, 0.5)}
 # A honeypot answer agrees with ground truth when: a score is within this of the true reward; a
 # preference names the better mask (tie: equal rewards); this fraction of the marked pixels is right
 # (nothing marked agrees only with a mask at least PIXEL_CLEAN right).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-BENCHES = ("convergence", "service", "ui", "loop", "load")
+BENCHES = ("convergence", "service", "ui", "loop", "load", "feedback")
 
 
 def main(argv: list[str]) -> int:
@@ -20,6 +20,10 @@ def main(argv: list[str]) -> int:
         from rss.bench.ui import main as ui_main
 
         return ui_main(argv[1:])
+    if argv[0] == "feedback":
+        from rss.bench.feedback import main as feedback_main
+
+        return feedback_main(argv[1:])
     if argv[0] == "service":
         from rss.bench.service import main as service_main
 

@@ -1,0 +1,293 @@
+"""`rss bench feedback`: what an hour of a rater's time buys, measured against labelling at equal human time.
+
+Simulated raters (`rss.raters`: the answer code `rss rater-sim` uses, with a person's imperfections)
+answer from ground truth, in-process, and each feedback configuration trains for a budget of answers.
+Every answer costs seconds of human time (the cost table below, every value a flag); a warm start's
+labelled images count at the labelling cost. Beside them, in the same run, cross-entropy trains on the
+number of pixel-labelled images the same hours buy. The report: val mIoU against answers and against
+human-hours, one table (best evaluation within each budget, both sides), one plot, and ``--json``.
+
+The answers become rewards through the same mapping the service's human scorer applies
+(`rss_core.answers`): a preference gives the preferred mask 1 and the other 0, a score is the mask's
+reward, a brush answer is +1 on confirmed and -1 on painted-wrong pixels.
+
+Default costs (seconds of human time per answer). Labelling: 239.7 s per fully labelled Pascal VOC
+image (Bearman et al., "What's the Point", ECCV 2016), rounded to 240. The others are assumptions,
+conservative, until the annotator UI measures real ones: 3 s per pairwise answer, 4 s per score,
+10 s per brush answer.
+
+Only the built-in `shapes` data for now: CE on n labelled images uses `--train-size n`, which folder
+datasets do not take yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from learner.config import TrainArgs
+from learner.rewards import Episodes, LocalRewardSource, Rewards
+from learner.train import train
+from rss.raters import Imperfection, brush, prefer, score
+from rss_core.answers import PIXEL_REWARD, PREFERENCE
+from rss_core.data import SegDataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Config:
+    kind: str  # the task kind a rater answers: pairwise, score, brush
+    warm_start: bool
+
+    @property
+    def reward(self) -> str:
+        return "pixel" if self.kind == "brush" else "image"
+
+    @property
+    def samples(self) -> int:
+        return 1 if self.kind == "brush" else 2
+
+    def answers_per_image(self) -> int:
+        """Answers one image's K samples take: one per pair, or one per mask."""
+        return self.samples // 2 if self.kind == "pairwise" else self.samples
+
+
+CONFIGS = {f"{kind}{'_warm' if warm else ''}": Config(kind, warm)
+           for kind in ("pairwise", "score", "brush") for warm in (False, True)}
+
+
+@dataclass
+class FeedbackArgs(TrainArgs):
+    """Every `rss train` flag sets the base configuration of each run (data, model, batch, lr, seed,
+    threads, device); the bench sets the objective, reward, samples, steps, warm start and output."""
+
+    budgets_h: tuple[float, ...] = (1.0, 4.0, 16.0)
+    """human-hour budgets the table reports"""
+    configs: tuple[str, ...] = tuple(CONFIGS)
+    """feedback configurations: pairwise, score, brush, each from scratch or `_warm` (from CE on
+    --warm-images labelled images)"""
+    seconds_pairwise: float = 3.0
+    """human seconds per pairwise answer (assumption)"""
+    seconds_score: float = 4.0
+    """human seconds per score (assumption)"""
+    seconds_brush: float = 10.0
+    """human seconds per brush answer: strokes over what is wrong, the rest confirmed (assumption)"""
+    seconds_label: float = 240.0
+    """human seconds per fully labelled image (Bearman et al., ECCV 2016: 239.7 s per VOC image)"""
+    warm_images: int = 16
+    """labelled images the warm start's CE model trains on (their labelling counts in its hours)"""
+    ce_steps: int = 2000
+    """steps of each CE-on-labels run (its best evaluation counts)"""
+    eval_points: int = 10
+    """evaluations per run"""
+    flip: float = 0.1
+    """simulated raters: probability that a preference names the worse mask"""
+    jitter: float = 0.1
+    """simulated raters: standard deviation of a score's noise"""
+    brush_width: int = 3
+    """simulated raters: brush strokes are this wide (odd); thinner wrong regions are missed"""
+    brush_spill: int = 1
+    """simulated raters: strokes spill this many pixels past a wrong region's edge"""
+    json: str | None = None
+    """also write every point as JSON to this path"""
+    out: str = "runs/bench-feedback"
+    """folder: one sub-folder per run, feedback.png"""
+    progress: bool = False
+    """show a progress bar per run"""
+
+    def seconds(self, kind: str) -> float:
+        return {"pairwise": self.seconds_pairwise, "score": self.seconds_score, "brush": self.seconds_brush}[kind]
+
+    def check(self) -> None:
+        unknown = [c for c in self.configs if c not in CONFIGS]
+        if unknown:
+            raise ValueError(f"--configs: unknown {', '.join(unknown)} (choose from {', '.join(CONFIGS)})")
+        if self.dataset != "shapes":
+            raise ValueError("rss bench feedback: only --dataset shapes for now (CE on n labelled images uses "
+                             "--train-size, which folder datasets do not take)")
+        if not self.budgets_h or min(self.budgets_h) <= 0:
+            raise ValueError(f"--budgets-h must be positive, got {self.budgets_h}")
+        for name in ("seconds_pairwise", "seconds_score", "seconds_brush", "seconds_label"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.ce_steps < 1 or self.eval_points < 1 or self.warm_images < 1:
+            raise ValueError("--ce-steps, --eval-points and --warm-images must be >= 1")
+
+
+class SimulatedRaters(LocalRewardSource):
+    """Rewards from simulated raters' answers: ground truth, then a person's imperfections, then the
+    answer-to-reward mapping of the service's human scorer. Counts the answers it gave."""
+
+    def __init__(self, dataset: SegDataset, device: torch.device, metric: str, kind: str, noise: Imperfection,
+                 seed: int) -> None:
+        super().__init__(dataset, device, metric)
+        self.kind, self.noise, self.rng, self.answers = kind, noise, np.random.default_rng(seed), 0
+
+    def score(self, episodes: Episodes) -> Rewards:
+        truth = super().score(episodes)
+        if self.kind == "brush":
+            assert truth.pixel is not None and truth.valid is not None
+            painted = brush(truth.pixel > 0, truth.valid.unsqueeze(1), self.noise)
+            self.answers += painted.shape[0] * painted.shape[1]
+            pixel = torch.from_numpy(PIXEL_REWARD).to(painted.device)[painted.long()]
+            return Rewards(pixel=pixel, valid=truth.valid)
+        assert truth.image is not None
+        true = truth.image.cpu().numpy()
+        answered = np.zeros_like(true)
+        for b in range(true.shape[0]):
+            if self.kind == "pairwise":
+                for i in range(0, true.shape[1] - 1, 2):
+                    answered[b, i:i + 2] = PREFERENCE[prefer(true[b, i], true[b, i + 1], self.noise, self.rng)]
+                    self.answers += 1
+            else:
+                for i in range(true.shape[1]):
+                    answered[b, i] = score(float(true[b, i]), self.noise, self.rng)
+                    self.answers += 1
+        return Rewards(image=torch.from_numpy(answered).to(truth.image.device))
+
+    def stats(self) -> dict[str, float]:
+        return {"answers": self.answers}
+
+
+def base_args(args: FeedbackArgs, **changes) -> TrainArgs:
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainArgs)}
+    return dataclasses.replace(TrainArgs(**fields), **changes)
+
+
+def evaluations(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def ce_on_labels(args: FeedbackArgs, images: int) -> tuple[float, Path]:
+    """Best val mIoU of CE trained on ``images`` labelled images, and its checkpoint."""
+    out = Path(args.out) / f"ce_{images}"
+    train(base_args(args, objective="ce", train_size=images, steps=args.ce_steps, out=str(out), init_from=None,
+                    eval_every=max(1, args.ce_steps // args.eval_points), checkpoint_every=args.ce_steps,
+                    resume=False))
+    return max(e["val_miou"] for e in evaluations(out)), out / "checkpoint.pt"
+
+
+def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -> dict:
+    """Train one feedback configuration up to the largest budget; its points (answers, hours, val mIoU)."""
+    config, noise = CONFIGS[name], Imperfection(args.flip, args.jitter, args.brush_width, args.brush_spill)
+    cost = args.seconds(config.kind)
+    warm_h = args.warm_images * args.seconds_label / 3600 if config.warm_start else 0.0
+    per_step = args.batch_size * config.answers_per_image()
+    answers = math.floor((max(args.budgets_h) - warm_h) * 3600 / cost)
+    result = {"name": name, "kind": config.kind, "warm_start": config.warm_start, "points": []}
+    if config.warm_start:
+        assert warm is not None
+        result["points"].append({"answers": 0, "hours": round(warm_h, 4), "val_miou": warm[0]})
+    steps = answers // per_step
+    if steps < 1:
+        log.warning("%s: the largest budget does not pay for one step (%d answers a step)", name, per_step)
+        return result
+    out = Path(args.out) / name
+    run = base_args(args, objective="rl", reward=config.reward, samples=config.samples, steps=steps, out=str(out),
+                    eval_every=max(1, steps // args.eval_points), checkpoint_every=steps, resume=False,
+                    init_from=str(warm[1]) if config.warm_start and warm else None)
+    log.info("bench feedback: %s, %d steps of %d answers (%.0f s each)", name, steps, per_step, cost)
+    final = train(run, lambda a, dataset, device: SimulatedRaters(dataset, device, a.metric, config.kind, noise,
+                                                                  args.seed))
+    assert final["rewards"]["answers"] == steps * per_step  # every answer paid for is counted
+    for e in evaluations(out):
+        used = e["step"] * per_step
+        result["points"].append({"answers": used, "hours": round(warm_h + used * cost / 3600, 4),
+                                 "val_miou": e["val_miou"]})
+    return result
+
+
+def best_within(points: list[dict], hours: float) -> float | None:
+    inside = [p["val_miou"] for p in points if p["hours"] <= hours + 1e-9]
+    return max(inside) if inside else None
+
+
+def feedback(args: FeedbackArgs) -> dict:
+    args.check()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    ce: dict[str, dict] = {}
+    cache: dict[int, tuple[float, Path]] = {}
+    for hours in args.budgets_h:
+        images = int(hours * 3600 // args.seconds_label)
+        if images and images not in cache:
+            log.info("bench feedback: CE on %d labelled images (%g h)", images, hours)
+            cache[images] = ce_on_labels(args, images)
+        ce[f"{hours:g}"] = {"images": images, "val_miou": cache[images][0] if images else None}
+    warm = None
+    if any(CONFIGS[c].warm_start for c in args.configs):
+        if args.warm_images not in cache:
+            log.info("bench feedback: the warm start, CE on %d labelled images", args.warm_images)
+            cache[args.warm_images] = ce_on_labels(args, args.warm_images)
+        warm = cache[args.warm_images]
+    configs = [run_config(args, name, warm) for name in args.configs]
+    report = {
+        "budgets_h": list(args.budgets_h), "ce_on_labels": ce, "configs": configs,
+        "costs_s": {"pairwise": args.seconds_pairwise, "score": args.seconds_score, "brush": args.seconds_brush,
+                    "label": args.seconds_label},
+        "imperfection": {"flip": args.flip, "jitter": args.jitter, "brush_width": args.brush_width,
+                         "brush_spill": args.brush_spill},
+    }
+    write_plot(report, Path(args.out) / "feedback.png")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def table(report: dict) -> str:
+    budgets = report["budgets_h"]
+    head = "| supervision | " + " | ".join(f"{h:g} h" for h in budgets) + " |"
+    lines = [head, "| --- |" + " --- |" * len(budgets)]
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    ce = report["ce_on_labels"]
+    lines.append("| CE on labelled images (n) | " + " | ".join(
+        f"{cell(ce[f'{h:g}']['val_miou'])} (n={ce[f'{h:g}']['images']})" for h in budgets) + " |")
+    for config in report["configs"]:
+        lines.append(f"| {config['name']} | " + " | ".join(cell(best_within(config["points"], h)) for h in budgets)
+                     + " |")
+    return "\n".join(lines)
+
+
+def write_plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ce = [(h, report["ce_on_labels"][f"{h:g}"]["val_miou"]) for h in report["budgets_h"]]
+    ce = [(h, m) for h, m in ce if m is not None]
+    if ce:
+        ax.plot(*zip(*ce, strict=True), "k--o", label="CE on the images the hours label")
+    for config in report["configs"]:
+        if config["points"]:
+            ax.plot([p["hours"] for p in config["points"]], [p["val_miou"] for p in config["points"]], ".-",
+                    label=config["name"])
+    ax.set_xscale("log")
+    ax.set_xlabel("human-hours")
+    ax.set_ylabel("val mIoU")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(FeedbackArgs, args=argv, prog="rss bench feedback")
+    report = feedback(args)
+    print(table(report))  # noqa: T201
+    print(f"plot: {Path(args.out) / 'feedback.png'}" + (f"; json: {args.json}" if args.json else ""))  # noqa: T201
+    return 0

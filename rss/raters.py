@@ -1,0 +1,69 @@
+"""Simulated raters: answers from ground truth with a person's imperfections, shared by `rss rater-sim`
+(which answers the service's tasks over HTTP) and `rss bench feedback` (which trains in-process).
+
+* a preference is wrong with probability ``flip`` (a tie stays a tie);
+* a score is the mask's reward plus Gaussian ``jitter``, clipped to [0, 1];
+* a brush answer paints what is wrong with strokes ``brush_width`` pixels wide, so a wrong region
+  thinner than that is missed (a morphological opening), and spilling ``brush_spill`` pixels over
+  its edges onto right pixels (a dilation); everything not painted is confirmed correct.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rss_core.answers import CORRECT, UNMARKED, WRONG
+
+
+@dataclass(frozen=True)
+class Imperfection:
+    flip: float = 0.1
+    """probability that a preference names the worse mask"""
+    jitter: float = 0.1
+    """standard deviation of the noise on a score in [0, 1]"""
+    brush_width: int = 3
+    """brush strokes are this many pixels wide (odd): thinner wrong regions are missed"""
+    brush_spill: int = 1
+    """brush strokes spill this many pixels past a wrong region's edge"""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.flip <= 1 or self.jitter < 0:
+            raise ValueError(f"--flip must be in [0, 1] and --jitter >= 0, got {self.flip}, {self.jitter}")
+        if self.brush_width < 1 or self.brush_width % 2 == 0 or self.brush_spill < 0:
+            raise ValueError(f"--brush-width must be odd and >= 1, --brush-spill >= 0, got {self.brush_width}, "
+                             f"{self.brush_spill}")
+
+
+def prefer(reward_a: float, reward_b: float, noise: Imperfection, rng: np.random.Generator) -> str:
+    """``a``, ``b`` or ``tie``: which of two masks with these true rewards the rater calls better."""
+    if reward_a == reward_b:
+        return "tie"
+    better = "a" if reward_a > reward_b else "b"
+    if rng.random() < noise.flip:
+        return "b" if better == "a" else "a"
+    return better
+
+
+def score(reward: float, noise: Imperfection, rng: np.random.Generator) -> float:
+    return float(np.clip(reward + rng.normal(0, noise.jitter), 0, 1))
+
+
+def _dilate(x: torch.Tensor, size: int) -> torch.Tensor:
+    return F.max_pool2d(x, size, stride=1, padding=size // 2)
+
+
+def brush(correct: torch.Tensor, valid: torch.Tensor, noise: Imperfection) -> torch.Tensor:
+    """Painted answers (..., h, w) uint8 (0 unmarked/ignored, 1 correct, 2 wrong) for masks whose
+    per-pixel correctness is ``correct`` (bool, ...) where ``valid`` (the label is not ignore)."""
+    shape = correct.shape
+    wrong = (~correct.bool() & valid.bool()).reshape(-1, 1, *shape[-2:]).float()
+    if noise.brush_width > 1:  # opening: what a stroke this wide cannot cover is not painted
+        wrong = _dilate(-_dilate(-wrong, noise.brush_width), noise.brush_width)
+    if noise.brush_spill:
+        wrong = _dilate(wrong, 2 * noise.brush_spill + 1)
+    painted = torch.where(wrong.reshape(shape) > 0, WRONG, CORRECT).to(torch.uint8)
+    return torch.where(valid.bool().broadcast_to(shape), painted, torch.full_like(painted, UNMARKED))
