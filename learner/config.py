@@ -123,6 +123,15 @@ class TrainArgs:
     """remote, --resume: results the stopped learner read but never acknowledged are taken over
     (XAUTOCLAIM) once idle this long; keep it above a live learner's longest step"""
 
+    # Making each answer count
+    replay: int = 0
+    """pixel level: keep the last N answered images and, every step, learn again from --replay-batch of
+    them (a confirmed pixel is a label, a wrong one rules its class out); 0: each answer is used once"""
+    replay_batch: int = 16
+    """--replay: kept answers per step"""
+    replay_weight: float = 1.0
+    """--replay: weight of the supervised term from kept answers"""
+
     # Running
     device: str = "auto"
     """`auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ..."""
@@ -186,6 +195,12 @@ class TrainArgs:
             raise ValueError(f"--reclaim-idle-s must be >= 0, got {self.reclaim_idle_s}")
         if self.reward_timeout_s <= 0:
             raise ValueError(f"--reward-timeout-s must be positive, got {self.reward_timeout_s}")
+        if self.replay < 0 or self.replay_batch < 1 or self.replay_weight < 0:
+            raise ValueError("--replay and --replay-weight must be >= 0, --replay-batch >= 1")
+        if self.replay and (self.objective != "rl" or self.reward != "pixel"):
+            raise ValueError("--replay needs --reward pixel: only pixel-level answers pin pixels down")
+        if self.replay and self.max_inflight:
+            raise ValueError("--replay does not work with --max-inflight yet")
         if self.psr and not self.psr_scales:
             raise ValueError("--psr-scales needs at least one scale")
         if any(s < 0 for s in self.psr_scales):

@@ -22,6 +22,7 @@ from learner.evaluate import evaluate
 from learner.model import build_model
 from learner.pipeline import Pipeline
 from learner.policy import ScaleSchedule, action_logits, class_weights, sample_actions
+from learner.replay import AnswerReplay
 from learner.report import gallery_rows, write_curves, write_gallery
 from learner.rewards import Episodes, LabelStore, LocalRewardSource, Rewards, RewardSource
 from rss_core.data import IGNORE_INDEX, SegDataset, build_dataset
@@ -115,12 +116,17 @@ def rl_loss(
     grid: ActionGrid,
     source: RewardSource,
     generator: torch.Generator,
+    replay: AnswerReplay | None = None,
 ) -> tuple[torch.Tensor, dict]:
-    """Sample K masks, score them, and return the policy-gradient loss and step statistics."""
+    """Sample K masks, score them, and return the policy-gradient loss and step statistics
+    (``replay``: keep the pixel-level answers)."""
     k = args.resolved_samples()
     logp = F.log_softmax(action_logits(logits, grid), dim=1)  # (B, C, h, w)
     actions = sample_actions(logp, k, generator)
     rewards = source.score(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), args.reward))
+    if replay is not None:
+        assert rewards.pixel is not None and rewards.valid is not None
+        replay.add(indices, actions, rewards.pixel, rewards.valid, grid, rewards.keep)
     adv, stats = advantages(args, logp, actions, rewards)
     # sum_k A_k log pi(a_k), folded per class so the graph has no K dimension.
     pg_loss = -(class_weights(adv, actions, logp.shape[1]) * logp).sum() / adv.numel()
@@ -153,6 +159,7 @@ class Run:
     labels: LabelStore  # only the CE baseline reads labels directly
     pipeline: Pipeline | None
     use_psr: bool
+    replay: AnswerReplay | None
     ckpt_path: Path
     loop_path: Path  # rank 0's checkpoint holds the model; every rank keeps its own rewards in flight
     rank_log: Path | None = None
@@ -192,7 +199,8 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
     pipeline = Pipeline(args, source) if args.objective == "rl" and args.max_inflight > 0 else None
     ckpt_path = out / "checkpoint.pt"
     run = Run(args, rank, device, out, train_ds, val_ds, core, core, optimizer, schedule, source, labels, pipeline,
-              use_psr=args.objective == "rl" and args.reward == "image" and args.psr, ckpt_path=ckpt_path,
+              use_psr=args.objective == "rl" and args.reward == "image" and args.psr,
+              replay=AnswerReplay(args.replay, device) if args.replay else None, ckpt_path=ckpt_path,
               loop_path=ckpt_path if rank == 0 else out / f"checkpoint.rank{rank}.pt")
     if args.resume:
         resume(run)
@@ -225,13 +233,16 @@ def resume(run: Run) -> None:
     if run.pipeline is not None:
         run.pipeline.load_state_dict(loop.get("inflight", []), lambda i: load_batch(run.train_ds, i, run.device),
                                      run.device)
+    if run.replay is not None:
+        run.replay.load_state_dict(loop.get("replay", {}))
     log.info("resumed from %s at step %d (scale %s, %d batches in flight)", run.ckpt_path, run.start,
              run.schedule.scale, len(loop.get("inflight", [])))
 
 
 def save(run: Run, step: int) -> None:
     """Checkpoint (rank 0: the model too), then acknowledge what the saved updates applied."""
-    loop = {"source": run.source.state_dict(), "inflight": run.pipeline.state_dict() if run.pipeline else []}
+    loop = {"source": run.source.state_dict(), "inflight": run.pipeline.state_dict() if run.pipeline else [],
+            "replay": run.replay.state_dict() if run.replay else {}}
     if run.rank == 0:
         save_checkpoint(run.ckpt_path, model=run.core.state_dict(), optimizer=run.optimizer.state_dict(),
                         schedule=run.schedule.state_dict(), step=step, seconds=run.elapsed,
@@ -275,7 +286,14 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
     else:
         grid = random_grid(scale, args.psr_mode, run.height, run.width, gen) if scale else ActionGrid(0)
         run.source.policy_version = step
-        loss, stats = rl_loss(args, logits, indices, grid, run.source, sample_gen)
+        loss, stats = rl_loss(args, logits, indices, grid, run.source, sample_gen, run.replay)
+        if run.replay is not None:  # learn again from kept answers (replay.py)
+            slots = run.replay.sample(args.replay_batch, gen)
+            assert run.replay.indices is not None
+            replayed = run.model(load_batch(run.train_ds, run.replay.indices[slots].cpu(), device))
+            replay_loss, replay_stats = run.replay.loss(replayed, slots)
+            loss = loss + args.replay_weight * replay_loss
+            stats = {**stats, **replay_stats, "replay_loss": float(replay_loss.detach())}
     optimize(run, loss, step)
     return [(loss, stats)], scale
 

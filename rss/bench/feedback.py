@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 class Config:
     kind: str  # the task kind a rater answers: pairwise, score, brush
     warm_start: bool
+    replay: bool = False  # keep every answer and learn from it again each step (learner/replay.py)
 
     @property
     def reward(self) -> str:
@@ -63,6 +64,7 @@ class Config:
 
 CONFIGS = {f"{kind}{'_warm' if warm else ''}": Config(kind, warm)
            for kind in ("pairwise", "score", "brush") for warm in (False, True)}
+CONFIGS |= {f"brush{'_warm' if warm else ''}_replay": Config("brush", warm, replay=True) for warm in (False, True)}
 
 
 @dataclass
@@ -74,7 +76,7 @@ class FeedbackArgs(TrainArgs):
     """human-hour budgets the table reports"""
     configs: tuple[str, ...] = tuple(CONFIGS)
     """feedback configurations: pairwise, score, brush, each from scratch or `_warm` (from CE on
-    --warm-images labelled images)"""
+    --warm-images labelled images); `brush_replay`, `brush_warm_replay` keep every answer (--replay)"""
     seconds_pairwise: float = 3.0
     """human seconds per pairwise answer (assumption)"""
     seconds_score: float = 4.0
@@ -194,7 +196,8 @@ def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -
     out = Path(args.out) / name
     run = base_args(args, objective="rl", reward=config.reward, samples=config.samples, steps=steps, out=str(out),
                     eval_every=max(1, steps // args.eval_points), checkpoint_every=steps, resume=False,
-                    init_from=str(warm[1]) if config.warm_start and warm else None)
+                    init_from=str(warm[1]) if config.warm_start and warm else None,
+                    replay=steps * per_step if config.replay else 0)
     log.info("bench feedback: %s, %d steps of %d answers (%.0f s each)", name, steps, per_step, cost)
     final = train(run, lambda a, dataset, device: SimulatedRaters(dataset, device, a.metric, config.kind, noise,
                                                                   args.seed))
