@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
+import tyro
 from pydantic import ValidationError
 
 from reward_service.procs import die_with_parent, stop
@@ -16,14 +17,27 @@ from reward_service.procs import die_with_parent, stop
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class ServeArgs:
+    """Run the reward service. Every setting comes from RSS_* environment variables or .env (see .env.example);
+    the flags below override the network ones."""
+
+    host: str | None = None
+    """bind address (RSS_HOST, default 127.0.0.1)"""
+    port: int | None = None
+    """port (RSS_PORT, default 8000)"""
+    workers: int | None = None
+    """uvicorn worker processes (RSS_WORKERS, default 1)"""
+
+
+@dataclass
+class WorkerArgs:
+    """Run one scoring process: it takes jobs from Redis and writes results. `rss serve` starts
+    RSS_WORKER_PROCESSES of them; run more (any machine, same RSS_* settings) to score faster."""
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rss serve", description=(
-        "Run the reward service. Every setting comes from RSS_* environment variables or .env "
-        "(see .env.example); the flags below override the network ones."))
-    parser.add_argument("--host", help="bind address (RSS_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (RSS_PORT, default 8000)")
-    parser.add_argument("--workers", type=int, help="uvicorn worker processes (RSS_WORKERS, default 1)")
-    args = parser.parse_args(argv)
+    args = tyro.cli(ServeArgs, args=argv, prog="rss serve")
     for name in ("host", "port", "workers"):
         if getattr(args, name) is not None:
             os.environ[f"RSS_{name.upper()}"] = str(getattr(args, name))
@@ -62,9 +76,7 @@ def load_settings():
 
 
 def worker_main(argv: list[str]) -> int:
-    argparse.ArgumentParser(prog="rss worker", description=(
-        "Run one scoring process: it takes jobs from Redis and writes results. `rss serve` starts "
-        "RSS_WORKER_PROCESSES of them; run more (any machine, same RSS_* settings) to score faster.")).parse_args(argv)
+    tyro.cli(WorkerArgs, args=argv, prog="rss worker")  # no options: --help, and unknown flags refused
     from reward_service.worker import run_worker
 
     settings = load_settings()

@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return bench_main(rest)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"rss {command}: error: {exc}", file=sys.stderr)  # noqa: T201
+        from rss.bench import BENCHES
+
+        name = " ".join(argv[:2]) if command == "bench" and rest and rest[0] in BENCHES else command
+        print(f"rss {name}: error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     print(f"rss: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)  # noqa: T201
     return 2

@@ -9,17 +9,21 @@ Ctrl-C included.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import os
 import secrets
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
+import tyro
 
+from learner.config import TrainArgs
 from rss.procs import die_with_parent, exit_on_sigterm, free_port, redis_executable, stop
 
 log = logging.getLogger(__name__)
@@ -51,40 +55,43 @@ def service_dataset(args) -> dict[str, str]:
     return env
 
 
-def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="rss demo", description=__doc__.split("\n\n")[0],
-        epilog="Other flags go to `rss train` (e.g. --steps 500, --reward pixel); see `rss train --help`.")
-    parser.add_argument("--out", default="runs/demo", help="report folder (final.json, curves.png, gallery.png)")
-    parser.add_argument("--steps", type=int, default=3000, help="training steps")
-    parser.add_argument("--port", type=int, default=8000, help="the service's port (another if taken)")
-    parser.add_argument("--scorer", choices=("gt", "human", "http"), default="gt",
-                        help="who scores: ground truth, raters (the UI), or --endpoint")
-    parser.add_argument("--endpoint", default="", help="--scorer http: the external scorer's URL")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    return parser.parse_known_args(argv)
+@dataclass
+class DemoArgs(TrainArgs):
+    """`rss train`'s flags, the learner's defaults for the demo, and the demo's own --port; the demo
+    points the learner at the service and Redis it starts (no --reward-source, --service-url, --redis-url)."""
+
+    out: str = "runs/demo"
+    """report folder (final.json, curves.png, gallery.png)"""
+    threads: int = 1
+    """the learner's torch CPU threads (the service and Redis share the cores)"""
+    reward_source: tyro.conf.Suppress[Literal["local", "remote"]] = "remote"
+    service_url: tyro.conf.Suppress[str] = ""
+    redis_url: tyro.conf.Suppress[str] = ""
+    port: int = 8000
+    """the service's port (another if taken)"""
+
+    def train_args(self, **overrides) -> TrainArgs:
+        """The learner's configuration: these arguments but --port, with ``overrides``."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainArgs)}
+        return TrainArgs(**{**shared, **overrides})
+
+
+def parse(argv: list[str]) -> DemoArgs:
+    """Parse and validate ``argv``: bad flags fail before anything starts."""
+    args = tyro.cli(DemoArgs, args=argv, prog="rss demo", description=__doc__.split("\n\n")[0])
+    args.validate()
+    return args
 
 
 def main(argv: list[str]) -> int:
-    args, train_flags = parse(argv)
+    args = parse(argv)
     exit_on_sigterm()  # the `finally` below stops the children
     out = Path(args.out).resolve()
     learner_token, rater_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     redis_port, port = free_port(), free_port(args.port)
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     url = f"http://127.0.0.1:{port}"
-    flags = ["--reward-source", "remote", "--service-url", url, "--redis-url", redis_url, "--scorer", args.scorer,
-             "--steps", str(args.steps), "--out", str(out), "--threads", "1", *train_flags]
-    if args.endpoint:
-        flags += ["--endpoint", args.endpoint]
-    if args.resume:
-        flags.append("--resume")
-    import tyro
-
-    from learner.config import TrainArgs
-
-    train_args = tyro.cli(TrainArgs, args=flags, prog="rss demo")  # bad flags fail before anything starts
-    train_args.validate()
+    train_args = args.train_args(service_url=url, redis_url=redis_url, out=str(out))
     (out / "redis").mkdir(parents=True, exist_ok=True)
     procs: list[tuple[subprocess.Popen, str]] = []
     logs = {name: (out / f"{name}.log").open("ab") for name in ("redis", "service")}

@@ -9,14 +9,15 @@ wrong preference with probability `--flip`, Gaussian jitter on scores, and a del
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 import httpx
 import numpy as np
 import torch
+import tyro
 
 from rss_core import codec, scoring
 from rss_core.data import IGNORE_INDEX, build_dataset
@@ -28,8 +29,39 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "RSS_RATER_TOKEN"
 
 
+@dataclass
+class RaterSimArgs:
+    """A simulated rater that answers human-rating tasks from ground truth (its token in $RSS_RATER_TOKEN)."""
+
+    service_url: str = "http://127.0.0.1:8000"
+    """the reward service's base URL"""
+    split: str = "train"
+    """the split the service serves (RSS_SPLIT)"""
+    data_root: str | None = None
+    """the dataset's folder (RSS_DATA_ROOT), not for shapes"""
+    shapes_size: int = 64
+    """shapes: RSS_SHAPES_SIZE of the service"""
+    seed: int = 0
+    """the dataset seed (RSS_SEED), also this rater's noise seed"""
+    flip: float = 0.0
+    """probability of a wrong preference"""
+    jitter: float = 0.0
+    """std of Gaussian noise on scores"""
+    latency_s: float = 0.0
+    """seconds 'thinking' before each answer"""
+    max_tasks: int = 1_000_000
+    """stop after this many answers"""
+    idle_s: float = 30.0
+    """stop after this long without a task"""
+
+    def validate(self) -> None:
+        """Reject impossible values up front, naming the flag."""
+        if not 0 <= self.flip <= 1 or self.jitter < 0 or self.latency_s < 0:
+            raise ValueError("--flip must be in [0, 1]; --jitter and --latency-s must be >= 0")
+
+
 class RaterSim:
-    def __init__(self, args: argparse.Namespace, token: str) -> None:
+    def __init__(self, args: RaterSimArgs, token: str) -> None:
         self.args = args
         self.rng = np.random.default_rng(args.seed)
         self.http = httpx.Client(base_url=args.service_url.rstrip("/"), timeout=30.0,
@@ -104,26 +136,11 @@ class RaterSim:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rss rater-sim", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--service-url", default="http://127.0.0.1:8000")
-    parser.add_argument("--split", default="train", help="the split the service serves (RSS_SPLIT)")
-    parser.add_argument("--data-root", default=None, help="the dataset's folder (RSS_DATA_ROOT), not for shapes")
-    parser.add_argument("--shapes-size", type=int, default=64, help="shapes: RSS_SHAPES_SIZE of the service")
-    parser.add_argument("--seed", type=int, default=0, help="the dataset seed (RSS_SEED), also this rater's noise seed")
-    parser.add_argument("--flip", type=float, default=0.0, help="probability of a wrong preference")
-    parser.add_argument("--jitter", type=float, default=0.0, help="std of Gaussian noise on scores")
-    parser.add_argument("--latency-s", type=float, default=0.0, help="seconds 'thinking' before each answer")
-    parser.add_argument("--max-tasks", type=int, default=1_000_000, help="stop after this many answers")
-    parser.add_argument("--idle-s", type=float, default=30.0, help="stop after this long without a task")
-    args = parser.parse_args(argv)
+    args = tyro.cli(RaterSimArgs, args=argv, prog="rss rater-sim", description=__doc__.split("\n\n")[0])
+    args.validate()
     token = os.environ.get(TOKEN_ENV)
     if not token:
         raise ValueError(f"rss rater-sim needs a rater token in ${TOKEN_ENV}")
-    if not 0 <= args.flip <= 1 or args.jitter < 0 or args.latency_s < 0:
-        raise ValueError("--flip must be in [0, 1]; --jitter and --latency-s must be >= 0")
     answered = RaterSim(args, token).loop()
     print(f"answered {answered} tasks")  # noqa: T201
     return 0
-
-
-

@@ -6,6 +6,10 @@ BENCHES = ("convergence", "service", "ui", "loop", "load", "feedback")
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: rss bench {{{','.join(BENCHES)}}} [options]\n\n"  # noqa: T201
+              "Run `rss bench <name> --help` for the options of each (`rss --help` says what each measures).")
+        return 0
     if not argv or argv[0] not in BENCHES:
         raise ValueError(f"rss bench needs one of: {', '.join(BENCHES)}")
     if argv[0] == "loop":

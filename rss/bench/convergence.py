@@ -13,10 +13,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import tyro
-
 from learner.config import IMAGE_BEST, PIXEL_DEFAULT, TrainArgs
 from learner.train import train
+from rss.bench.args import BenchArgs, parse
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,10 @@ ROWS: dict[str, dict] = {
 
 
 @dataclass
-class ConvergenceArgs:
+class ConvergenceArgs(BenchArgs):
+    """CE vs pixel- and image-level RSS on `shapes`, one table. The fields named as TrainArgs' go to every row
+    and default to `rss train`'s; each row sets the rest (ROWS)."""
+
     ce_steps: int = 3000
     """step budget of CE, pixel and the image-level ablations"""
     best_factor: float = 4.0
@@ -46,40 +48,45 @@ class ConvergenceArgs:
     """the image-level ablations (naive, psd, psd_psr) train for this many times the CE budget"""
     rows: tuple[str, ...] = tuple(ROWS)
     """which rows to run (ce always runs first: the ratios need it)"""
-    train_size: int = 2000
+    # TrainArgs fields, every row
+    train_size: int = TrainArgs.train_size
     """shapes training images"""
-    val_size: int = 200
+    val_size: int = TrainArgs.val_size
     """shapes validation images"""
-    shapes_size: int = 64
+    shapes_size: int = TrainArgs.shapes_size
     """shapes image side in pixels"""
-    batch_size: int = 16
+    batch_size: int = TrainArgs.batch_size
     """images per step, every row"""
-    lr: float = 1e-3
+    lr: float = TrainArgs.lr
     """Adam learning rate, every row"""
-    seed: int = 0
+    seed: int = TrainArgs.seed
     """seed, every row"""
-    eval_every: int = 250
+    eval_every: int = TrainArgs.eval_every
     """steps between validation runs"""
-    threads: int = 0
+    threads: int = TrainArgs.threads
     """torch CPU threads (0: default)"""
-    device: str = "auto"
+    device: str = TrainArgs.device
     """`auto`, `cpu`, `cuda`"""
     out: str = "runs/bench-convergence"
     """folder: one sub-folder per row plus curves.png"""
-    json: str | None = None
-    """also write the table as JSON to this path"""
+
+    def shared(self) -> dict:
+        """What every row's TrainArgs share: the fields named as TrainArgs' (but --out), `shapes`, no checkpoints."""
+        train_fields = {f.name for f in dataclasses.fields(TrainArgs)} - {"out"}
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in train_fields},
+                "dataset": "shapes", "checkpoint_every": 10**9, "progress": False}
+
+    def validate(self) -> None:
+        unknown = [r for r in self.rows if r not in ROWS]
+        if unknown:
+            raise ValueError(f"--rows: unknown {unknown} (choose from {', '.join(ROWS)})")
+        TrainArgs(**self.shared()).validate()
 
 
 def run(args: ConvergenceArgs) -> list[dict]:
-    unknown = [r for r in args.rows if r not in ROWS]
-    if unknown:
-        raise ValueError(f"--rows: unknown {unknown} (choose from {', '.join(ROWS)})")
+    args.validate()
     names = ["ce"] + [r for r in args.rows if r != "ce"]
-    shared = {
-        "dataset": "shapes", "shapes_size": args.shapes_size, "train_size": args.train_size, "val_size": args.val_size,
-        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "eval_every": args.eval_every,
-        "checkpoint_every": 10**9, "threads": args.threads, "device": args.device, "progress": False,
-    }
+    shared = args.shared()
     rows = []
     for name in names:
         factor = 1.0
@@ -131,7 +138,7 @@ def plot(rows: list[dict], out: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(ConvergenceArgs, args=argv, prog="rss bench convergence")
+    args = parse(ConvergenceArgs, argv, "rss bench convergence", __doc__.split("\n\n")[0])
     rows = run(args)
     out = Path(args.out)
     plot(rows, out)

@@ -18,7 +18,6 @@ written twice to a stream, throughput, POST p50/p99, and answers other than 202 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rss.bench.args import ServedBenchArgs, parse
 from rss.bench.service import BenchError, start_redis, start_service
 from rss.procs import exit_on_sigterm, stop
 
@@ -179,24 +179,39 @@ async def run_load(url: str, token: str, redis_url: str, sims: list[Sim], second
     }
 
 
+@dataclass
+class LoadBenchArgs(ServedBenchArgs):
+    """Many learners and raters at once against one service; did anything get lost?"""
+
+    size: int = 32
+    """shapes image size (masks are full size)"""
+    learners: int = 4
+    """simulated learners on ground-truth runs"""
+    raters: int = 2
+    """`rss rater-sim` processes on a human run (0: none)"""
+    seconds: float = 30.0
+    """how long to post"""
+    drain_s: float = 120.0
+    """most seconds to wait for what was accepted"""
+    episodes: int = 16
+    """episodes per POST (one learner step)"""
+    samples: int = 4
+    """masks per episode (K)"""
+    inflight: int = 2
+    """batches a learner may have unapplied"""
+
+    def validate(self) -> None:
+        if self.learners < 1 or self.raters < 0 or self.seconds <= 0 or self.episodes < 1 or self.inflight < 1:
+            raise ValueError("--learners, --episodes and --inflight must be >= 1, --raters >= 0, --seconds > 0")
+        super().validate()
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rss bench load", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--learners", type=int, default=4, help="simulated learners on ground-truth runs")
-    parser.add_argument("--raters", type=int, default=2, help="`rss rater-sim` processes on a human run (0: none)")
-    parser.add_argument("--seconds", type=float, default=30.0, help="how long to post")
-    parser.add_argument("--drain-s", type=float, default=120.0, help="most seconds to wait for what was accepted")
-    parser.add_argument("--episodes", type=int, default=16, help="episodes per POST (one learner step)")
-    parser.add_argument("--samples", type=int, default=4, help="masks per episode (K)")
-    parser.add_argument("--size", type=int, default=32, help="shapes image size (masks are full size)")
-    parser.add_argument("--inflight", type=int, default=2, help="batches a learner may have unapplied")
-    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
-    args = parser.parse_args(argv)
-    if args.learners < 1 or args.raters < 0 or args.seconds <= 0 or args.episodes < 1 or args.inflight < 1:
-        raise ValueError("--learners, --episodes and --inflight must be >= 1, --raters >= 0, --seconds > 0")
+    args = parse(LoadBenchArgs, argv, "rss bench load", __doc__.split("\n\n")[0])
     exit_on_sigterm()
     token = secrets.token_hex(16)
     raters = {f"sim{i}": secrets.token_hex(16) for i in range(args.raters)}
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
     sims = [Sim(f"load-{i}", bodies_for(f"load-{i}", args.episodes, args.samples, args.size, 4, rng),
                 args.samples, args.episodes, args.inflight) for i in range(args.learners)]
     if args.raters:  # people are slow: one episode of 2 samples a post, 4 unanswered at most
@@ -235,7 +250,7 @@ def main(argv: list[str]) -> int:
         f"{figures['elapsed_s']} s")
     out("held: lost 0, applied twice 0, written twice 0, no 5xx" if figures["held"] else "NOT HELD")
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0 if figures["held"] else 1
 
 

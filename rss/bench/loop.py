@@ -10,17 +10,24 @@ It reports learner steps/s (from each run's `sec_per_step`, which excludes evalu
 start-up) and the final val mIoU of each, next to the loop issue's targets: the remote loop
 keeps >= 80% of the in-process steps/s, with the same val mIoU within 0.01. With
 `--max-inflight 0` (the default) the two runs apply the very same rewards, so their mIoU are
-equal; `--max-inflight N` pipelines the remote run. Other flags go to both trainings.
+equal; `--max-inflight N` pipelines the remote run. Every other `rss train` flag goes to both trainings.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from learner.config import TrainArgs
+from rss.bench.args import BenchArgs, parse
 
 RATIO_TARGET = 0.8
 MIOU_TOLERANCE = 0.01
@@ -30,18 +37,57 @@ def out(line: str = "") -> None:
     print(line, flush=True)  # noqa: T201
 
 
-def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="rss bench loop", description=__doc__.split("\n\n")[0],
-        epilog="Other flags go to both trainings (e.g. --batch-size 8); see `rss train --help`.")
-    parser.add_argument("--steps", type=int, default=150, help="training steps of each run")
-    parser.add_argument("--max-inflight", type=int, default=0, help="the remote run's --max-inflight")
-    parser.add_argument("--out", default="runs/bench-loop", help="folder for both runs' reports and logs")
-    parser.add_argument("--json", default="", help="also write the figures to this JSON file")
-    args, train_flags = parser.parse_known_args(argv)
-    if args.steps < 1 or args.max_inflight < 0:
-        raise ValueError("--steps must be >= 1 and --max-inflight >= 0")
-    return args, train_flags
+@dataclass
+class LoopArgs(BenchArgs, TrainArgs):
+    """`rss train`'s flags for both trainings, with the bench's defaults, and the remote run's --max-inflight."""
+
+    steps: int = 150
+    """training steps of each run"""
+    max_inflight: int = 0
+    """the remote run's --max-inflight (the in-process run waits for nothing)"""
+    eval_every: int = 0
+    """steps between validation runs (0: once, at --steps)"""
+    threads: int = 1
+    """each run's learner torch CPU threads"""
+    out: str = "runs/bench-loop"
+    """folder for both runs' reports and logs"""
+    progress: bool = False
+    """show each run's progress bar (in its log)"""
+    reward_source: tyro.conf.Suppress[Literal["local", "remote"]] = "local"  # each run sets its own
+    service_url: tyro.conf.Suppress[str] = TrainArgs.service_url
+    redis_url: tyro.conf.Suppress[str] = TrainArgs.redis_url
+
+    def train_args(self, name: str) -> TrainArgs:
+        """The training of the run ``name`` (`in-process` or `remote`), its report in OUT/NAME."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainArgs)}
+        return TrainArgs(**{**shared, "eval_every": self.eval_every or self.steps,
+                            "out": str(Path(self.out).resolve() / name),
+                            "max_inflight": self.max_inflight if name == "remote" else 0})
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.max_inflight < 0:
+            raise ValueError("--steps must be >= 1 and --max-inflight >= 0")
+        if self.eval_every < 0:
+            raise ValueError(f"--eval-every must be >= 0, got {self.eval_every}")
+        self.train_args("in-process").validate()
+        dataclasses.replace(self.train_args("remote"), reward_source="remote").validate()
+
+
+def train_flags(args: TrainArgs, always: tuple[str, ...] = ("steps", "eval_every", "threads", "out")) -> list[str]:
+    """`rss train` flags that parse back to ``args``: one for each field off TrainArgs' default, and for the
+    fields in ``always`` (`rss demo`'s defaults of --threads and --out are not `rss train`'s)."""
+    default, flags = TrainArgs(), []
+    for field in dataclasses.fields(TrainArgs):
+        value, flag = getattr(args, field.name), "--" + field.name.replace("_", "-")
+        if value == getattr(default, field.name) and field.name not in always:
+            continue
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, tuple):
+            flags += [flag, *map(str, value)]
+        else:
+            flags += [flag, str(value)]  # None too: tyro reads `None` as None
+    return flags
 
 
 def run(argv: list[str], log: Path, what: str) -> dict:
@@ -61,14 +107,11 @@ def run(argv: list[str], log: Path, what: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    args, train_flags = parse(argv)
+    args = parse(LoopArgs, argv, "rss bench loop", __doc__.split("\n\n")[0])
     root = Path(args.out).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    common = ["--steps", str(args.steps), "--eval-every", str(args.steps), "--no-progress", *train_flags]
-    local = run(["train", "--out", str(root / "in-process"), "--threads", "1", *common],
-                root / "in-process.log", "in-process")
-    remote = run(["demo", "--out", str(root / "remote"), "--max-inflight", str(args.max_inflight), *common],
-                 root / "remote.log", "remote")
+    local = run(["train", *train_flags(args.train_args("in-process"))], root / "in-process.log", "in-process")
+    remote = run(["demo", *train_flags(args.train_args("remote"))], root / "remote.log", "remote")
     figures = {
         "in_process_steps_per_s": round(1 / local["sec_per_step"], 3),
         "remote_steps_per_s": round(1 / remote["sec_per_step"], 3),

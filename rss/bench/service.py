@@ -19,7 +19,6 @@ missing result fails the run with a message.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rss.bench.args import ServedBenchArgs, parse
 from rss.procs import exit_on_sigterm, free_port, stop
 
 log = logging.getLogger(__name__)
@@ -426,34 +426,39 @@ def format_details(report: dict) -> str:
 
 # --- main ------------------------------------------------------------------------------------
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="rss bench service", description=(
-        "Ground-truth scoring through the reward service (its own redis-server and `rss serve`, one worker) "
-        "vs the same scoring function in-process, on the same masks; POST latency p50/p99."))
-    parser.add_argument("--masks", type=int, default=2000, help="masks to score, each way (default 2000)")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients (default 16)")
-    parser.add_argument("--size", type=int, default=512, help="image and mask side in pixels (default 512)")
-    parser.add_argument("--samples", type=int, default=1, help="masks per episode (default 1)")
-    parser.add_argument("--images", type=int, default=16, help="distinct train images cycled (default 16)")
-    parser.add_argument("--pool", type=int, default=64, help="distinct pre-encoded episodes cycled (default 64)")
-    parser.add_argument("--flip", type=float, default=0.2, help="fraction of pixels set to a random class (0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the mask noise (default 0)")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds to wait for the results after the last POST (default 120)")
-    parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON to PATH")
-    args = parser.parse_args(argv)
-    for name in ("masks", "clients", "samples", "images", "pool"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    if args.size < 16:
-        parser.error("--size must be at least 16 (the shapes dataset's minimum)")
-    if args.samples > 64:
-        parser.error("--samples must be at most 64 (the service's default RSS_MAX_SAMPLES)")
-    if not 0.0 <= args.flip <= 1.0:
-        parser.error("--flip must be in [0, 1]")
-    if args.timeout <= 0:
-        parser.error("--timeout must be positive")
-    return args
+@dataclass
+class ServiceBenchArgs(ServedBenchArgs):
+    """Ground-truth scoring through the reward service (its own redis-server and `rss serve`, one worker)
+    vs the same scoring function in-process, on the same masks; POST latency p50/p99."""
+
+    size: int = 512
+    """image and mask side in pixels"""
+    masks: int = 2000
+    """masks to score, each way"""
+    clients: int = 16
+    """concurrent HTTP clients"""
+    samples: int = 1
+    """masks per episode"""
+    images: int = 16
+    """distinct train images cycled"""
+    pool: int = 64
+    """distinct pre-encoded episodes cycled"""
+    flip: float = 0.2
+    """fraction of pixels set to a random class"""
+    timeout: float = 120.0
+    """seconds to wait for the results after the last POST"""
+
+    def validate(self) -> None:
+        for name in ("masks", "clients", "samples", "images", "pool"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1")
+        super().validate()
+        if self.samples > 64:
+            raise ValueError("--samples must be at most 64 (the service's default RSS_MAX_SAMPLES)")
+        if not 0.0 <= self.flip <= 1.0:
+            raise ValueError("--flip must be in [0, 1]")
+        if self.timeout <= 0:
+            raise ValueError("--timeout must be positive")
 
 
 def cores() -> int:
@@ -463,7 +468,7 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: ServiceBenchArgs) -> dict:
     episodes = math.ceil(args.masks / args.samples)
     pool_size = min(args.pool, episodes)
     images = min(args.images, pool_size)
@@ -561,7 +566,7 @@ def _cpu(service: Process, redis_proc: Process) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    args = parse(argv)
+    args = parse(ServiceBenchArgs, argv, "rss bench service")
     for noisy in ("httpx", "httpcore"):  # one INFO line per request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop redis-server and rss serve.

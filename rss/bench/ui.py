@@ -16,7 +16,6 @@ Two numbers, against the UI issue's targets:
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import logging
@@ -25,10 +24,12 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rss.bench.args import ServedBenchArgs, parse
 from rss.bench.service import BenchError, out, start_redis, start_service
 from rss.procs import exit_on_sigterm
 
@@ -41,6 +42,30 @@ CHROMIUM = "/usr/bin/chromium"
 # Debian's chromium in a container: no sandbox, no GPU, nothing phoning home.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class UiBenchArgs(ServedBenchArgs):
+    """The annotator UI in headless Chromium against its own `rss serve` and Redis."""
+
+    size: int = 1024
+    """mask and image side of the tasks"""
+    tasks: int = 40
+    """image-level tasks answered"""
+    think_s: float = 2.0
+    """seconds the rater looks at each task"""
+    frames: int = 60
+    """timed redraws of the 1024 overlay"""
+    chromium: str = CHROMIUM
+    """the browser binary"""
+
+    def validate(self) -> None:
+        if self.tasks < 2 or self.frames < 1:
+            raise ValueError("--tasks must be at least 2 and --frames at least 1")
+        super().validate()
+        if self.think_s < 0:
+            raise ValueError("--think-s must be non-negative")
+
 
 # In the page: decode a noisy 1024 x 1024 mask the way a task's masks are decoded, then time redraws.
 _OVERLAY_JS = """
@@ -100,7 +125,7 @@ def post_episodes(url: str, token: str, run_id: str, count: int, size: int, seed
                 raise BenchError(f"POST /v1/episodes answered {response.status_code}: {response.text[:300]}")
 
 
-def drive(url: str, rater_token: str, args: argparse.Namespace) -> dict:
+def drive(url: str, rater_token: str, args: UiBenchArgs) -> dict:
     """Sign in, answer ``args.tasks`` tasks by keyboard, then time the 1024 overlay; the page's numbers."""
     try:
         from playwright.sync_api import Error as PlaywrightError
@@ -147,7 +172,7 @@ def drive(url: str, rater_token: str, args: argparse.Namespace) -> dict:
     return {"timings": timings, "fetches": fetches, "prefetched": prefetched, **overlay}
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: UiBenchArgs) -> dict:
     learner_token, rater_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     with tempfile.TemporaryDirectory(prefix="rss-bench-ui-") as folder:
         redis_proc = start_redis(Path(folder))
@@ -210,25 +235,8 @@ def format_report(r: dict) -> str:
     ])
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="rss bench ui", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=40, help="image-level tasks answered (default 40)")
-    parser.add_argument("--size", type=int, default=1024, help="mask and image side of the tasks (default 1024)")
-    parser.add_argument("--think-s", type=float, default=2.0, help="seconds the rater looks at each task (2.0)")
-    parser.add_argument("--frames", type=int, default=60, help="timed redraws of the 1024 overlay (default 60)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the mask noise")
-    parser.add_argument("--chromium", default=CHROMIUM, help=f"the browser binary (default {CHROMIUM})")
-    parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON to PATH")
-    args = parser.parse_args(argv)
-    if args.tasks < 2 or args.frames < 1:
-        parser.error("--tasks must be at least 2 and --frames at least 1")
-    if args.size < 16 or args.think_s < 0:
-        parser.error("--size must be at least 16 and --think-s non-negative")
-    return args
-
-
 def main(argv: list[str]) -> int:
-    args = parse(argv)
+    args = parse(UiBenchArgs, argv, "rss bench ui", __doc__.split("\n\n")[0])
     previous = exit_on_sigterm()  # SIGTERM unwinds, so redis-server and rss serve are stopped
     try:
         report = run(args)
