@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import tyro
 
+from rss import raters
+from rss.raters import Imperfection
 from rss_core import codec, scoring
 from rss_core.data import IGNORE_INDEX, build_dataset
 from rss_core.grid import ActionGrid, as_action_grid, masks_for_scoring
@@ -47,6 +49,10 @@ class RaterSimArgs:
     """probability of a wrong preference"""
     jitter: float = 0.0
     """std of Gaussian noise on scores"""
+    brush_width: int = 1
+    """pixel tasks: brush strokes this wide (odd): thinner wrong regions are missed (1: every wrong pixel)"""
+    brush_spill: int = 0
+    """pixel tasks: strokes spill this many pixels past a wrong region's edge"""
     latency_s: float = 0.0
     """seconds 'thinking' before each answer"""
     max_tasks: int = 1_000_000
@@ -56,8 +62,12 @@ class RaterSimArgs:
 
     def validate(self) -> None:
         """Reject impossible values up front, naming the flag."""
-        if not 0 <= self.flip <= 1 or self.jitter < 0 or self.latency_s < 0:
-            raise ValueError("--flip must be in [0, 1]; --jitter and --latency-s must be >= 0")
+        if self.latency_s < 0:
+            raise ValueError("--latency-s must be >= 0")
+        self.imperfection()  # checks --flip, --jitter, --brush-width, --brush-spill
+
+    def imperfection(self) -> Imperfection:
+        return Imperfection(self.flip, self.jitter, self.brush_width, self.brush_spill)
 
 
 class RaterSim:
@@ -91,18 +101,16 @@ class RaterSim:
         target, grid = self.target(task, run)
         shape = (task.grid.scale,) * 2 if task.grid.scale and task.grid.mode == "pool" else target.shape
         masks = np.stack([codec.decode_mask(s.mask, shape) for s in task.samples])
+        noise = self.args.imperfection()  # the answer code `rss bench feedback` uses too (rss.raters)
         if task.kind == "pixel":
-            full = masks_for_scoring(torch.from_numpy(masks).long(), grid, target.shape)[0].numpy()
-            pixels = np.where(target == IGNORE_INDEX, 0, np.where(full == target, 1, 2)).astype(np.uint8)
+            full = masks_for_scoring(torch.from_numpy(masks).long(), grid, target.shape)[0]
+            label = torch.from_numpy(target.astype(np.int64))
+            pixels = raters.brush(full == label, label != IGNORE_INDEX, noise).numpy()
             return {"pixels": codec.png_mask(pixels).model_dump()}
         rewards = scoring.score_masks(masks, target, grid, "image", run.num_classes, run.metric)[0].tolist()
         if task.kind == "score":
-            return {"score": float(np.clip(rewards[0] + self.rng.normal(0, self.args.jitter), 0, 1))}
-        a, b = rewards
-        preference = "tie" if a == b else ("a" if a > b else "b")
-        if preference != "tie" and self.rng.random() < self.args.flip:
-            preference = "b" if preference == "a" else "a"
-        return {"preference": preference}
+            return {"score": raters.score(rewards[0], noise, self.rng)}
+        return {"preference": raters.prefer(rewards[0], rewards[1], noise, self.rng)}
 
     def post_rating(self, task_id: str, body: dict) -> httpx.Response:
         """POST an answer, waiting out the service's per-rater rate limit (429, Retry-After) as a person would."""

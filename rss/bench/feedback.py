@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import tyro
 
 from learner.config import TrainArgs
 from learner.rewards import Episodes, LocalRewardSource, Rewards
 from learner.train import train
+from rss.bench.args import BenchArgs, parse
 from rss.raters import Imperfection, brush, prefer, score
 from rss_core.answers import PIXEL_REWARD, PREFERENCE
 from rss_core.data import SegDataset
@@ -68,7 +68,7 @@ CONFIGS |= {f"brush{'_warm' if warm else ''}_replay": Config("brush", warm, repl
 
 
 @dataclass
-class FeedbackArgs(TrainArgs):
+class FeedbackArgs(BenchArgs, TrainArgs):
     """Every `rss train` flag sets the base configuration of each run (data, model, batch, lr, seed,
     threads, device); the bench sets the objective, reward, samples, steps, warm start and output."""
 
@@ -99,8 +99,6 @@ class FeedbackArgs(TrainArgs):
     """simulated raters: brush strokes are this wide (odd); thinner wrong regions are missed"""
     brush_spill: int = 1
     """simulated raters: strokes spill this many pixels past a wrong region's edge"""
-    json: str | None = None
-    """also write every point as JSON to this path"""
     out: str = "runs/bench-feedback"
     """folder: one sub-folder per run, feedback.png"""
     progress: bool = False
@@ -109,7 +107,8 @@ class FeedbackArgs(TrainArgs):
     def seconds(self, kind: str) -> float:
         return {"pairwise": self.seconds_pairwise, "score": self.seconds_score, "brush": self.seconds_brush}[kind]
 
-    def check(self) -> None:
+    def validate(self) -> None:
+        super().validate()
         unknown = [c for c in self.configs if c not in CONFIGS]
         if unknown:
             raise ValueError(f"--configs: unknown {', '.join(unknown)} (choose from {', '.join(CONFIGS)})")
@@ -215,7 +214,7 @@ def best_within(points: list[dict], hours: float) -> float | None:
 
 
 def feedback(args: FeedbackArgs) -> dict:
-    args.check()
+    args.validate()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     ce: dict[str, dict] = {}
     cache: dict[int, tuple[float, Path]] = {}
@@ -289,7 +288,7 @@ def write_plot(report: dict, path: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(FeedbackArgs, args=argv, prog="rss bench feedback")
+    args = parse(FeedbackArgs, argv, "rss bench feedback", __doc__.split("\n\n")[0])
     report = feedback(args)
     print(table(report))  # noqa: T201
     print(f"plot: {Path(args.out) / 'feedback.png'}" + (f"; json: {args.json}" if args.json else ""))  # noqa: T201
