@@ -10,6 +10,8 @@ RSS_SEED there, else the labels differ and so do the rewards.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -94,7 +96,15 @@ def score_request(request: ExternalScoreRequest) -> ExternalScoreResponse:
     return score_labels(request, label, num_classes)
 
 
-app = FastAPI(title="RSS example external scorer", version="1")
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    # Build the split the service scores (train) before answering: built on the first request, it
+    # made that request slower than a service's endpoint timeout on a loaded machine.
+    get_dataset("train")
+    yield
+
+
+app = FastAPI(title="RSS example external scorer", version="1", lifespan=lifespan)
 
 
 @app.get("/health")
