@@ -83,20 +83,34 @@ class SegDataset(abc.ABC):
 class FolderDataset(SegDataset):
     """A split whose ids map to (image file, label file) pairs on disk.
 
-    Subclasses find the pairs in their layout and call ``set_pairs``; they may override
+    Subclasses find the pairs in their layout (``find_pairs``); they may override
     ``convert_label`` (stored values -> class indices) and ``default_class_names``.
     """
 
     default_class_names: tuple[str, ...] = ()
 
-    def __init__(self, *, num_classes: int | None, class_names: list[str] | None, image_size: int | None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        *,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        image_size: int | None = None,
+    ) -> None:
         default_n = len(self.default_class_names)
         n = default_n if num_classes is None else num_classes
         if class_names is None and n == default_n:
             class_names = list(self.default_class_names)
         super().__init__(num_classes=n, class_names=class_names, image_size=image_size)
+        self.root, self.split = Path(root), split
         self._pairs: dict[str, tuple[Path, Path]] = {}
         self._source = ""
+        self.set_pairs(*self.find_pairs())
+
+    def find_pairs(self) -> tuple[dict[str, tuple[Path, Path]], Path]:
+        """The split's ``{id: (image file, label file)}`` in this layout, and the file or folder it came from."""
+        raise NotImplementedError
 
     def set_pairs(self, pairs: dict[str, tuple[Path, Path]], source: Path) -> None:
         """Adopt the split's pairs after checking every file exists; ``source`` names the split in errors."""

@@ -23,18 +23,8 @@ class CityscapesDataset(FolderDataset):
     name = "cityscapes"
     default_class_names = CITYSCAPES_CLASSES
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str,
-        *,
-        num_classes: int | None = None,
-        class_names: list[str] | None = None,
-        image_size: int | None = None,
-    ) -> None:
-        super().__init__(num_classes=num_classes, class_names=class_names, image_size=image_size)
-        self.root, self.split = Path(root), split
-        split_dir = self.root / "leftImg8bit" / split
+    def find_pairs(self) -> tuple[dict[str, tuple[Path, Path]], Path]:
+        split, split_dir = self.split, self.root / "leftImg8bit" / self.split
         images = sorted(split_dir.glob(f"*/*{IMAGE_SUFFIX}")) if split_dir.is_dir() else []
         if not images:
             raise DatasetError(f"{split_dir}: split folder is missing or has no */*{IMAGE_SUFFIX} images")
@@ -43,4 +33,4 @@ class CityscapesDataset(FolderDataset):
         for path in images:
             city, stem = path.parent.name, path.name[: -len(IMAGE_SUFFIX)]
             pairs[f"{city}/{stem}"] = (path, label_dir / city / f"{stem}{LABEL_SUFFIX}")
-        self.set_pairs(pairs, split_dir)
+        return pairs, split_dir

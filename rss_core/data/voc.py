@@ -26,20 +26,10 @@ class VOCDataset(FolderDataset):
     label_dir = "SegmentationClass"
     default_class_names: tuple[str, ...] = VOC_CLASSES
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str,
-        *,
-        num_classes: int | None = None,
-        class_names: list[str] | None = None,
-        image_size: int | None = None,
-    ) -> None:
-        super().__init__(num_classes=num_classes, class_names=class_names, image_size=image_size)
-        self.root, self.split = Path(root), split
-        split_file = self.root / self.split_dir / f"{split}.txt"
+    def find_pairs(self) -> tuple[dict[str, tuple[Path, Path]], Path]:
+        split_file = self.root / self.split_dir / f"{self.split}.txt"
         pairs = {
             i: (self.root / self.image_dir / f"{i}.jpg", self.root / self.label_dir / f"{i}.png")
             for i in read_split(split_file)
         }
-        self.set_pairs(pairs, split_file)
+        return pairs, split_file
