@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 OURS = {"rss_core", "learner", "reward_service", "rss", "examples", "tests"}
 # What each package may import of ours; third-party imports are free except in the contract.
