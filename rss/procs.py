@@ -101,7 +101,7 @@ class Process:
         self.port, self.env, self.cwd, self.startup_s, self.new_session = port, env, cwd, startup_s, new_session
         self._temporary_log = log is None
         if log is None:
-            with tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False) as f:
+            with tempfile.NamedTemporaryFile(prefix=f"{name.split()[0]}-", suffix=".log", delete=False) as f:
                 log = f.name
         self.log_path = Path(log)
         self._log_from = 0  # where this start's output begins in the log
