@@ -13,34 +13,17 @@ import dataclasses
 import logging
 import os
 import secrets
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import httpx
 import tyro
 
 from learner.config import TrainArgs
-from rss.procs import die_with_parent, exit_on_sigterm, free_port, redis_executable, stop
+from rss.procs import Process, exit_on_sigterm, free_port, start_redis, start_service
 
 log = logging.getLogger(__name__)
-
-
-def wait_until(check, what: str, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
-        try:
-            if check():
-                return
-        except (httpx.TransportError, OSError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not become ready within {timeout:g} s")
 
 
 def service_dataset(args) -> dict[str, str]:
@@ -92,29 +75,15 @@ def main(argv: list[str]) -> int:
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     url = f"http://127.0.0.1:{port}"
     train_args = args.train_args(service_url=url, redis_url=redis_url, out=str(out))
-    (out / "redis").mkdir(parents=True, exist_ok=True)
-    procs: list[tuple[subprocess.Popen, str]] = []
-    logs = {name: (out / f"{name}.log").open("ab") for name in ("redis", "service")}
+    procs: list[Process] = []
     try:
-        redis_proc = subprocess.Popen(
-            [redis_executable(), "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(out / "redis"),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
-            stdout=logs["redis"], stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
-        procs.append((redis_proc, "redis-server"))
-        import redis
-
-        client = redis.Redis(port=redis_port, socket_timeout=2)
-        wait_until(client.ping, "redis-server", 20, redis_proc)
-        client.close()
-        env = {**os.environ, "RSS_REDIS_URL": redis_url, "RSS_LEARNER_TOKENS": f'["{learner_token}"]',
+        procs.append(start_redis(out / "redis", redis_port, durable="everysec", log=out / "redis.log",
+                                 new_session=True))
+        env = {"RSS_REDIS_URL": redis_url, "RSS_LEARNER_TOKENS": f'["{learner_token}"]',
                "RSS_RATER_TOKENS": f'{{"demo": "{rater_token}"}}', "RSS_HOST": "127.0.0.1", "RSS_PORT": str(port),
                "RSS_LOG_LEVEL": "warning", "RSS_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1",
                **service_dataset(train_args)}
-        service = subprocess.Popen([sys.executable, "-m", "rss.cli", "serve"], env=env,
-                                   stdout=logs["service"], stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=die_with_parent)
-        procs.append((service, "rss serve"))
-        wait_until(lambda: httpx.get(f"{url}/v1/ready", timeout=2).status_code == 200, "rss serve", 90, service)
+        procs.append(start_service(env, port, log=out / "service.log", startup_s=90, new_session=True))
         print(f"reward service: {url}  (API docs {url}/docs, metrics {url}/metrics)\n"  # noqa: T201
               f"annotator UI: {url}/ui/  rater token: {rater_token}   logs: {out}/service.log, {out}/redis.log",
               flush=True)
@@ -129,7 +98,5 @@ def main(argv: list[str]) -> int:
         print("\ninterrupted: stopping the service and Redis", file=sys.stderr)  # noqa: T201
         return 130
     finally:
-        for proc, what in reversed(procs):
-            stop(proc, what)
-        for f in logs.values():
-            f.close()
+        for proc in reversed(procs):
+            proc.stop()

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, RedisServer
-from tests.reward_service.conftest import service_env
-from tests.reward_service.procs import start_service
+from rss.procs import RedisProcess
+from tests.helpers import REPO
+from tests.helpers.service import service_env, start_service
 
 COMPOSE = ["docker-compose.yml"]
 GPU = ["docker-compose.yml", "docker-compose.gpu.yml"]
@@ -233,7 +233,7 @@ def test_check_rss_catches_a_flag_that_does_not_exist() -> None:
         check_rss(["rss", "train", "--reward", "bogus"])
 
 
-def test_healthchecks_answer_like_docker_expects(redis_server: RedisServer, redis_client) -> None:
+def test_healthchecks_answer_like_docker_expects(redis_server: RedisProcess, redis_client) -> None:
     """The service's healthcheck command, pointed at a real `rss serve`, exits 0 when ready and 1 when not
     reachable; the Redis one answers PONG."""
     services = config(COMPOSE)["services"]

@@ -2,7 +2,8 @@
 import each other, the example endpoint sees only the contract, and only `rss` (the system tools) imports both.
 
 An AST walk over every module, function-level imports included, so a stray import fails here and not
-in a deployment that ships one side without the other.
+in a deployment that ships one side without the other. The same walk keeps the tests apart: no module
+under tests/ imports a test module or a conftest (what they share is in tests/helpers).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 OURS = {"rss_core", "learner", "reward_service", "rss", "examples", "tests"}
 # What each package may import of ours; third-party imports are free except in the contract.
@@ -75,3 +76,43 @@ def test_the_checker_finds_a_forbidden_import(tmp_path: Path, package: str, line
     (tmp_path / package / "bad.py").write_text(body)
     found = [v.partition(": ")[2] for v in violations(tmp_path)]
     assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def imported_test_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import in ``path`` that names a test module (`tests.*.test_*`) or a
+    conftest: shared helpers belong in tests/helpers, and fixtures reach a test through pytest, not an import."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "tests" and any(p == "conftest" or p.startswith("test_") for p in parts[1:]):
+                found.append((node.lineno, name))
+                break
+    return found
+
+
+def test_no_test_module_imports_another_or_a_conftest() -> None:
+    bad = [f"{path.relative_to(REPO)}:{line}: imports {name}"
+           for path in sorted((REPO / "tests").rglob("*.py")) for line, name in imported_test_modules(path)]
+    assert bad == []
+
+
+@pytest.mark.parametrize("line", [
+    "from tests.reward_service.test_service import episode",
+    "from tests.conftest import REPO",
+    "import tests.learner.test_remote",
+    "    from tests.reward_service.conftest import client  # in a function",
+    "from tests.reward_service import test_human",
+])
+def test_the_test_import_checker_finds_one(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "test_x.py"
+    path.write_text("from tests.helpers.factories import episode\nimport tests.helpers.cli\n")
+    assert imported_test_modules(path) == []
+    path.write_text(f"def f():\n{line}\n" if line.startswith(" ") else f"{line}\n")
+    assert len(imported_test_modules(path)) == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from deploy.requirements import requirements
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 # What only one side's extra brings (pip names -> import names).
 LEARNER_ONLY = {"matplotlib": "matplotlib", "tqdm": "tqdm"}

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from rss.bench.args import ServedBenchArgs, parse
-from rss.bench.service import BenchError, start_redis, start_service
-from rss.procs import exit_on_sigterm, stop
+from rss.bench.service import BenchError, launched
+from rss.procs import exit_on_sigterm, start_redis, start_service, stop
 
 
 def out(line: str = "") -> None:
@@ -218,15 +218,14 @@ def main(argv: list[str]) -> int:
         sims.append(Sim("load-human", bodies_for("load-human", 1, 2, args.size, 4, rng), 2, 1, 4))
     with tempfile.TemporaryDirectory(prefix="rss-bench-load-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
-        redis_proc = start_redis(folder, durable=True)  # AOF, as deployed
-        stack.callback(redis_proc.stop)
+        redis_proc = stack.enter_context(launched(start_redis, folder, durable=True,  # AOF, as deployed
+                                                  log=folder / "redis-server.log"))
         redis_url = f"redis://127.0.0.1:{redis_proc.port}/0"
         env = {"RSS_REDIS_URL": redis_url, "RSS_LEARNER_TOKENS": json.dumps([token]),
                "RSS_RATER_TOKENS": json.dumps(raters), "RSS_SHAPES_SIZE": str(args.size),
                "RSS_RATE_LIMIT_EPISODES_PER_S": "0", "RSS_RATE_LIMIT_RATINGS_PER_MIN": "0",
                "RSS_RESULTS_TRIM_EVERY_S": "3600", "RSS_LOG_LEVEL": "warning", "OMP_NUM_THREADS": "1"}
-        service = start_service(folder, env)
-        stack.callback(service.stop)
+        service = stack.enter_context(launched(start_service, env, log=folder / "rss-serve.log"))
         url = f"http://127.0.0.1:{service.port}"
         register(url, token, sims)
         for name, rater_token in raters.items():

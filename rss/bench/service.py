@@ -26,9 +26,7 @@ import math
 import os
 import re
 import secrets
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from rss.bench.args import ServedBenchArgs, parse
-from rss.procs import exit_on_sigterm, free_port, stop
+from rss.procs import Process, StartError, exit_on_sigterm, start_redis, start_service
 
 log = logging.getLogger(__name__)
 
@@ -146,102 +144,12 @@ def in_process(pool: list[Episode], episodes: int, num_classes: int) -> float:
 
 # --- processes: redis-server and rss serve --------------------------------------------------
 
-class Process:
-    """A child process with its output in a log file; `stop()` terminates it (then kills)."""
-
-    def __init__(self, name: str, popen: subprocess.Popen, port: int, log_path: Path) -> None:
-        self.name, self.popen, self.port, self.log_path = name, popen, port, log_path
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return text[-chars:]
-
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU time of the process (all its threads) so far; None off Linux."""
-        return _proc_cpu(self.popen.pid)
-
-    def children_cpu_seconds(self) -> float | None:
-        """CPU time of the process's live children (`rss serve`'s scoring workers); None off Linux."""
-        try:
-            pids = Path(f"/proc/{self.popen.pid}/task/{self.popen.pid}/children").read_text().split()
-        except OSError:
-            return None
-        seconds = [_proc_cpu(int(pid)) for pid in pids]
-        return sum(x for x in seconds if x is not None)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        stop(self.popen, self.name, timeout)
-
-
-def _launch(name: str, argv: Callable[[int], list[str]], env: dict[str, str], folder: Path,
-            ready: Callable[[int], bool], startup_s: float) -> Process:
-    """Start ``argv(port)`` on a free port and wait (bounded) until ``ready(port)``; 3 ports tried."""
-    for attempt in range(1, 4):
-        port = free_port()
-        log_path = folder / f"{name}-{port}.log"
-        with open(log_path, "wb") as log_file:
-            popen = subprocess.Popen(argv(port), env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                     stderr=subprocess.STDOUT)
-        proc = Process(name, popen, port, log_path)
-        deadline = time.monotonic() + startup_s
-        try:
-            while time.monotonic() < deadline and popen.poll() is None:
-                if ready(port):
-                    return proc
-                time.sleep(0.1)
-        except BaseException:
-            proc.stop()
-            raise
-        code = popen.poll()
-        tail = proc.log_tail()
-        proc.stop()
-        if code is not None and "address already in use" in tail.lower() and attempt < 3:
-            continue
-        how = f"exited with code {code}" if code is not None else f"was not ready within {startup_s:g} s"
-        raise BenchError(f"{name} on port {port} {how}; its output:\n{tail}")
-    raise AssertionError("not reached")
-
-
-def start_redis(folder: Path, durable: bool = False) -> Process:
-    """A redis-server on loopback, its files in ``folder``: throwaway (no persistence), or ``durable``
-    as deployed (AOF, `appendfsync everysec`)."""
-    import redis
-
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise BenchError("redis-server is not on PATH (apt-get install redis-server)")
-
-    def argv(port: int) -> list[str]:
-        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if durable else ["--appendonly", "no"]
-        return [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence, "--dir", str(folder)]
-
-    def ready(port: int) -> bool:
-        try:
-            with redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1) as client:
-                return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    return _launch("redis-server", argv, dict(os.environ), folder, ready, 10.0)
-
-
-def start_service(folder: Path, env: dict[str, str]) -> Process:
-    """`rss serve` with ``env`` added to this environment; ready when /v1/ready answers 200."""
-    import httpx
-
-    def argv(port: int) -> list[str]:
-        return [sys.executable, "-m", "rss.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-
-    def ready(port: int) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/v1/ready", timeout=1.0).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    return _launch("rss-serve", argv, {**os.environ, **env}, folder, ready, 60.0)
+def launched(start: Callable[..., Process], *args, **kwargs) -> Process:
+    """``start(*args, **kwargs)`` (`rss.procs.start_redis` or `start_service`); a failure to start is a BenchError."""
+    try:
+        return start(*args, **kwargs)
+    except (StartError, FileNotFoundError) as exc:
+        raise BenchError(str(exc)) from exc
 
 
 # --- 2. through the service ------------------------------------------------------------------
@@ -489,8 +397,7 @@ def run(args: ServiceBenchArgs) -> dict:
 
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rss-bench-service-")))
-        redis_proc = start_redis(folder)
-        stack.callback(redis_proc.stop)
+        redis_proc = stack.enter_context(launched(start_redis, folder, log=folder / "redis-server.log"))
         redis_url = f"redis://127.0.0.1:{redis_proc.port}/0"
         phase(f"redis-server on port {redis_proc.port}")
         body_limit = max(16 * 1024 * 1024, 2 * max(len(ep.body) for ep in pool))
@@ -500,8 +407,7 @@ def run(args: ServiceBenchArgs) -> dict:
             "RSS_LOG_LEVEL": "warning", "RSS_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", "RSS_WORKERS": "1",
             "RSS_MAX_BODY_BYTES": str(body_limit), "RSS_RATE_LIMIT_EPISODES_PER_S": "0",  # measure, never throttle
         }
-        service = start_service(folder, env)
-        stack.callback(service.stop)
+        service = stack.enter_context(launched(start_service, env, log=folder / "rss-serve.log"))
         url = f"http://127.0.0.1:{service.port}"
         phase(f"rss serve on port {service.port} (1 worker, 1 torch thread); run {run_id}")
         register(url, token, run_id)
@@ -545,14 +451,6 @@ def run(args: ServiceBenchArgs) -> dict:
     }
     report["pass"] = {"ratio": report["ratio"] >= RATIO_TARGET, "p99": report["p99_ms"] <= P99_TARGET_MS}
     return report
-
-
-def _proc_cpu(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _cpu(service: Process, redis_proc: Process) -> dict[str, float]:

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from rss.bench.args import ServedBenchArgs, parse
-from rss.bench.service import BenchError, out, start_redis, start_service
-from rss.procs import exit_on_sigterm
+from rss.bench.service import BenchError, launched, out
+from rss.procs import exit_on_sigterm, start_redis, start_service
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +175,13 @@ def drive(url: str, rater_token: str, args: UiBenchArgs) -> dict:
 def run(args: UiBenchArgs) -> dict:
     learner_token, rater_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     with tempfile.TemporaryDirectory(prefix="rss-bench-ui-") as folder:
-        redis_proc = start_redis(Path(folder))
+        redis_proc = launched(start_redis, Path(folder), log=Path(folder) / "redis-server.log")
         try:
             env = {"RSS_REDIS_URL": f"redis://127.0.0.1:{redis_proc.port}/0", "RSS_LEARNER_TOKENS": json.dumps(
                 [learner_token]), "RSS_RATER_TOKENS": json.dumps({"bench": rater_token}),
                 "RSS_SHAPES_SIZE": str(args.size), "RSS_LEASE_S": "600", "RSS_LOG_LEVEL": "warning",
                 "RSS_WORKER_BLOCK_MS": "100", "OMP_NUM_THREADS": "1"}
-            service = start_service(Path(folder), env)
+            service = launched(start_service, env, log=Path(folder) / "rss-serve.log")
             try:
                 url = f"http://127.0.0.1:{service.port}"
                 post_episodes(url, learner_token, f"bench-ui-{secrets.token_hex(3)}", args.tasks + 1, args.size,

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import redis
 
-from rss.procs import free_port
+from rss.procs import RedisProcess, free_port
 from rss_core import codec
 from rss_core.schemas import ExternalScoreRequest, Grid
-from tests.conftest import DATABASES, RedisServer, run_rss
-from tests.reward_service.conftest import LEARNER_TOKEN, service_env
-from tests.reward_service.procs import start_service, start_uvicorn
+from tests.helpers.cli import run_rss
+from tests.helpers.service import DATABASES, LEARNER_TOKEN, service_env, start_service, start_uvicorn
 
 DB = DATABASES["faults_endpoint"]
 STEPS, BATCH, SAMPLES = 3, 4, 4
@@ -53,7 +52,7 @@ def dead_letters(r: redis.Redis, run_id: str) -> list[dict]:
     return [letter for letter in letters if letter["run_id"] == run_id]
 
 
-def test_a_faulty_endpoint_costs_only_its_episodes(redis_server: RedisServer, redis_client, tmp_path,
+def test_a_faulty_endpoint_costs_only_its_episodes(redis_server: RedisProcess, redis_client, tmp_path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Every third episode fails every call (500, garbage or a timeout, in turn): each is retried within the
     call (not garbage) and as a whole job, then dead-lettered as one error result per sample; the learner

@@ -10,10 +10,10 @@ import time
 
 import httpx
 
-from tests.conftest import REPO, ledger, wait_until_scored
-from tests.faults.conftest import DurableRedis
-from tests.reward_service.conftest import LEARNER_TOKEN, service_env
-from tests.reward_service.procs import start_service
+from rss.procs import RedisProcess
+from tests.helpers import REPO
+from tests.helpers.audit import ledger, wait_until_scored
+from tests.helpers.service import LEARNER_TOKEN, service_env, start_service
 
 STEPS, BATCH, SAMPLES = 30, 4, 4
 TRAIN = ["--dataset", "shapes", "--shapes-size", "32", "--train-size", "64", "--val-size", "16", "--batch-size",
@@ -31,7 +31,7 @@ def results_by_episode(client, run_id: str) -> dict[str, list[int]]:
     return found
 
 
-def test_redis_killed_and_restarted_mid_run_loses_no_accepted_episode(durable_redis: DurableRedis, tmp_path) -> None:
+def test_redis_killed_and_restarted_mid_run_loses_no_accepted_episode(durable_redis: RedisProcess, tmp_path) -> None:
     """Every episode accepted before the kill is scored once and applied once after the restart; the learner,
     the HTTP process and the scoring worker reconnect by themselves."""
     env = service_env(durable_redis, shapes_size=32, shapes_length=64, retry_idle_s=3.0, results_trim_every_s=3600,

@@ -14,16 +14,16 @@ import httpx
 import numpy as np
 import redis
 
+from rss.procs import RedisProcess, ServiceProcess
 from rss_core import codec
-from tests.conftest import DATABASES, RedisServer
-from tests.reward_service.conftest import LEARNER_TOKEN, register, service_env
-from tests.reward_service.procs import Proc, start_service
+from tests.helpers.client import register
+from tests.helpers.service import DATABASES, LEARNER_TOKEN, service_env, start_service
 
 DB = DATABASES["faults_replicas"]
 SAMPLES, PER_POST, POSTERS = 4, 4, 4
 
 
-def kill_hard(proc: Proc) -> list[str]:
+def kill_hard(proc: ServiceProcess) -> list[str]:
     """SIGKILL `rss serve` and its scoring workers at once: no shutdown code runs anywhere (a machine lost).
 
     Returns the workers' pids."""
@@ -45,7 +45,7 @@ def batch_body(rng: np.random.Generator, n: int) -> str:
     return json.dumps({"episodes": episodes})
 
 
-def test_a_replica_killed_under_load_loses_no_accepted_episode(redis_server: RedisServer,
+def test_a_replica_killed_under_load_loses_no_accepted_episode(redis_server: RedisProcess,
                                                                redis_client: redis.Redis) -> None:
     """Clients post to both replicas round-robin; one replica dies mid-load. Every 202'd episode is scored
     (the dead replica's worker's jobs are reclaimed by the other's), and clients get errors to retry on

@@ -12,15 +12,15 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.conftest import DATABASES, REPO, RedisServer
-from tests.learner.test_remote import SMALL
-from tests.reward_service.conftest import LEARNER_TOKEN, service_env
-from tests.reward_service.procs import start_service
+from rss.procs import RedisProcess
+from tests.helpers import REPO
+from tests.helpers.cli import SMALL
+from tests.helpers.service import DATABASES, LEARNER_TOKEN, service_env, start_service
 
 STEPS, BATCH, SAMPLES = 4, 4, 4
 
 
-def test_two_ranks_train_through_the_service_with_one_syncan_scale(redis_server: RedisServer, tmp_path: Path) -> None:
+def test_two_ranks_train_through_the_service_with_one_syncan_scale(redis_server: RedisProcess, tmp_path: Path) -> None:
     """Each rank registers a run of its own (`<run>-rank<r>`), so neither reads the other's results; SyncAN
     all-reduces its statistics, so both ranks divide by the same std although their rewards differ."""
     url = redis_server.db_url(DATABASES["ddp"])

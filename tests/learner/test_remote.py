@@ -15,14 +15,12 @@ import redis
 import torch
 
 from learner.checkpoint import load_checkpoint
-from tests.conftest import DATABASES, REPO, ledger, run_rss, wait_until_scored
-from tests.reward_service.conftest import LEARNER_TOKEN, RATERS, service_env
-from tests.reward_service.procs import start_service, start_uvicorn
+from tests.helpers import REPO
+from tests.helpers.audit import ledger, wait_until_scored
+from tests.helpers.cli import SMALL, run_rss
+from tests.helpers.service import DATABASES, LEARNER_TOKEN, RATERS, service_env, start_service, start_uvicorn
 
 DB = DATABASES["remote"]
-SMALL = ["--dataset", "shapes", "--shapes-size", "32", "--train-size", "64", "--val-size", "16", "--batch-size", "4",
-         "--samples", "4", "--psr-scales", "8", "--steps", "12", "--eval-every", "6", "--threads", "1",
-         "--no-progress"]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 from learner.checkpoint import load_checkpoint
 from learner.config import IMAGE_BEST, TrainArgs
 from learner.train import train
-from tests.conftest import run_rss
+from tests.helpers.cli import run_rss
 
 TINY = {
     "train_size": 12, "val_size": 4, "shapes_size": 32, "batch_size": 4, "eval_every": 2,

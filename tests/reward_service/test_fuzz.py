@@ -24,9 +24,8 @@ from schemathesis import checks
 
 from reward_service.core.config import Settings
 from reward_service.main import create_app
-from tests.conftest import RedisServer
-from tests.reward_service.conftest import LEARNER_TOKEN, RATERS, service_env
-from tests.reward_service.procs import start_service
+from rss.procs import RedisProcess
+from tests.helpers.service import LEARNER_TOKEN, RATERS, service_env, start_service
 
 EXAMPLES = int(os.environ.get("RSS_FUZZ_EXAMPLES", "25"))
 COVERAGE = os.environ.get("RSS_FUZZ_COVERAGE", "") == "1"
@@ -35,7 +34,7 @@ CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.cont
 
 
 @pytest.fixture(scope="module")
-def fuzz_service(redis_server: RedisServer) -> Iterator[str]:
+def fuzz_service(redis_server: RedisProcess) -> Iterator[str]:
     """A service of its own (Redis database 6) with the rate limits off, so cases reach the handlers."""
     r = redis.Redis(port=redis_server.port, db=6)
     r.flushdb()

@@ -10,18 +10,17 @@ import pytest
 import redis
 
 from reward_service.scorers.human import agrees
+from rss.procs import RedisProcess
 from rss_core import codec
-from tests.conftest import DATABASES, RedisServer
-from tests.reward_service.conftest import client, rater, read_results, register, service_env, wait_status
-from tests.reward_service.procs import start_service
-from tests.reward_service.test_human import answer, lease, post
-from tests.reward_service.test_service import label_of, noisy
+from tests.helpers.client import answer, client, lease, post, rater, read_results, register, wait_status
+from tests.helpers.factories import label_of, noisy
+from tests.helpers.service import DATABASES, service_env, start_service
 
 DB = DATABASES["honeypots"]
 
 
 @pytest.fixture(scope="module")
-def honeypot_url(redis_server: RedisServer) -> Iterator[str]:
+def honeypot_url(redis_server: RedisProcess) -> Iterator[str]:
     """A service where every task has a honeypot twin (RSS_HONEYPOT_FRACTION=1), in its own database."""
     env = service_env(redis_server, honeypot_fraction=1.0, redis_url=redis_server.db_url(DB), worker_block_ms=100)
     with start_service(env) as proc:
@@ -29,7 +28,7 @@ def honeypot_url(redis_server: RedisServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def db(redis_server: RedisServer, honeypot_url: str) -> Iterator[redis.Redis]:
+def db(redis_server: RedisProcess, honeypot_url: str) -> Iterator[redis.Redis]:
     r = redis.Redis(port=redis_server.port, db=DB, socket_timeout=10)
     r.flushdb()
     yield r

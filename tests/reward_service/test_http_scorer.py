@@ -30,7 +30,7 @@ from rss_core.data import build_dataset
 from rss_core.data.base import to_tensors
 from rss_core.grid import ActionGrid, grid_labels, masks_for_scoring
 from rss_core.schemas import ExternalScoreRequest, Grid
-from tests.reward_service.procs import start_uvicorn
+from tests.helpers.service import start_uvicorn
 
 SHAPES_SIZE, SEED = 48, 3  # not the defaults, so the test shows the scorer reads its env
 FAST = {"timeout": 5.0, "retries": 2, "backoff": 0.01, "breaker_failures": 5, "breaker_reset_s": 30.0}

@@ -12,31 +12,15 @@ import pytest
 from PIL import Image
 
 from rss_core import codec
-from tests.reward_service.conftest import rater, read_results, register, service_env, wait_status
-from tests.reward_service.procs import start_service
-from tests.reward_service.test_service import IMAGE, episode, label_of, noisy
+from tests.helpers.client import answer, client, lease, post, rater, read_results, register, wait_status
+from tests.helpers.factories import IMAGE, episode, label_of, noisy
+from tests.helpers.service import service_env, start_service
 
 
 @pytest.fixture
 def raters(service: str, redis_client) -> Iterator[tuple[httpx.Client, httpx.Client]]:
     with rater(service, "alice") as alice, rater(service, "bob") as bob:
         yield alice, bob
-
-
-def post(learner: httpx.Client, run_id: str, masks: list[np.ndarray], level: str = "image") -> str:
-    response = learner.post("/v1/episodes", json=episode(run_id, [codec.raw_mask(m) for m in masks], level=level))
-    assert response.status_code == 202, response.text
-    return response.json()["episode_id"]
-
-
-def lease(c: httpx.Client, wait_s: float = 5) -> dict | None:
-    response = c.get("/v1/tasks/next", params={"wait_s": wait_s})
-    assert response.status_code in (200, 204), response.text
-    return response.json() if response.status_code == 200 else None
-
-
-def answer(c: httpx.Client, task: dict, **rating) -> httpx.Response:
-    return c.post(f"/v1/tasks/{task['task_id']}/rating", json={"lease_id": task["lease_id"], **rating})
 
 
 def test_scores_from_two_raters_are_averaged_with_their_spread(learner, raters, redis_client) -> None:
@@ -131,8 +115,6 @@ def test_skip_returns_the_task_to_others_and_answers_are_checked(learner, raters
 def test_an_expired_lease_is_refused_and_the_task_goes_to_the_next_rater(redis_server, redis_client) -> None:
     with start_service(service_env(redis_server, lease_s=1.0)) as proc, \
             rater(proc.url, "alice") as alice, rater(proc.url, "bob") as bob:
-        from tests.reward_service.conftest import client
-
         with client(proc.url) as learner:
             register(learner, "ex", scorer="human")
             post(learner, "ex", [label_of()])

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from rss_core import codec, scoring
-from tests.conftest import REPO
-from tests.reward_service.conftest import RATERS, read_results, register
-from tests.reward_service.test_service import episode, label_of, noisy
+from tests.helpers import REPO
+from tests.helpers.client import read_results, register
+from tests.helpers.factories import episode, label_of, noisy
+from tests.helpers.service import RATERS
 
 
 def rater_sim(url: str, *args: str) -> subprocess.CompletedProcess:

@@ -18,12 +18,12 @@ import redis
 from reward_service.core.config import Settings
 from reward_service.main import create_app
 from reward_service.scorers.http import HttpScorer, Rejected, endpoint_allowed
+from rss.procs import RedisProcess
 from rss_core import codec
 from rss_core.schemas import ExternalScoreRequest, Grid
-from tests.conftest import RedisServer
-from tests.reward_service.conftest import LEARNER_TOKEN, RATERS, client, rater, register, service_env
-from tests.reward_service.procs import start_service
-from tests.reward_service.test_service import IMAGE, _bomb_png, episode, label_of
+from tests.helpers.client import client, rater, register
+from tests.helpers.factories import IMAGE, bomb_png, episode, label_of
+from tests.helpers.service import LEARNER_TOKEN, RATERS, service_env, start_service
 
 LEARNER_A, LEARNER_B = "learner-a-secret", "learner-b-secret"
 ALLOWED_ENDPOINT = "http://127.0.0.1:9000/score"
@@ -37,7 +37,7 @@ class Guarded:
 
 
 @pytest.fixture(scope="module")
-def limited(redis_server: RedisServer) -> Iterator[Guarded]:
+def limited(redis_server: RedisProcess) -> Iterator[Guarded]:
     """`rss serve` with tight per-token limits, two learner tokens and one allowed external endpoint, in its
     own Redis database (5)."""
     r = redis.Redis(port=redis_server.port, db=5)
@@ -274,7 +274,7 @@ def test_decompression_bombs_and_overflowing_runs_are_refused_before_decoding(li
         episodes = episodes_in(r)
         # a 90-byte PNG declaring 50000x50000 (2.5 GB once decoded)
         bomb = learner.post("/v1/episodes", json=episode(
-            "bomb", [codec.PngMask(data=_bomb_png(50_000, 50_000))], level="pixel"))
+            "bomb", [codec.PngMask(data=bomb_png(50_000, 50_000))], level="pixel"))
         assert bomb.status_code == 422 and "decompression bomb" in bomb.json()["detail"], bomb.text
         # RLE counts near 2**63 wrapped the int64 sum around to 64*64, and np.repeat crashed the process
         wrapped = learner.post("/v1/episodes", json=episode("bomb", [codec.RleMask(
@@ -284,7 +284,7 @@ def test_decompression_bombs_and_overflowing_runs_are_refused_before_decoding(li
         # the same bomb as a rater's pixel answer
         task = alice.get("/v1/tasks/next", params={"wait_s": 10}).json()
         answer = alice.post(f"/v1/tasks/{task['task_id']}/rating", json={
-            "lease_id": task["lease_id"], "pixels": {"format": "png", "data": _bomb_png(50_000, 50_000)}})
+            "lease_id": task["lease_id"], "pixels": {"format": "png", "data": bomb_png(50_000, 50_000)}})
         assert answer.status_code == 422 and "decompression bomb" in answer.json()["detail"], answer.text
         assert r.llen(f"rss:v1:task:{task['task_id']}:ratings") == 0
         assert r.hget(f"rss:v1:lease:{task['lease_id']}", "state") == b"open"

@@ -6,9 +6,7 @@ import asyncio
 import base64
 import io
 import re
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,29 +20,11 @@ from reward_service.core.config import Settings
 from reward_service.store import claim_database
 from rss_core import codec, scoring
 from rss_core.data import build_dataset
-from rss_core.data.base import to_tensors
 from rss_core.grid import ActionGrid, grid_labels
-from tests.conftest import REPO, run_rss
-from tests.reward_service.conftest import client, read_results, register, wait_status
-
-SHAPES = build_dataset("shapes", "train")
-IMAGE = "train/000003"
-
-
-def label_of(image_id: str = IMAGE, size: int | None = None) -> np.ndarray:
-    image, label = SHAPES.load(image_id)
-    return to_tensors(image, label, size)[1].numpy().astype(np.uint8)
-
-
-def noisy(label: np.ndarray, seed: int, fraction: float = 0.3, classes: int = 4) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    flip = rng.random(label.shape) < fraction
-    return np.where(flip, rng.integers(0, classes, label.shape), label).astype(np.uint8)
-
-
-def episode(run_id: str, masks: list, image_id: str = IMAGE, level: str = "image", **extra) -> dict:
-    return {"run_id": run_id, "image_id": image_id, "level": level, "policy_version": 7,
-            "samples": [m.model_dump() for m in masks], **extra}
+from tests.helpers import REPO
+from tests.helpers.cli import run_rss
+from tests.helpers.client import client, read_results, register, wait_status
+from tests.helpers.factories import IMAGE, bomb_png, episode, label_of, noisy
 
 
 def test_gt_image_level_matches_the_reward_functions(learner, redis_client) -> None:
@@ -142,17 +122,6 @@ def _state(r) -> dict:
     return {"episodes": sorted(r.keys("rss:v1:episode:*")), "jobs": r.xlen("rss:v1:jobs")}
 
 
-def _bomb_png(height: int, width: int) -> str:
-    """A PNG whose header claims height x width but holds a few bytes: decoding it would explode."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.zeros((4, 4), np.uint8)).save(buffer, format="PNG")
-    data = bytearray(buffer.getvalue())
-    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
-    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
-    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
-    return base64.b64encode(bytes(data)).decode()
-
-
 @pytest.mark.parametrize(("mutate", "status", "message"), [
     (lambda b: b.update(run_id="ghost"), 404, "not registered"),
     (lambda b: b.update(image_id="train/999999"), 404, "not in the served dataset"),
@@ -165,9 +134,9 @@ def _bomb_png(height: int, width: int) -> str:
     (lambda b: b.update(samples=[{"format": "png", "data": "!!notbase64"}]), 422, "not valid base64"),
     (lambda b: b.update(samples=[{"format": "png", "data": base64.b64encode(b"GIF89a....").decode()}]), 422,
      "not a readable PNG"),
-    (lambda b: b.update(samples=[{"format": "png", "data": _bomb_png(5000, 5000)}]), 422,
+    (lambda b: b.update(samples=[{"format": "png", "data": bomb_png(5000, 5000)}]), 422,
      "PNG is 5000x5000, expected 64x64"),
-    (lambda b: b.update(samples=[{"format": "png", "data": _bomb_png(40000, 40000)}]), 422, "decompression bomb"),
+    (lambda b: b.update(samples=[{"format": "png", "data": bomb_png(40000, 40000)}]), 422, "decompression bomb"),
     (lambda b: b.update(samples=[{"format": "rle", "shape": [64, 64], "values": [0], "counts": [10]}]), 422,
      "RLE covers 10 pixels"),
     (lambda b: b.update(samples=[]), 422, "at least 1 item"),

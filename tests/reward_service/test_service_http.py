@@ -8,20 +8,21 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from rss.procs import ServiceProcess
 from rss_core import codec, scoring
-from tests.reward_service.conftest import read_results, register, wait_status
-from tests.reward_service.procs import Proc, start_uvicorn
-from tests.reward_service.test_service import episode, label_of, noisy
+from tests.helpers.client import read_results, register, wait_status
+from tests.helpers.factories import episode, label_of, noisy
+from tests.helpers.service import start_uvicorn
 
 
 @pytest.fixture(scope="module")
-def example_scorer() -> Iterator[Proc]:
+def example_scorer() -> Iterator[ServiceProcess]:
     with start_uvicorn("examples.external_scorer.app:app", env={"OMP_NUM_THREADS": "1"}) as proc:
         yield proc
 
 
 @pytest.fixture(scope="module")
-def faulty_scorer() -> Iterator[Proc]:
+def faulty_scorer() -> Iterator[ServiceProcess]:
     with start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"}) as proc:
         yield proc
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import run_rss
+from tests.helpers.cli import run_rss
 
 
 def test_bench_load_loses_nothing_and_writes_its_figures(tmp_path) -> None:

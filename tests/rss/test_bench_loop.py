@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import run_rss
+from tests.helpers.cli import run_rss
 
 
 def test_bench_loop_measures_both_loops_and_they_learn_the_same(tmp_path) -> None:

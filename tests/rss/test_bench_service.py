@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from tests.conftest import run_rss
+from tests.helpers.cli import run_rss
 
 KEYS = ("in_process_masks_per_s", "through_service_masks_per_s", "ratio", "p50_ms", "p99_ms")
 

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import REPO, run_rss
+from tests.helpers import REPO
+from tests.helpers.cli import run_rss
 
 
 def _listening(port: int) -> bool:

@@ -9,27 +9,19 @@ import pytest
 import redis
 
 from rss.bench.ui import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import DATABASES, RedisServer
-from tests.reward_service.conftest import RATERS, service_env
-from tests.reward_service.procs import Proc, start_service
-
-UI_DB = DATABASES["ui"]  # the UI tests' service claims its own database
-
-
-def ui_service(redis_server: RedisServer, **settings: object) -> Proc:
-    env = service_env(redis_server, redis_url=redis_server.db_url(UI_DB), worker_block_ms=100, **settings)
-    return start_service(env)
+from rss.procs import RedisProcess
+from tests.helpers.ui import UI_DB, ui_service
 
 
 @pytest.fixture(scope="session")
-def service_url(redis_server: RedisServer) -> Iterator[str]:
+def service_url(redis_server: RedisProcess) -> Iterator[str]:
     """`rss serve` on shapes (64x64) with a 60 s lease; its database is flushed per test by `db`."""
     with ui_service(redis_server, lease_s=60) as proc:
         yield proc.url
 
 
 @pytest.fixture
-def db(redis_server: RedisServer) -> Iterator[redis.Redis]:
+def db(redis_server: RedisProcess) -> Iterator[redis.Redis]:
     """A client to the UI tests' flushed database (what the learner reads results from)."""
     client = redis.Redis(port=redis_server.port, db=UI_DB, socket_timeout=10)
     client.flushdb()
@@ -59,21 +51,3 @@ def page(browser):
     yield page
     context.close()
     assert errors == [], f"uncaught errors in the page: {errors}"
-
-
-def sign_in(page, url: str, name: str = "alice") -> None:
-    page.goto(f"{url}/ui/")
-    page.fill("#token", RATERS[name])
-    page.press("#token", "Enter")
-    page.wait_for_function(f"document.querySelector('#rater-name').textContent === {name!r}")
-
-
-def wait_task(page, kind: str | None = None, other_than: str | None = None, timeout: float = 30_000) -> str:
-    """Wait until a task (of ``kind``; not ``other_than``) is drawn; returns its task id."""
-    condition = "document.body.dataset.state === 'task'"
-    if kind:
-        condition += f" && document.body.dataset.kind === {kind!r}"
-    if other_than:
-        condition += f" && document.body.dataset.taskId !== {other_than!r}"
-    page.wait_for_function(condition, timeout=timeout)
-    return page.evaluate("document.body.dataset.taskId")

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from rss_core import codec
-from tests.conftest import REPO
-from tests.reward_service.conftest import client, read_results, register, wait_status
-from tests.reward_service.test_service import episode, label_of, noisy
-from tests.ui.conftest import sign_in, ui_service, wait_task
+from tests.helpers import REPO
+from tests.helpers.client import client, read_results, register, wait_status
+from tests.helpers.factories import episode, label_of, noisy
+from tests.helpers.ui import sign_in, ui_service, wait_task
 
 SHOTS = os.environ.get("RSS_UI_SCREENSHOTS")  # a folder: save a screenshot of each task kind there
 

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from tests.conftest import run_rss
+from tests.helpers.cli import run_rss
 
 
 def test_bench_ui_smoke(tmp_path: Path) -> None:

@@ -1,0 +1,42 @@
+"""The service the tests run: its tokens, its RSS_* environment, one Redis database per service, and starting
+`rss serve` or a uvicorn app from the repository root through `rss.procs`."""
+
+from __future__ import annotations
+
+from rss.procs import RedisProcess, ServiceProcess
+from rss.procs import start_service as _start_service
+from tests.helpers import REPO
+
+LEARNER_TOKEN = "learner-secret"
+RATERS = {"alice": "alice-secret", "bob": "bob-secret"}
+
+# One Redis database per service a test module starts: a service claims its database for its dataset
+# (reward_service.store.claim_database), so two modules' services must never share one.
+DATABASES = {"service": 0, "voc": 1, "ui": 2, "remote": 3, "honeypots": 4, "ddp": 5, "remote_limited": 6,
+             "faults_replicas": 7, "faults_endpoint": 8}
+
+
+def service_env(redis_server: RedisProcess, **settings: object) -> dict[str, str]:
+    """The RSS_* environment of a test service on ``redis_server`` (database 0 unless ``redis_url`` is given);
+    ``settings`` override or add RSS_<NAME> variables."""
+    env = {
+        "RSS_REDIS_URL": redis_server.url, "RSS_LEARNER_TOKENS": f'["{LEARNER_TOKEN}"]',
+        "RSS_RATER_TOKENS": "{" + ", ".join(f'"{k}": "{v}"' for k, v in RATERS.items()) + "}",
+        "RSS_WORKER_BLOCK_MS": "200", "RSS_LOG_LEVEL": "warning", "OMP_NUM_THREADS": "1",
+        "RSS_WARM_LABELS": "false",  # 2000 shapes labels per service start would cost CI minutes (test_datasets)
+    }
+    env.update({f"RSS_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+def start_service(env: dict[str, str] | None = None, *, startup_s: float = 60.0) -> ServiceProcess:
+    """`rss serve` with ``env`` on a free loopback port, started from the repository root; waits for /v1/ready.
+    A context manager (leaving it stops the service); ``url`` is its base URL, ``log()`` its output."""
+    return _start_service(env, cwd=REPO, startup_s=startup_s)
+
+
+def start_uvicorn(app: str, env: dict[str, str] | None = None, *, startup_s: float = 30.0,
+                  health_path: str = "/health") -> ServiceProcess:
+    """``python -m uvicorn app`` ("module:attribute", importable from the repository root) on a free loopback
+    port; waits until ``health_path`` answers 200."""
+    return _start_service(env, app=app, ready_path=health_path, cwd=REPO, startup_s=startup_s)

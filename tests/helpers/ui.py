@@ -1,0 +1,31 @@
+"""The annotator UI tests' service (its own Redis database) and the steps a rater takes in the page."""
+
+from __future__ import annotations
+
+from rss.procs import RedisProcess, ServiceProcess
+from tests.helpers.service import DATABASES, RATERS, service_env, start_service
+
+UI_DB = DATABASES["ui"]  # the UI tests' service claims its own database
+
+
+def ui_service(redis_server: RedisProcess, **settings: object) -> ServiceProcess:
+    env = service_env(redis_server, redis_url=redis_server.db_url(UI_DB), worker_block_ms=100, **settings)
+    return start_service(env)
+
+
+def sign_in(page, url: str, name: str = "alice") -> None:
+    page.goto(f"{url}/ui/")
+    page.fill("#token", RATERS[name])
+    page.press("#token", "Enter")
+    page.wait_for_function(f"document.querySelector('#rater-name').textContent === {name!r}")
+
+
+def wait_task(page, kind: str | None = None, other_than: str | None = None, timeout: float = 30_000) -> str:
+    """Wait until a task (of ``kind``; not ``other_than``) is drawn; returns its task id."""
+    condition = "document.body.dataset.state === 'task'"
+    if kind:
+        condition += f" && document.body.dataset.kind === {kind!r}"
+    if other_than:
+        condition += f" && document.body.dataset.taskId !== {other_than!r}"
+    page.wait_for_function(condition, timeout=timeout)
+    return page.evaluate("document.body.dataset.taskId")
