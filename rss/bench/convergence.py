@@ -36,9 +36,9 @@ ROWS: dict[str, dict] = {
 
 
 @dataclass
-class ConvergenceArgs(BenchArgs):
-    """CE vs pixel- and image-level RSS on `shapes`, one table. The fields named as TrainArgs' go to every row
-    and default to `rss train`'s; each row sets the rest (ROWS)."""
+class ConvergenceArgs(BenchArgs, TrainArgs):
+    """CE vs pixel- and image-level RSS on `shapes`, one table. Every `rss train` flag goes to every row
+    (defaults `rss train`'s); each row sets its own objective, reward and estimator settings (ROWS)."""
 
     ce_steps: int = 3000
     """step budget of CE, pixel and the image-level ablations"""
@@ -48,35 +48,17 @@ class ConvergenceArgs(BenchArgs):
     """the image-level ablations (naive, psd, psd_psr) train for this many times the CE budget"""
     rows: tuple[str, ...] = tuple(ROWS)
     """which rows to run (ce always runs first: the ratios need it)"""
-    # TrainArgs fields, every row
-    train_size: int = TrainArgs.train_size
-    """shapes training images"""
-    val_size: int = TrainArgs.val_size
-    """shapes validation images"""
-    shapes_size: int = TrainArgs.shapes_size
-    """shapes image side in pixels"""
-    batch_size: int = TrainArgs.batch_size
-    """images per step, every row"""
-    lr: float = TrainArgs.lr
-    """Adam learning rate, every row"""
-    seed: int = TrainArgs.seed
-    """seed, every row"""
-    eval_every: int = TrainArgs.eval_every
-    """steps between validation runs"""
-    threads: int = TrainArgs.threads
-    """torch CPU threads (0: default)"""
-    device: str = TrainArgs.device
-    """`auto`, `cpu`, `cuda`"""
     out: str = "runs/bench-convergence"
     """folder: one sub-folder per row plus curves.png"""
 
     def shared(self) -> dict:
-        """What every row's TrainArgs share: the fields named as TrainArgs' (but --out), `shapes`, no checkpoints."""
+        """What every row's TrainArgs share: the `rss train` flags (but --out), `shapes`, no checkpoints."""
         train_fields = {f.name for f in dataclasses.fields(TrainArgs)} - {"out"}
-        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in train_fields},
+        return {**{name: getattr(self, name) for name in train_fields},
                 "dataset": "shapes", "checkpoint_every": 10**9, "progress": False}
 
     def validate(self) -> None:
+        BenchArgs.validate(self)
         unknown = [r for r in self.rows if r not in ROWS]
         if unknown:
             raise ValueError(f"--rows: unknown {unknown} (choose from {', '.join(ROWS)})")

@@ -57,11 +57,14 @@ def test_demo_and_loop_do_not_take_what_they_set_themselves(capsys) -> None:
         assert "Unrecognized options" in capsys.readouterr().err
 
 
-def test_convergence_takes_its_shared_defaults_from_train_args() -> None:
+def test_convergence_takes_every_train_flag_for_every_row() -> None:
     shared = ConvergenceArgs().shared()
-    assert {k: shared[k] for k in shared if k not in ("dataset", "checkpoint_every", "progress")} == {
-        k: getattr(TrainArgs(), k) for k in ("train_size", "val_size", "shapes_size", "batch_size", "lr", "seed",
-                                             "eval_every", "threads", "device")}
+    fixed = {"dataset": "shapes", "checkpoint_every": 10**9, "progress": False}
+    assert {k: v for k, v in shared.items() if k not in fixed} == {
+        f.name: getattr(TrainArgs(), f.name) for f in dataclasses.fields(TrainArgs) if f.name not in {"out", *fixed}}
+    assert {k: shared[k] for k in fixed} == fixed
+    parsed = tyro.cli(ConvergenceArgs, args=["--width", "16", "--lr", "0.01", "--ce-steps", "5"])
+    assert parsed.shared()["width"] == 16 and parsed.shared()["lr"] == 0.01 and parsed.ce_steps == 5
 
 
 def test_train_flags_parse_back_to_the_same_training() -> None:
