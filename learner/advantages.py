@@ -63,14 +63,18 @@ def pixel_advantages(pixel_rewards: torch.Tensor, valid: torch.Tensor, likelihoo
     samples' mean reward at the same pixel (zero where samples agree). Its expected gradient
     is ``grad pi(y)``, which vanishes where the policy is confidently wrong.
 
-    ``likelihood``: no baseline, ``A = r / K``; once divided by pi(a) (`likelihood_weights`),
+    ``likelihood``: no baseline, ``A = max(r, 0) / K``; once divided by pi(a) (`likelihood_weights`),
     its expectation over ``a ~ pi`` is cross-entropy's ``grad log pi(y)``: a correct pixel tells
-    the learner the class, and the weight undoes how rarely it was sampled.
+    the learner the class, and the weight undoes how rarely it was sampled. A negative reward (a
+    rater's "wrong", -1) is dropped here: weighted by 1 / pi(a), its expected step on the logits is
+    ``(C - 1) pi_c - 1[c != y]``, so a wrong class that is already likely gains on the true one
+    (measured: brush answers collapsed the policy to val mIoU 0.02-0.09, `rss bench feedback`).
+    What "wrong" says is used by `--replay`, as the unlikelihood of the class it rules out.
     """
     k = pixel_rewards.shape[1]
     valid_k = valid.unsqueeze(1).expand_as(pixel_rewards)
     if likelihood:
-        adv = pixel_rewards / k
+        adv = pixel_rewards.clamp(min=0) / k
     elif k == 1:
         adv = pixel_rewards - pixel_rewards[valid_k].mean() if valid_k.any() else pixel_rewards
     else:

@@ -88,6 +88,20 @@ def test_pixel_advantages_respect_ignore_and_weights():
     torch.testing.assert_close(pixel_advantages(r, valid), torch.tensor([[[[0.5, -0.5, 0.0]]]]))
 
 
+def test_a_wrong_answer_carries_no_likelihood_weighted_advantage():
+    """A rater's "wrong" (-1) under 1/pi(a) weighting moves mass to the likeliest class (the expected step on
+    the logits is proportional to pi): it is dropped there, and --replay uses it instead."""
+    r = torch.tensor([[[[1.0, -1.0, 0.0]]]])
+    valid = torch.ones(1, 1, 3, dtype=torch.bool)
+    torch.testing.assert_close(pixel_advantages(r, valid, likelihood=True), torch.tensor([[[[1.0, 0.0, 0.0]]]]))
+    # what it would have done: the exact expectation over a ~ pi of the descent step -(1/pi(a)) grad_z log pi(a)
+    # over the wrong classes a != y = 0, which is (C - 1) p - 1[c != y]
+    p = torch.tensor([0.05, 0.8, 0.15])
+    step = -sum((torch.eye(3)[a] - p) for a in (1, 2))
+    torch.testing.assert_close(step, 2 * p - torch.tensor([0.0, 1.0, 1.0]))
+    assert step[1] > step[0]  # the likeliest class, called wrong, gains on the true one
+
+
 def test_likelihood_weighting_is_unbiased_for_cross_entropy_gradient():
     # E_a[r/pi(a) grad log pi(a)] = grad log pi(y): check the expectation exactly over all actions.
     logits = torch.tensor([0.3, -0.5, 1.0], requires_grad=True)  # pi(y) = 0.13, above the weight cap
