@@ -90,7 +90,7 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     ce_steps: int = 2000
     """steps of each CE-on-labels run (its best evaluation counts)"""
     eval_points: int = 10
-    """evaluations per run"""
+    """evaluations per run at least (and two within the smallest budget)"""
     flip: float = 0.1
     """simulated raters: probability that a preference names the worse mask"""
     jitter: float = 0.1
@@ -193,8 +193,11 @@ def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -
         log.warning("%s: the largest budget does not pay for one step (%d answers a step)", name, per_step)
         return result
     out = Path(args.out) / name
+    # at least --eval-points evaluations, and two within the smallest budget, so every budget has a point
+    first = min((h for h in args.budgets_h if h > warm_h), default=max(args.budgets_h))
+    eval_every = max(1, min(steps // args.eval_points, int(3600 / cost / per_step * (first - warm_h) / 2)))
     run = base_args(args, objective="rl", reward=config.reward, samples=config.samples, steps=steps, out=str(out),
-                    eval_every=max(1, steps // args.eval_points), checkpoint_every=steps, resume=False,
+                    eval_every=eval_every, checkpoint_every=steps, resume=False,
                     init_from=str(warm[1]) if config.warm_start and warm else None,
                     replay=steps * per_step if config.replay else 0)
     log.info("bench feedback: %s, %d steps of %d answers (%.0f s each)", name, steps, per_step, cost)
