@@ -19,6 +19,7 @@ commands:
   bench loop          training in-process vs through the service and Redis: steps/s and val mIoU
   bench load          N learners and M raters against one service for a while: lost? applied twice? p99?
   bench ui            the annotator UI in headless Chromium: submit-to-next-task and overlay draw times
+  bench feedback      simulated rater answers vs pixel labelling at equal human-hours (in-process)
 
 Run `rss <command> --help` for the options of each."""
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import rss.bench
 from reward_service.core import settings_doc
 from reward_service.core.config import Settings
 
@@ -21,7 +22,7 @@ DOCS = sorted([README, *(REPO / "docs").glob("*.md")])
 # The module behind the `rss` entry point (pyproject's [project.scripts]); the one place to change it.
 CLI_MODULE = "rss.cli"
 COMMANDS = {"demo", "train", "eval", "serve", "worker", "rater-sim", "bench"}
-BENCHES = {"convergence", "service", "loop", "load", "ui"}
+BENCHES = set(rss.bench.BENCHES)
 MAX_README_LINES = 200
 
 FENCE = re.compile(r"^ *```.*?^ *```[ \t]*$", re.S | re.M)
