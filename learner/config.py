@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -151,6 +152,12 @@ class TrainArgs:
     ignored with --resume, whose checkpoint has the weights)"""
     progress: bool = True
     """show a progress bar"""
+
+    @classmethod
+    def of(cls, args: TrainArgs, **overrides) -> TrainArgs:
+        """The plain `TrainArgs` of ``args`` (a command's arguments that extend these, e.g. `rss demo`'s or
+        a bench's), with ``overrides``."""
+        return cls(**{**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}, **overrides})
 
     def resolved_samples(self) -> int:
         if self.samples:

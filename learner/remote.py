@@ -66,6 +66,11 @@ def rank_run_id(run_id: str) -> str:
     return run_id
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON lines of ``path`` (none when it does not exist)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
 class RemoteError(ValueError):
     """The service is unreachable or refused the run's setup: a configuration to fix (CLI exit 2)."""
 
@@ -269,7 +274,6 @@ class RemoteRewardSource:
             self._applied.append(line)
         return rewards
 
-
     def score(self, episodes: Episodes) -> Rewards:
         return self.collect(self.post(episodes))
 
@@ -387,42 +391,40 @@ class RemoteRewardSource:
         """Resume at ``step``: counts as checkpointed; the ledger loses the updates the checkpoint lost."""
         self.counts.update(state["counts"])
         self.checkpoint_step = step
+        lost = read_jsonl(self.lost_path)
         if self.ledger.exists():
-            lines = [json.loads(line) for line in self.ledger.read_text().splitlines() if line]
+            lines = read_jsonl(self.ledger)
             kept = [entry for entry in lines if entry["step"] < step]
             # Past the checkpoint: a batch posted before it is restored and applied again; one posted
             # after it was applied by an update the crash lost, and its results were acknowledged.
-            self._record_lost([entry for entry in lines if entry["step"] >= step and entry["posted_step"] >= step],
-                              step)
+            lost += self._record_lost(
+                [entry for entry in lines if entry["step"] >= step and entry["posted_step"] >= step], step, lost)
             tmp = self.ledger.with_suffix(".tmp")
             tmp.write_text("".join(json.dumps(entry) + "\n" for entry in kept))
             tmp.replace(self.ledger)
             self.applied_before = {episode for entry in kept for episode in entry["episodes"]}
-        self._load_lost(step)
+        self._load_lost(lost, step)
         self._reclaim_at = time.monotonic()  # look for the dead process's entries at the first wait
 
-    def _record_lost(self, entries: list[dict], step: int) -> None:
-        """Append the ledger lines of updates lost with the process to ``lost.jsonl``, each once."""
-        known = {(line["checkpoint"], line["posted_step"]) for line in self._lost_lines()}
+    def _record_lost(self, entries: list[dict], step: int, recorded: list[dict]) -> list[dict]:
+        """Append the ledger lines of updates lost with the process to ``lost.jsonl``, each once (``recorded``:
+        what it holds already); returns the lines appended."""
+        known = {(line["checkpoint"], line["posted_step"]) for line in recorded}
         new = [{"checkpoint": step, **entry} for entry in entries if (step, entry["posted_step"]) not in known]
         if new:
             with self.lost_path.open("a") as f:
                 f.write("".join(json.dumps(line) + "\n" for line in new))
                 f.flush()
                 os.fsync(f.fileno())
+        return new
 
-    def _lost_lines(self) -> list[dict]:
-        if not self.lost_path.exists():
-            return []
-        return [json.loads(line) for line in self.lost_path.read_text().splitlines() if line]
-
-    def _load_lost(self, step: int) -> None:
+    def _load_lost(self, lines: list[dict], step: int) -> None:
         """Count what lost updates applied as orphaned, unless the checkpoint's counts already hold it.
 
         Lines recorded at a resume from an earlier checkpoint were counted then and saved in every
         checkpoint since; lines recorded at this checkpoint (now, or at a resume whose process also
         died before its next checkpoint) are not in its counts."""
-        for line in {(ln["checkpoint"], ln["posted_step"]): ln for ln in self._lost_lines()}.values():
+        for line in {(ln["checkpoint"], ln["posted_step"]): ln for ln in lines}.values():
             k = line.get("samples", self.args.resolved_samples())  # ledgers written before 'samples' existed
             samples = [(e, j) for e in line["episodes"] for j in range(k)]
             samples += [(e, j) for e, got in line.get("partial", {}).items() for j in got]

@@ -29,7 +29,7 @@ class AnswerReplay:
 
     def __init__(self, capacity: int, device: torch.device) -> None:
         self.capacity, self.device = capacity, device
-        self.indices: torch.Tensor | None = None  # (N,)
+        self.indices: torch.Tensor | None = None  # (N,) on the CPU, where the images are read
         self.actions: torch.Tensor | None = None  # (N, H, W) uint8
         self.rewards: torch.Tensor | None = None  # (N, H, W) int8 in {-1, 0, 1}
         self.next = 0  # where the next answer goes once the ring is full
@@ -42,24 +42,22 @@ class AnswerReplay:
         if grid.scale != 0:
             raise ValueError("--replay keeps full-resolution pixel answers (--reward pixel, no PSR grid)")
         rows = torch.arange(len(indices)) if keep is None else keep.cpu().nonzero().flatten()
-        indices, actions = indices.cpu()[rows], actions.to(self.device)[rows.to(self.device)]
-        pixel_rewards = pixel_rewards.to(self.device)[rows.to(self.device)]
-        valid = valid.to(self.device)[rows.to(self.device)]
-        b, k = actions.shape[:2]
-        signs = torch.sign(pixel_rewards) * valid.unsqueeze(1)
-        new_indices = indices.to(self.device).repeat_interleave(k)
-        new_actions = actions.reshape(b * k, *actions.shape[2:]).to(self.device, torch.uint8)
-        new_rewards = signs.reshape(b * k, *signs.shape[2:]).to(self.device, torch.int8)
+        on = rows.to(self.device)
+        signs = torch.sign(pixel_rewards.to(self.device)[on]) * valid.to(self.device)[on].unsqueeze(1)
+        new_indices = indices.cpu()[rows].repeat_interleave(actions.shape[1])
+        new_actions = actions.to(self.device)[on].flatten(0, 1).to(torch.uint8)  # (B' * K, h, w)
+        new_rewards = signs.flatten(0, 1).to(torch.int8)
         if self.indices is None:
             shape = new_actions.shape[1:]
-            self.indices = torch.zeros(self.capacity, dtype=torch.long, device=self.device)
+            self.indices = torch.zeros(self.capacity, dtype=torch.long)
             self.actions = torch.zeros((self.capacity, *shape), dtype=torch.uint8, device=self.device)
             self.rewards = torch.zeros((self.capacity, *shape), dtype=torch.int8, device=self.device)
         assert self.actions is not None and self.rewards is not None
         n = min(new_indices.shape[0], self.capacity)  # more than fit: the newest
-        slots = (self.next + torch.arange(n, device=self.device)) % self.capacity
-        self.indices[slots], self.actions[slots], self.rewards[slots] = new_indices[-n:], new_actions[-n:], \
-            new_rewards[-n:]
+        slots = (self.next + torch.arange(n)) % self.capacity
+        self.indices[slots] = new_indices[-n:]
+        on = slots.to(self.device)
+        self.actions[on], self.rewards[on] = new_actions[-n:], new_rewards[-n:]
         self.next, self.size = (self.next + n) % self.capacity, min(self.size + n, self.capacity)
 
     def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
@@ -89,6 +87,6 @@ class AnswerReplay:
     def load_state_dict(self, state: dict) -> None:
         if not state:
             return
-        self.indices, self.actions = state["indices"].to(self.device), state["actions"].to(self.device)
+        self.indices, self.actions = state["indices"], state["actions"].to(self.device)
         self.rewards, self.next, self.size = state["rewards"].to(self.device), state["next"], state["size"]
 

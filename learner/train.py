@@ -287,10 +287,10 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
         grid = random_grid(scale, args.psr_mode, run.height, run.width, gen) if scale else ActionGrid(0)
         run.source.policy_version = step
         loss, stats = rl_loss(args, logits, indices, grid, run.source, sample_gen, run.replay)
-        if run.replay is not None:  # learn again from kept answers (replay.py)
+        if run.replay is not None and run.replay.size:  # learn again from kept answers (replay.py)
             slots = run.replay.sample(args.replay_batch, gen)
             assert run.replay.indices is not None
-            replayed = run.model(load_batch(run.train_ds, run.replay.indices[slots].cpu(), device))
+            replayed = run.model(load_batch(run.train_ds, run.replay.indices[slots], device))
             replay_loss, replay_stats = run.replay.loss(replayed, slots)
             loss = loss + args.replay_weight * replay_loss
             stats = {**stats, **replay_stats, "replay_loss": float(replay_loss.detach())}

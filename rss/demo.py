@@ -9,7 +9,6 @@ Ctrl-C included.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import secrets
@@ -55,8 +54,7 @@ class DemoArgs(TrainArgs):
 
     def train_args(self, **overrides) -> TrainArgs:
         """The learner's configuration: these arguments but --port, with ``overrides``."""
-        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainArgs)}
-        return TrainArgs(**{**shared, **overrides})
+        return TrainArgs.of(self, **overrides)
 
 
 def parse(argv: list[str]) -> DemoArgs:

@@ -20,7 +20,6 @@ import torch
 import tyro
 
 from rss import raters
-from rss.raters import Imperfection
 from rss_core import codec, scoring
 from rss_core.data import IGNORE_INDEX, build_dataset
 from rss_core.grid import ActionGrid, as_action_grid, masks_for_scoring
@@ -66,8 +65,8 @@ class RaterSimArgs:
             raise ValueError("--latency-s must be >= 0")
         self.imperfection()  # checks --flip, --jitter, --brush-width, --brush-spill
 
-    def imperfection(self) -> Imperfection:
-        return Imperfection(self.flip, self.jitter, self.brush_width, self.brush_spill)
+    def imperfection(self) -> raters.Imperfection:
+        return raters.Imperfection(self.flip, self.jitter, self.brush_width, self.brush_spill)
 
 
 class RaterSim:

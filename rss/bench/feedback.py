@@ -22,7 +22,6 @@ datasets do not take yet.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from learner.config import TrainArgs
+from learner.remote import read_jsonl
 from learner.rewards import Episodes, LocalRewardSource, Rewards
 from learner.train import train
 from rss.bench.args import BenchArgs, parse
@@ -159,19 +159,14 @@ class SimulatedRaters(LocalRewardSource):
         return {"answers": self.answers}
 
 
-def base_args(args: FeedbackArgs, **changes) -> TrainArgs:
-    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainArgs)}
-    return dataclasses.replace(TrainArgs(**fields), **changes)
-
-
 def evaluations(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    return read_jsonl(out / "metrics.jsonl")
 
 
 def ce_on_labels(args: FeedbackArgs, images: int) -> tuple[float, Path]:
     """Best val mIoU of CE trained on ``images`` labelled images, and its checkpoint."""
     out = Path(args.out) / f"ce_{images}"
-    train(base_args(args, objective="ce", train_size=images, steps=args.ce_steps, out=str(out), init_from=None,
+    train(TrainArgs.of(args, objective="ce", train_size=images, steps=args.ce_steps, out=str(out), init_from=None,
                     eval_every=max(1, args.ce_steps // args.eval_points), checkpoint_every=args.ce_steps,
                     resume=False))
     return max(e["val_miou"] for e in evaluations(out)), out / "checkpoint.pt"
@@ -196,7 +191,7 @@ def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -
     # at least --eval-points evaluations, and two within the smallest budget, so every budget has a point
     first = min((h for h in args.budgets_h if h > warm_h), default=max(args.budgets_h))
     eval_every = max(1, min(steps // args.eval_points, int(3600 / cost / per_step * (first - warm_h) / 2)))
-    run = base_args(args, objective="rl", reward=config.reward, samples=config.samples, steps=steps, out=str(out),
+    run = TrainArgs.of(args, objective="rl", reward=config.reward, samples=config.samples, steps=steps, out=str(out),
                     eval_every=eval_every, checkpoint_every=steps, resume=False,
                     init_from=str(warm[1]) if config.warm_start and warm else None,
                     replay=steps * per_step if config.replay else 0)

@@ -59,10 +59,8 @@ class LoopArgs(BenchArgs, TrainArgs):
 
     def train_args(self, name: str) -> TrainArgs:
         """The training of the run ``name`` (`in-process` or `remote`), its report in OUT/NAME."""
-        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainArgs)}
-        return TrainArgs(**{**shared, "eval_every": self.eval_every or self.steps,
-                            "out": str(Path(self.out).resolve() / name),
-                            "max_inflight": self.max_inflight if name == "remote" else 0})
+        return TrainArgs.of(self, eval_every=self.eval_every or self.steps, out=str(Path(self.out).resolve() / name),
+                            max_inflight=self.max_inflight if name == "remote" else 0)
 
     def validate(self) -> None:
         if self.steps < 1 or self.max_inflight < 0:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
+
+from learner.remote import read_jsonl
 
 
 def ledger(out: Path) -> list[dict]:
     """The learner's `applied.jsonl` in ``out``: one entry per update (none before the first)."""
-    path = out / "applied.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return read_jsonl(out / "applied.jsonl")
 
 
 def wait_until_scored(client, timeout: float = 60) -> None:

@@ -15,6 +15,7 @@ import redis
 import torch
 
 from learner.checkpoint import load_checkpoint
+from learner.remote import read_jsonl
 from tests.helpers import REPO
 from tests.helpers.audit import ledger, wait_until_scored
 from tests.helpers.cli import SMALL, run_rss
@@ -165,8 +166,7 @@ def kill_and_resume(service: str, url: str, out: Path, checkpoint_every: int, ki
     assert counts.get("orphaned", 0) == len(orphans)
     assert len(entries) == steps * 4 * 4 + len(orphans)
     assert client.xpending(f"rss:v1:results:{out.name}", "learner")["pending"] == 0
-    lost_file = out / "lost.jsonl"
-    lost = [json.loads(line) for line in lost_file.read_text().splitlines()] if lost_file.exists() else []
+    lost = read_jsonl(out / "lost.jsonl")
     print(f"killed after the update of step {killed_at}; updates lost with it applied the batches posted at "  # noqa: T201
           f"{[line['posted_step'] for line in lost]}; orphaned {counts.get('orphaned', 0)}")
     return {"killed_at": killed_at, "lost": lost}
