@@ -30,9 +30,6 @@ class App {
     this.next = null;  // Promise of the prefetched, prepared task
     this.abort = new AbortController();  // ends the loops of a signed-out session
     this.busy = false;
-    this.timings = [];  // ms from a submit to the next task drawn (rss bench ui reads them)
-    this.prefetched = [];  // per timing: was the next task ready (prefetched) when the answer was sent?
-    this.fetches = [];  // {leaseMs, prepareMs} of each task fetched: the prefetch's cost
     renderHelp($('#help-table'));
     this.bind();
     this.session.addEventListener('change', () => this.renderStatus());
@@ -131,7 +128,7 @@ class App {
   async fetchPrepared(signal) {
     while (!signal.aborted) {
       let task;
-      const asked = performance.now();
+      const asked = performance.now();  // the long poll's wait for a task is in rss:lease
       try {
         task = await this.api.nextTask(WAIT_S, signal);
       } catch (err) {
@@ -146,7 +143,9 @@ class App {
         const leased = performance.now();
         const prepared = await this.prepare(task);
         prepared.readyAt = performance.now();
-        this.fetches.push({ leaseMs: leased - asked, prepareMs: performance.now() - leased });
+        const detail = { taskId: task.task_id };
+        performance.measure('rss:lease', { start: asked, end: leased, detail });
+        performance.measure('rss:prepare', { start: leased, end: prepared.readyAt, detail });
         return prepared;
       } catch (err) {
         if (signal.aborted) return null;
@@ -228,12 +227,14 @@ class App {
     document.body.dataset.taskId = task.task_id;
     document.body.dataset.kind = task.kind;
     this.expiryTimer = setTimeout(() => this.onLeaseExpired(task), Math.max(0, this.leaseLeft(task)));
-    if (submittedAt !== null) {
-      requestAnimationFrame(() => {
-        this.timings.push(performance.now() - submittedAt);
-        this.prefetched.push(prepared.readyAt <= submittedAt);
+    requestAnimationFrame(() => {  // the first frame with the task drawn
+      const shown = performance.mark('rss:task-shown', { detail: { taskId: task.task_id } });
+      if (submittedAt === null) return;
+      performance.measure('rss:submit-to-next', {
+        start: submittedAt, end: shown.startTime,
+        detail: { taskId: task.task_id, prefetched: prepared.readyAt <= submittedAt },
       });
-    }
+    });
     this.renderStatus();
   }
 
@@ -254,7 +255,7 @@ class App {
   async submit() {
     if (!this.current || this.busy) return;
     const { prepared, view } = this.current;
-    const started = performance.now();
+    const started = this.mark('rss:answer', prepared.task);
     let answer;
     try {
       answer = await view.answer();
@@ -268,7 +269,12 @@ class App {
   async skip() {
     if (!this.current || this.busy) return;
     const { task } = this.current.prepared;
-    await this.send(task, () => this.api.skip(task), 'skipped', performance.now());
+    await this.send(task, () => this.api.skip(task), 'skipped', this.mark('rss:skip', task));
+  }
+
+  /** A performance mark of the rater's action on ``task`` (the start of its rss:submit-to-next); its time. */
+  mark(name, task) {
+    return performance.mark(name, { detail: { taskId: task.task_id } }).startTime;
   }
 
   async send(task, call, counter, started) {
@@ -364,5 +370,5 @@ class App {
   }
 }
 
-// The app object is reachable for the browser tests and `rss bench ui` (timings, viewer).
-window.rss = new App();
+// No global: the browser tests and `rss bench ui` observe the page (DOM, canvas, performance entries).
+new App();

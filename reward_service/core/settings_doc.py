@@ -11,15 +11,16 @@ listed in `COMPOSE_VARIABLES` below and rendered into both files too.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import inspect
 import json
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
+import tyro
 from pydantic.fields import FieldInfo
 
 from reward_service.core import config
@@ -239,10 +240,16 @@ def relative(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
+@dataclass
+class SettingsDocArgs:
+    """Write docs/settings.md and .env.example from the `Settings` model."""
+
+    check: Annotated[bool, tyro.conf.FlagCreatePairsOff] = False
+    """write nothing; exit 1 when a file differs"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file differs")
-    args = parser.parse_args(argv)
+    args = tyro.cli(SettingsDocArgs, args=argv, prog=COMMAND, description=__doc__.splitlines()[0])
     stale = []
     for path, text in outputs().items():
         if path.exists() and path.read_text() == text:

@@ -33,6 +33,8 @@ ROWS: dict[str, dict] = {
                       "psr_scales": IMAGE_BEST["psr_scales"], "estimator": "reinforce"},
     "image_best": {"reward": "image", **IMAGE_BEST},
 }
+# What every row sets under the ROWS settings, whatever `rss train` flags were given.
+SHARED = {"dataset": "shapes", "checkpoint_every": 10**9, "progress": False}
 
 
 @dataclass
@@ -51,31 +53,34 @@ class ConvergenceArgs(BenchArgs, TrainArgs):
     out: str = "runs/bench-convergence"
     """folder: one sub-folder per row plus curves.png"""
 
-    def shared(self) -> dict:
-        """What every row's TrainArgs share: the `rss train` flags (but --out), `shapes`, no checkpoints."""
-        train_fields = {f.name for f in dataclasses.fields(TrainArgs)} - {"out"}
-        return {**{name: getattr(self, name) for name in train_fields},
-                "dataset": "shapes", "checkpoint_every": 10**9, "progress": False}
+    def steps_of(self, name: str) -> int:
+        """Row ``name``'s step budget."""
+        factor = 1.0
+        if name.startswith("image"):
+            factor = self.best_factor if name == "image_best" else self.ablation_factor
+        return max(1, round(self.ce_steps * factor))
+
+    def row(self, name: str) -> TrainArgs:
+        """Row ``name``'s training: the `rss train` flags given, then SHARED, the row's ROWS settings, its
+        step budget and its sub-folder of --out."""
+        return TrainArgs.of(self, **{**SHARED, **ROWS[name], "steps": self.steps_of(name),
+                                     "out": str(Path(self.out) / name)})
 
     def validate(self) -> None:
         BenchArgs.validate(self)
         unknown = [r for r in self.rows if r not in ROWS]
         if unknown:
             raise ValueError(f"--rows: unknown {unknown} (choose from {', '.join(ROWS)})")
-        TrainArgs(**self.shared()).validate()
+        TrainArgs.of(self, **SHARED).validate()
 
 
 def run(args: ConvergenceArgs) -> list[dict]:
     args.validate()
     names = ["ce"] + [r for r in args.rows if r != "ce"]
-    shared = args.shared()
     rows = []
     for name in names:
-        factor = 1.0
-        if name.startswith("image"):
-            factor = args.best_factor if name == "image_best" else args.ablation_factor
-        steps = max(1, round(args.ce_steps * factor))
-        cfg = TrainArgs(**{**shared, **ROWS[name], "steps": steps, "out": str(Path(args.out) / name)})
+        cfg = args.row(name)
+        steps = cfg.steps
         log.info("bench convergence: %s for %d steps", name, steps)
         final = train(cfg)
         rows.append({

@@ -6,12 +6,17 @@ Two numbers, against the UI issue's targets:
    tasks (masks of ``--size`` x ``--size``) by keyboard, waiting ``--think-s`` on each as a
    person would (the UI prefetches the next task meanwhile). The UI times each answer itself,
    from the Enter key's handler to the first animation frame after the next task is drawn
-   (the POST of the answer included).
+   (the POST of the answer included): its `rss:submit-to-next` performance measures, read here
+   with the `rss:lease` and `rss:prepare` measures of each prefetch.
 2. **one overlay redraw at 1024 x 1024** (under 16 ms, one frame): a 1024 x 1024 noisy mask
-   goes through the UI's own decode path once (PNG -> class indices -> palette ImageBitmap),
-   then the scene (1024 x 1024 image + overlay) is redrawn ``--frames`` times with a new pan and
-   opacity each time; each redraw is timed up to a 1-pixel read-back, which forces the canvas to
-   finish rasterising. The median is reported; the one-time decode separately.
+   goes through the UI's own decode path once (PNG -> class indices -> palette ImageBitmap, in
+   the task's palette as its legend shows it), then the scene (1024 x 1024 image + overlay) is
+   redrawn ``--frames`` times by the UI's own `Viewer`, on a canvas the size of the task's, with
+   a new pan and opacity each time; each redraw is timed up to a 1-pixel read-back, which forces
+   the canvas to finish rasterising. The median is reported; the one-time decode separately.
+
+The page has no global app object: the bench reads performance entries and the DOM, and imports
+the UI's modules, as any script on the page could.
 """
 
 from __future__ import annotations
@@ -71,18 +76,25 @@ class UiBenchArgs(ServedBenchArgs):
 _OVERLAY_JS = """
 async ({ size, frames }) => {
   const { decodeIndexPng, encodeGrayPng } = await import('/ui/src/png.js');
-  const { maskBitmap } = await import('/ui/src/canvas.js');
-  const viewer = window.rss.viewer;
-  const task = window.rss.current.prepared.task;
+  const { maskBitmap, Viewer } = await import('/ui/src/canvas.js');
+  const palette = [...document.querySelectorAll('#legend .swatch')].map(
+    (s) => getComputedStyle(s).backgroundColor.match(/[0-9]+/g).slice(0, 3).map(Number));
+  // a Viewer of the bench's own on a canvas over the task's, of its size
+  const box = document.querySelector('#canvas').getBoundingClientRect();
+  const canvas = document.createElement('canvas');
+  Object.assign(canvas.style, { position: 'fixed', left: `${box.left}px`, top: `${box.top}px`,
+    width: `${box.width}px`, height: `${box.height}px` });
+  document.body.append(canvas);
+  const viewer = new Viewer(canvas);
   let seed = 1;
   const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 4294967296;
-  const classes = new Uint8Array(size * size).map(() => Math.floor(rand() * task.palette.length));
+  const classes = new Uint8Array(size * size).map(() => Math.floor(rand() * palette.length));
   const rgba = new ImageData(size, size);
   rgba.data.forEach((_, i) => { rgba.data[i] = i % 4 === 3 ? 255 : Math.floor(rand() * 256); });
   const png = await encodeGrayPng(size, size, classes);
   const started = performance.now();
   const mask = await decodeIndexPng(png);
-  const overlay = await maskBitmap(mask, task.palette);
+  const overlay = await maskBitmap(mask, palette);
   const decodeMs = performance.now() - started;
   const image = await createImageBitmap(rgba);
   viewer.setScene({ image, overlays: [overlay], rect: { x: 0, y: 0, w: size, h: size }, paint: null, labels: null });
@@ -95,8 +107,16 @@ async ({ size, frames }) => {
     viewer.ctx.getImageData(0, 0, 1, 1);  // wait for the raster, not just the recorded commands
     times.push(performance.now() - t);
   }
-  return { decodeMs, times, same: mask.data.every((v, i) => v === classes[i]) };
+  canvas.remove();
+  return { decodeMs, times, classes: palette.length, same: mask.data.every((v, i) => v === classes[i]) };
 }
+"""
+
+
+# The UI's own timings (annotator_ui/src/main.js): performance measures, each {duration, detail}.
+MEASURES_JS = """
+() => Object.fromEntries(['rss:submit-to-next', 'rss:lease', 'rss:prepare'].map((name) => [name,
+  performance.getEntriesByName(name, 'measure').map((m) => ({ duration: m.duration, detail: m.detail }))]))
 """
 
 
@@ -154,10 +174,9 @@ def drive(url: str, rater_token: str, args: UiBenchArgs) -> dict:
                 time.sleep(args.think_s)  # the rater looks at the mask; the UI prefetches meanwhile
                 page.keyboard.press(str(n % 10))
                 page.keyboard.press("Enter")
-            page.wait_for_function(f"window.rss.timings.length >= {args.tasks - 1}", timeout=60_000)
-            # one read: an answer drawn between separate reads made the lists differ in length
-            timings, prefetched, fetches = page.evaluate(
-                "[window.rss.timings.slice(), window.rss.prefetched.slice(), window.rss.fetches.slice()]")
+            page.wait_for_function(f"performance.getEntriesByName('rss:submit-to-next').length >= {args.tasks - 1}",
+                                   timeout=60_000)
+            measures = page.evaluate(MEASURES_JS)
             page.wait_for_function("document.body.dataset.state === 'task'", timeout=60_000)
             overlay = page.evaluate(_OVERLAY_JS, {"size": OVERLAY_SIZE, "frames": args.frames})
             messages = page.locator(".message.error").all_inner_texts()
@@ -169,7 +188,13 @@ def drive(url: str, rater_token: str, args: UiBenchArgs) -> dict:
         raise BenchError(f"the UI reported errors: {errors + messages}")
     if not overlay["same"]:
         raise BenchError("the 1024 x 1024 mask did not decode to the classes it was encoded from")
-    return {"timings": timings, "fetches": fetches, "prefetched": prefetched, **overlay}
+    if overlay["classes"] < 2:
+        raise BenchError(f"the task's legend showed {overlay['classes']} classes (the overlay needs a palette)")
+    submits = measures["rss:submit-to-next"]
+    return {"timings": [m["duration"] for m in submits], "prefetched": [m["detail"]["prefetched"] for m in submits],
+            "fetches": [{"leaseMs": lease["duration"], "prepareMs": prepare["duration"]}
+                        for lease, prepare in zip(measures["rss:lease"], measures["rss:prepare"], strict=True)],
+            **overlay}
 
 
 def run(args: UiBenchArgs) -> dict:

@@ -12,7 +12,7 @@ from learner.config import TrainArgs
 from learner.evaluate_cli import EvalArgs
 from reward_service.cli import ServeArgs, WorkerArgs
 from rss.bench.args import parse
-from rss.bench.convergence import ConvergenceArgs
+from rss.bench.convergence import ROWS, ConvergenceArgs
 from rss.bench.load import LoadBenchArgs
 from rss.bench.loop import LoopArgs, train_flags
 from rss.bench.service import ServiceBenchArgs
@@ -58,13 +58,17 @@ def test_demo_and_loop_do_not_take_what_they_set_themselves(capsys) -> None:
 
 
 def test_convergence_takes_every_train_flag_for_every_row() -> None:
-    shared = ConvergenceArgs().shared()
     fixed = {"dataset": "shapes", "checkpoint_every": 10**9, "progress": False}
-    assert {k: v for k, v in shared.items() if k not in fixed} == {
-        f.name: getattr(TrainArgs(), f.name) for f in dataclasses.fields(TrainArgs) if f.name not in {"out", *fixed}}
-    assert {k: shared[k] for k in fixed} == fixed
+    args = ConvergenceArgs()
+    for name, overrides in ROWS.items():
+        row = args.row(name)
+        mine = {**fixed, **overrides, "steps": args.steps_of(name), "out": f"runs/bench-convergence/{name}"}
+        assert {k: getattr(row, k) for k in mine} == mine, name
+        assert {f.name: getattr(row, f.name) for f in dataclasses.fields(TrainArgs) if f.name not in mine} == {
+            f.name: getattr(TrainArgs(), f.name) for f in dataclasses.fields(TrainArgs) if f.name not in mine}, name
+    assert [args.steps_of(n) for n in ("ce", "pixel", "image_naive", "image_best")] == [3000, 3000, 3000, 12000]
     parsed = tyro.cli(ConvergenceArgs, args=["--width", "16", "--lr", "0.01", "--ce-steps", "5"])
-    assert parsed.shared()["width"] == 16 and parsed.shared()["lr"] == 0.01 and parsed.ce_steps == 5
+    assert parsed.row("image_best").width == 16 and parsed.row("ce").lr == 0.01 and parsed.row("ce").steps == 5
 
 
 def test_train_flags_parse_back_to_the_same_training() -> None:

@@ -1,5 +1,8 @@
 """The annotator UI in a real browser against a real `rss serve` and Redis: every task kind is
-answered the way a rater would, and each answer is checked where the learner reads it."""
+answered the way a rater would, and each answer is checked where the learner reads it.
+
+The page has no global app object: the tests see what a rater or `rss bench ui` sees (the DOM,
+the canvas's pixels, performance entries, the answers where the learner reads them)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from rss.bench.ui import MEASURES_JS
 from rss_core import codec
 from tests.helpers import REPO
 from tests.helpers.client import client, read_results, register, wait_status
@@ -18,6 +22,23 @@ from tests.helpers.factories import episode, label_of, noisy
 from tests.helpers.ui import sign_in, ui_service, wait_task
 
 SHOTS = os.environ.get("RSS_UI_SCREENSHOTS")  # a folder: save a screenshot of each task kind there
+PAINT = ((40, 220, 90), (255, 40, 40))  # annotator_ui/src/tasks/pixel.js: correct (1), wrong (2)
+PAINT_ALPHA = 0.75  # the paint layer's opacity over the image and mask (annotator_ui/src/canvas.js)
+
+# In the page, once the next two frames are drawn: the canvas's RGBA at each point (client css px).
+CANVAS_AT_JS = """
+async (points) => {
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  const canvas = document.querySelector('#canvas');
+  const box = canvas.getBoundingClientRect();
+  const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+  const sx = canvas.width / box.width, sy = canvas.height / box.height;
+  return points.map(([x, y]) => {
+    const i = 4 * (Math.floor((y - box.top) * sy) * canvas.width + Math.floor((x - box.left) * sx));
+    return Array.from(data.subarray(i, i + 4));
+  });
+}
+"""
 
 
 @pytest.fixture
@@ -46,10 +67,10 @@ def shoot(page, name: str) -> None:
         Image.open(path).convert("RGB").quantize(64).save(path, optimize=True)  # small enough to commit
 
 
-def mask_to_client(page, mx: float, my: float, size: int = 64) -> tuple[float, float]:
+def mask_to_client(page, mx: float, my: float, size: int = 64, box: dict | None = None) -> tuple[float, float]:
     """Where mask pixel coordinate (mx, my) is on screen: the view starts fitted and centred, and the
     mask covers the (size x size) image. Computed from the canvas box, not from the UI's own code."""
-    box = page.locator("#canvas").bounding_box()
+    box = box or page.locator("#canvas").bounding_box()
     scale = min(box["width"], box["height"]) / size
     left = box["x"] + (box["width"] - size * scale) / 2
     top = box["y"] + (box["height"] - size * scale) / 2
@@ -61,6 +82,27 @@ def stroke(page, start: tuple[float, float], end: tuple[float, float]) -> None:
     page.mouse.down()
     page.mouse.move(*mask_to_client(page, *end), steps=12)
     page.mouse.up()
+
+
+def canvas_at(page, points: list[tuple[float, float]]) -> np.ndarray:
+    """The canvas's RGBA (n, 4) at ``points`` (client css px) as drawn now, the pointer off the canvas
+    (no brush outline)."""
+    page.mouse.move(1, 1)
+    return np.array(page.evaluate(CANVAS_AT_JS, [list(p) for p in points]), np.float64).reshape(-1, 4)
+
+
+def on_screen(page, size: int = 64) -> np.ndarray:
+    """The colour (size, size, 3) drawn at the centre of each mask pixel in the fitted view."""
+    box = page.locator("#canvas").bounding_box()
+    points = [mask_to_client(page, x + 0.5, y + 0.5, size, box) for y in range(size) for x in range(size)]
+    return canvas_at(page, points)[:, :3].reshape(size, size, 3)
+
+
+def painted_marks(page, unpainted: np.ndarray) -> np.ndarray:
+    """What the rater sees painted on each mask pixel (0 nothing, 1 correct, 2 wrong): whichever is
+    nearest the colour drawn there, the unpainted colour or a paint colour blended over it."""
+    blends = [PAINT_ALPHA * np.array(c, np.float64) + (1 - PAINT_ALPHA) * unpainted for c in PAINT]
+    return np.abs(np.stack([unpainted, *blends]) - on_screen(page)).sum(-1).argmin(0)
 
 
 def distance_to_segment(shape: tuple[int, int], a: tuple[float, float], b: tuple[float, float]) -> np.ndarray:
@@ -111,12 +153,13 @@ def test_a_rater_answers_every_task_kind_and_the_learner_reads_each_answer(page,
 
     # pixel level: paint a wrong stroke and a correct one with the mouse, undo and redo the second
     wait_task(page, "pixel")
+    unpainted = on_screen(page)
     wrong, correct = ((10.5, 20.5), (40.5, 20.5)), ((20.5, 45.5), (30.5, 45.5))
     stroke(page, *wrong)
     page.keyboard.press("c")
     stroke(page, *correct)
     shoot(page, "pixel")
-    marks = lambda: np.array(page.evaluate("Array.from(window.rss.current.view.marks)")).reshape(64, 64)  # noqa: E731
+    marks = lambda: painted_marks(page, unpainted)  # noqa: E731
     painted = marks()
     page.keyboard.press("Control+z")
     assert (marks() == 1).sum() == 0 and (marks() == 2).sum() == (painted == 2).sum()
@@ -195,9 +238,10 @@ def test_an_expired_lease_shows_a_message_and_the_next_task(page, redis_server, 
         page.locator(".message.info", has_text="expired").wait_for(timeout=15_000)
         message = page.locator(".message.info").inner_text()
         assert f"lease on task {first} expired" in message and "went back to the queue" in message
-        # the next task is shown with a fresh lease (the expired ones went back to the queue)
+        # the next task is shown with a fresh lease (the expired ones went back to the queue): the bar
+        # shows at least 2 s left
         page.wait_for_function(
-            "document.body.dataset.state === 'task' && window.rss.leaseLeft(window.rss.current.prepared.task) > 1000",
+            "document.body.dataset.state === 'task' && parseInt(document.querySelector('#lease').textContent) > 1",
             timeout=30_000)
         page.keyboard.press("5")
         page.keyboard.press("Enter")
@@ -216,9 +260,18 @@ def test_a_lattice_mask_is_painted_in_mask_coordinates_after_a_zoom(page, servic
     page.keyboard.press("[")  # radius 0: one lattice pixel per stamp
     # lattice pixel (mx, my) covers image pixels [2 + 4 mx, 2 + 4 mx + 4) x [1 + 4 my, ...)
     at = mask_to_client(page, 2 + 4 * 5.5, 1 + 4 * 9.5)
+    box = page.locator("#canvas").bounding_box()
+    corners = [(box["x"] + dx, box["y"] + dy) for dx in (2, box["width"] - 2) for dy in (2, box["height"] - 2)]
+    assert (canvas_at(page, corners)[:, 3] == 0).all()  # fitted: the image leaves the canvas's sides clear
     page.mouse.move(*at)
     page.mouse.wheel(0, -600)  # zoom in around the pointer: the point under it stays put
-    page.wait_for_function("window.rss.viewer.view.scale > 15")
+    # zoomed in (over 1.3 times the fitted scale at this pointer): the image covers the whole canvas
+    for _ in range(50):
+        if (canvas_at(page, corners)[:, 3] == 255).all():
+            break
+    else:
+        pytest.fail("the wheel did not zoom in: the canvas's corners are still clear")
+    page.mouse.move(*at)
     page.mouse.down()
     page.mouse.up()
     page.keyboard.press("Enter")
@@ -227,3 +280,44 @@ def test_a_lattice_mask_is_painted_in_mask_coordinates_after_a_zoom(page, servic
     expected = np.zeros((16, 16), np.float32)
     expected[9, 5] = -1
     np.testing.assert_array_equal(reward_map, expected)
+
+
+def test_no_app_global_and_the_answers_timed_in_performance_entries(page, service_url, learner, db) -> None:
+    """Production has no debug object: the app adds nothing to `window`. What `rss bench ui` reads
+    are the User Timing entries the app records (annotator_ui/src/main.js)."""
+    page.add_init_script("window.__testGlobals = Object.getOwnPropertyNames(window);")
+    register(learner, "ui-perf", scorer="human")
+    post(learner, "ui-perf", [label_of()])
+    post(learner, "ui-perf", [noisy(label_of(), 6)])
+    sign_in(page, service_url)
+    first = wait_task(page, "score")
+    page.keyboard.press("4")
+    page.keyboard.press("Enter")
+    second = wait_task(page, "score", other_than=first)
+    page.wait_for_function("performance.getEntriesByName('rss:submit-to-next').length === 1")
+
+    assert page.evaluate("typeof window.rss") == "undefined"
+    added = page.evaluate("Object.getOwnPropertyNames(window).filter((n) => !window.__testGlobals.includes(n))")
+    assert added == ["__testGlobals"], f"the app added globals: {added}"
+
+    entries = page.evaluate("""performance.getEntries().filter((e) => e.name.startsWith('rss:')).map((e) =>
+        ({ name: e.name, type: e.entryType, start: e.startTime, duration: e.duration, detail: e.detail }))""")
+    by_name: dict[str, list[dict]] = {}
+    for e in entries:
+        by_name.setdefault(e["name"], []).append(e)
+    (answer,) = by_name["rss:answer"]
+    assert answer["type"] == "mark" and answer["detail"] == {"taskId": first}
+    assert [e["detail"]["taskId"] for e in by_name["rss:task-shown"]][:2] == [first, second]
+    (timed,) = by_name["rss:submit-to-next"]
+    assert timed["type"] == "measure" and timed["start"] == answer["start"] and timed["duration"] > 0
+    assert timed["detail"]["taskId"] == second and isinstance(timed["detail"]["prefetched"], bool)
+    for name in ("rss:lease", "rss:prepare"):  # each task leased and prepared (the one after them maybe too)
+        assert [e["detail"]["taskId"] for e in by_name[name]][:2] == [first, second], name
+        assert all(e["type"] == "measure" and e["duration"] >= 0 for e in by_name[name])
+
+    # what the bench reads, the same entries
+    measures = page.evaluate(MEASURES_JS)
+    assert [m["detail"]["taskId"] for m in measures["rss:submit-to-next"]] == [second]
+    assert len(measures["rss:lease"]) == len(measures["rss:prepare"]) >= 2
+    (result,) = read_results(db, "ui-perf", 1)
+    assert result["reward"] == pytest.approx(0.4)
