@@ -126,12 +126,25 @@ class TrainArgs:
 
     # Making each answer count
     replay: int = 0
-    """pixel level: keep the last N answered images and, every step, learn again from --replay-batch of
-    them (a confirmed pixel is a label, a wrong one rules its class out); 0: each answer is used once"""
+    """keep the last N answers and, every step, learn again from --replay-batch of them: pixel level, a
+    confirmed pixel is a label and a wrong one rules its class out; image level (pairs 0-1, 2-3, ...,
+    --no-psr), the preferred mask beats the other where they differ; 0: each answer is used once"""
     replay_batch: int = 16
     """--replay: kept answers per step"""
     replay_weight: float = 1.0
     """--replay: weight of the supervised term from kept answers"""
+    replay_updates: int = 0
+    """--replay: after each answered step, this many more updates on kept answers alone (answers arrive
+    slowly; the learner keeps learning from what it has meanwhile)"""
+    pairs: Literal["sample", "region"] = "sample"
+    """image level, K = 2 (a rater picks the better mask): both masks sampled, or `region`: the policy's most
+    likely mask against the same mask with one region where it hesitates switched to its second class,
+    learned from as a Bradley-Terry term on that region (learner/replay.py); needs --no-psr"""
+    region_size: int = 15
+    """--pairs region: the region lies in a window this many pixels wide"""
+    first_mask: Literal["sample", "mode"] = "sample"
+    """pixel level: the first of the K masks raters answer is sampled, or the policy's most likely mask
+    (a best guess is what a rater corrects fastest, and sampling noise makes specks a brush misses)"""
 
     # Running
     device: str = "auto"
@@ -204,8 +217,26 @@ class TrainArgs:
             raise ValueError(f"--reward-timeout-s must be positive, got {self.reward_timeout_s}")
         if self.replay < 0 or self.replay_batch < 1 or self.replay_weight < 0:
             raise ValueError("--replay and --replay-weight must be >= 0, --replay-batch >= 1")
-        if self.replay and (self.objective != "rl" or self.reward != "pixel"):
-            raise ValueError("--replay needs --reward pixel: only pixel-level answers pin pixels down")
+        if self.replay and self.objective != "rl":
+            raise ValueError("--replay needs --objective rl (it keeps answers about sampled masks)")
+        pairwise = self.objective == "rl" and self.reward == "image"
+        if self.replay and pairwise and (self.resolved_samples() % 2 or self.psr):
+            raise ValueError("--replay with --reward image keeps preferences between full-resolution masks: "
+                             "it needs an even --samples (pairs 0-1, 2-3, ...) and --no-psr")
+        if self.pairs == "region" and not (pairwise and self.resolved_samples() == 2 and not self.psr):
+            raise ValueError("--pairs region needs --reward image, --samples 2 and --no-psr")
+        if self.pairs == "region" and self.max_inflight:
+            raise ValueError("--pairs region does not work with --max-inflight yet")
+        if self.region_size < 1:
+            raise ValueError(f"--region-size must be >= 1, got {self.region_size}")
+        if self.replay_updates < 0:
+            raise ValueError(f"--replay-updates must be >= 0, got {self.replay_updates}")
+        if self.replay_updates and not self.replay:
+            raise ValueError("--replay-updates needs --replay N (the kept answers they learn from)")
+        if self.first_mask == "mode" and (self.objective != "rl" or self.reward != "pixel"):
+            raise ValueError("--first-mask mode needs --reward pixel (image-level rewards compare sampled masks)")
+        if self.first_mask == "mode" and self.max_inflight:
+            raise ValueError("--first-mask mode does not work with --max-inflight yet")
         if self.replay and self.max_inflight:
             raise ValueError("--replay does not work with --max-inflight yet")
         if self.psr and not self.psr_scales:

@@ -1,19 +1,27 @@
-"""`--replay N`: keep the last N answered images' pixel-level answers and learn from them again every step.
+"""`--replay N`: keep the last N answers and learn from them again every step.
 
 A human answer is the scarcest input of the system; on-policy RL uses it in one update and throws
-it away. A pixel-level answer pins pixels down, whoever gave it (a rater's brush, an endpoint, the
-ground truth): where it says the sampled class is right, that class *is* the label; where it says
-wrong, that class is ruled out. So each step adds, over a batch drawn from the kept answers, the
-supervised term
+it away. Two kinds of answer can be kept, because each says something that stays true whichever
+policy sampled the masks, so neither needs behaviour log-probabilities however old it is:
 
-    L_replay = mean over answered pixels of  -log pi(a)         where r > 0   (a confirmed label)
-                                             -log (1 - pi(a))   where r < 0   (a ruled-out class)
+* **pixel-level answers** (a rater's brush, an endpoint's map, the ground truth): where an answer says
+  the sampled class is right, that class *is* the label; where it says wrong, that class is ruled out.
+  `AnswerReplay` adds, over a batch of kept answers, the supervised term
 
-(the second is the "unlikelihood" of Welleck et al., ICLR 2020). Pixels with r = 0 (unmarked,
-ignored) say nothing. It needs no behaviour log-probabilities: a label holds whichever policy
-sampled it, so an answer stays right however old it is.
+      L = mean over answered pixels of  -log pi(a)         where r > 0   (a confirmed label)
+                                        -log (1 - pi(a))   where r < 0   (a ruled-out class)
 
-Image-level answers (scores, preferences) do not pin a pixel down; they are not kept here.
+  (the second is the "unlikelihood" of Welleck et al., ICLR 2020). Pixels with r = 0 say nothing.
+
+* **preferences between two masks** (`--reward image`, masks paired 0-1, 2-3, ...: a rater's pairwise
+  answer, or two scores compared): the preferred mask w is better than the other l where they differ,
+  the set D that PSD credits. `PairReplay` keeps each pair's winner and loser masks and adds a
+  Bradley-Terry term per pixel of D,
+
+      L = mean over pixels of D of  -log sigmoid(z_w - z_l) = -log (pi(w) / (pi(w) + pi(l)))
+
+  which moves the two classes the answer compared and no other, and stops pushing once the policy
+  agrees (a rater's occasional wrong answer costs a bounded amount). Ties say nothing and are not kept.
 """
 
 from __future__ import annotations
@@ -24,16 +32,66 @@ import torch.nn.functional as F
 from rss_core.grid import ActionGrid
 
 
-class AnswerReplay:
-    """A ring of the last ``capacity`` answered images: image index, sampled classes and their rewards."""
+class Ring:
+    """The last ``capacity`` answered images: an image index (on the CPU, where images are read) and,
+    per answer, two (h, w) uint8 / int8 maps whose meaning the subclass gives."""
+
+    fields: tuple[str, str] = ("a", "b")
+    dtypes: tuple[torch.dtype, torch.dtype] = (torch.uint8, torch.uint8)
 
     def __init__(self, capacity: int, device: torch.device) -> None:
         self.capacity, self.device = capacity, device
-        self.indices: torch.Tensor | None = None  # (N,) on the CPU, where the images are read
-        self.actions: torch.Tensor | None = None  # (N, H, W) uint8
-        self.rewards: torch.Tensor | None = None  # (N, H, W) int8 in {-1, 0, 1}
+        self.indices: torch.Tensor | None = None  # (N,) on the CPU
+        self.maps: list[torch.Tensor] = []  # two (N, h, w) tensors on ``device``
         self.next = 0  # where the next answer goes once the ring is full
         self.size = 0
+
+    def _put(self, indices: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> None:
+        if self.indices is None:
+            self.indices = torch.zeros(self.capacity, dtype=torch.long)
+            self.maps = [torch.zeros((self.capacity, *first.shape[1:]), dtype=d, device=self.device)
+                         for d in self.dtypes]
+        n = min(indices.shape[0], self.capacity)  # more than fit: the newest
+        slots = (self.next + torch.arange(n)) % self.capacity
+        self.indices[slots] = indices.cpu()[-n:]
+        on = slots.to(self.device)
+        for kept, new in zip(self.maps, (first, second), strict=True):
+            kept[on] = new[-n:].to(self.device, kept.dtype)
+        self.next, self.size = (self.next + n) % self.capacity, min(self.size + n, self.capacity)
+
+    def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """Slots of ``batch`` kept answers, drawn uniformly (with replacement) by ``generator`` (on the CPU)."""
+        return torch.randint(self.size, (batch,), generator=generator)
+
+    def state_dict(self) -> dict:
+        if self.indices is None:
+            return {}
+        return {"indices": self.indices.cpu(), **{f: m.cpu() for f, m in zip(self.fields, self.maps, strict=True)},
+                "next": self.next, "size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        self.indices, self.next, self.size = state["indices"], state["next"], state["size"]
+        self.maps = [state[f].to(self.device) for f in self.fields]
+
+    def loss(self, logits: torch.Tensor, slots: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+
+class AnswerReplay(Ring):
+    """Pixel-level answers: per kept sample, its classes and the sign of each pixel's reward."""
+
+    fields = ("actions", "rewards")
+    dtypes = (torch.uint8, torch.int8)
+
+    @property
+    def actions(self) -> torch.Tensor:
+        return self.maps[0]
+
+    @property
+    def rewards(self) -> torch.Tensor:
+        return self.maps[1]
 
     def add(self, indices: torch.Tensor, actions: torch.Tensor, pixel_rewards: torch.Tensor, valid: torch.Tensor,
             grid: ActionGrid, keep: torch.Tensor | None = None) -> None:
@@ -42,32 +100,14 @@ class AnswerReplay:
         if grid.scale != 0:
             raise ValueError("--replay keeps full-resolution pixel answers (--reward pixel, no PSR grid)")
         rows = torch.arange(len(indices)) if keep is None else keep.cpu().nonzero().flatten()
-        on = rows.to(self.device)
-        signs = torch.sign(pixel_rewards.to(self.device)[on]) * valid.to(self.device)[on].unsqueeze(1)
-        new_indices = indices.cpu()[rows].repeat_interleave(actions.shape[1])
-        new_actions = actions.to(self.device)[on].flatten(0, 1).to(torch.uint8)  # (B' * K, h, w)
-        new_rewards = signs.flatten(0, 1).to(torch.int8)
-        if self.indices is None:
-            shape = new_actions.shape[1:]
-            self.indices = torch.zeros(self.capacity, dtype=torch.long)
-            self.actions = torch.zeros((self.capacity, *shape), dtype=torch.uint8, device=self.device)
-            self.rewards = torch.zeros((self.capacity, *shape), dtype=torch.int8, device=self.device)
-        assert self.actions is not None and self.rewards is not None
-        n = min(new_indices.shape[0], self.capacity)  # more than fit: the newest
-        slots = (self.next + torch.arange(n)) % self.capacity
-        self.indices[slots] = new_indices[-n:]
-        on = slots.to(self.device)
-        self.actions[on], self.rewards[on] = new_actions[-n:], new_rewards[-n:]
-        self.next, self.size = (self.next + n) % self.capacity, min(self.size + n, self.capacity)
-
-    def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        """Slots of ``batch`` kept answers, drawn uniformly (with replacement) by ``generator`` (on the CPU)."""
-        return torch.randint(self.size, (batch,), generator=generator)
+        on = rows.to(actions.device)
+        signs = torch.sign(pixel_rewards[on]) * valid.to(pixel_rewards.device)[on].unsqueeze(1)
+        self._put(indices.cpu()[rows].repeat_interleave(actions.shape[1]), actions[on].flatten(0, 1),
+                  signs.flatten(0, 1))
 
     def loss(self, logits: torch.Tensor, slots: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """The supervised term over the answered pixels of ``slots``, given the policy's ``logits`` (n, C, H, W)
         for their images."""
-        assert self.actions is not None and self.rewards is not None
         slots = slots.to(self.device)
         actions, rewards = self.actions[slots].long(), self.rewards[slots]
         logp = F.log_softmax(logits, dim=1).gather(1, actions.unsqueeze(1)).squeeze(1)  # (n, H, W)
@@ -78,15 +118,77 @@ class AnswerReplay:
         count = int(confirmed.sum() + ruled_out.sum())
         return total / max(count, 1), {"replay_pixels": count / max(len(slots), 1)}
 
-    def state_dict(self) -> dict:
-        if self.indices is None:
-            return {}
-        return {"indices": self.indices.cpu(), "actions": self.actions.cpu(), "rewards": self.rewards.cpu(),
-                "next": self.next, "size": self.size}
 
-    def load_state_dict(self, state: dict) -> None:
-        if not state:
-            return
-        self.indices, self.actions = state["indices"], state["actions"].to(self.device)
-        self.rewards, self.next, self.size = state["rewards"].to(self.device), state["next"], state["size"]
+def pair_loss(logits: torch.Tensor, winners: torch.Tensor, losers: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Bradley-Terry per pixel where ``winners`` and ``losers`` (n, H, W) differ: the mean of
+    -log(pi(w) / (pi(w) + pi(l))) over those pixels, and their number."""
+    logp = F.log_softmax(logits, dim=1)
+    lw = logp.gather(1, winners.long().unsqueeze(1)).squeeze(1)
+    ll = logp.gather(1, losers.long().unsqueeze(1)).squeeze(1)
+    differ = winners != losers
+    total = -((lw - torch.logaddexp(lw, ll)) * differ).sum()
+    count = int(differ.sum())
+    return total / max(count, 1), count
 
+
+def preferred(actions: torch.Tensor, image_rewards: torch.Tensor,
+              keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The answered pairs of a step: masks paired 0-1, 2-3, ... of ``actions`` (B, K, h, w) with rewards
+    (B, K). Returns the image row of each non-tied pair, its winner and its loser masks (n, h, w)."""
+    b, k = image_rewards.shape
+    if k % 2:
+        raise ValueError(f"pairs need an even number of samples, got {k}")
+    first, second = image_rewards[:, 0::2], image_rewards[:, 1::2]  # (B, K/2)
+    decided = first != second
+    if keep is not None:
+        decided &= keep.to(decided.device).bool().unsqueeze(1)
+    a_wins = (first > second).unsqueeze(-1).unsqueeze(-1)
+    win = torch.where(a_wins, actions[:, 0::2], actions[:, 1::2])[decided]
+    lose = torch.where(a_wins, actions[:, 1::2], actions[:, 0::2])[decided]
+    rows = torch.arange(b, device=decided.device).unsqueeze(1).expand_as(decided)[decided]
+    return rows, win, lose
+
+
+class PairReplay(Ring):
+    """Preferences: per kept pair, the preferred and the other mask."""
+
+    fields = ("winners", "losers")
+
+    def add(self, indices: torch.Tensor, actions: torch.Tensor, image_rewards: torch.Tensor, grid: ActionGrid,
+            keep: torch.Tensor | None = None) -> None:
+        """Keep each decided pair of a step's masks ``actions`` (B, K, h, w) with rewards ``image_rewards`` (B, K)."""
+        if grid.scale != 0:
+            raise ValueError("--replay keeps full-resolution preferences (--no-psr)")
+        rows, win, lose = preferred(actions, image_rewards, keep)
+        if len(rows):
+            self._put(indices.cpu()[rows.cpu()], win, lose)
+
+    def loss(self, logits: torch.Tensor, slots: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        slots = slots.to(self.device)
+        total, count = pair_loss(logits, self.maps[0][slots], self.maps[1][slots])
+        return total, {"replay_pixels": count / max(len(slots), 1)}
+
+
+def region_pairs(logp: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pairs a rater answers at a glance, about where the policy hesitates: (B, 2, h, w) of the policy's
+    most likely mask and the same mask with one region switched to its second most likely class.
+
+    The region grows from a pixel drawn in proportion to (1 - margin)^4, margin = pi(1st) - pi(2nd): the
+    pixels of a ``size`` x ``size`` window around it with the same first and second class and a margin
+    under 1/2 (and the pixel itself)."""
+    b, _, h, w = logp.shape
+    top, cls = logp.detach().exp().topk(2, dim=1)  # (B, 2, h, w)
+    margin = top[:, 0] - top[:, 1]
+    weights = (1 - margin).clamp_min(1e-6).pow(4).flatten(1)
+    centre = torch.multinomial(weights, 1, generator=generator).squeeze(1)  # (B,)
+    cy, cx = centre // w, centre % w
+    ys, xs = torch.arange(h, device=logp.device), torch.arange(w, device=logp.device)
+    window = (((ys[None, :] - cy[:, None]).abs() <= size // 2)[:, :, None]
+              & ((xs[None, :] - cx[:, None]).abs() <= size // 2)[:, None, :])  # (B, h, w)
+    rows = torch.arange(b, device=logp.device)
+    first_c, second_c = cls[:, 0][rows, cy, cx], cls[:, 1][rows, cy, cx]
+    region = (window & (cls[:, 0] == first_c[:, None, None]) & (cls[:, 1] == second_c[:, None, None])
+              & (margin < 0.5))
+    region[rows, cy, cx] = True
+    mode = cls[:, 0]
+    return torch.stack([mode, torch.where(region, cls[:, 1], mode)], dim=1)

@@ -22,7 +22,7 @@ from learner.evaluate import evaluate
 from learner.model import build_model
 from learner.pipeline import Pipeline
 from learner.policy import ScaleSchedule, action_logits, class_weights, sample_actions
-from learner.replay import AnswerReplay
+from learner.replay import AnswerReplay, PairReplay, Ring, pair_loss, preferred, region_pairs
 from learner.report import gallery_rows, write_curves, write_gallery
 from learner.rewards import Episodes, LabelStore, LocalRewardSource, Rewards, RewardSource
 from rss_core.data import IGNORE_INDEX, SegDataset, build_dataset
@@ -116,17 +116,32 @@ def rl_loss(
     grid: ActionGrid,
     source: RewardSource,
     generator: torch.Generator,
-    replay: AnswerReplay | None = None,
+    replay: Ring | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Sample K masks, score them, and return the policy-gradient loss and step statistics
-    (``replay``: keep the pixel-level answers)."""
+    (``replay``: keep the answers). With --pairs region the masks are a question rather than samples,
+    and the answer is learned from as a Bradley-Terry term where the two differ."""
     k = args.resolved_samples()
     logp = F.log_softmax(action_logits(logits, grid), dim=1)  # (B, C, h, w)
-    actions = sample_actions(logp, k, generator)
+    if args.pairs == "region":
+        actions = region_pairs(logp, args.region_size, generator)
+    else:
+        actions = sample_actions(logp, k, generator)
+    if args.first_mask == "mode":  # raters answer the policy's best guess first
+        actions[:, 0] = logp.detach().argmax(1).to(actions.dtype)
     rewards = source.score(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), args.reward))
-    if replay is not None:
+    if isinstance(replay, AnswerReplay):
         assert rewards.pixel is not None and rewards.valid is not None
         replay.add(indices, actions, rewards.pixel, rewards.valid, grid, rewards.keep)
+    elif isinstance(replay, PairReplay):
+        assert rewards.image is not None
+        replay.add(indices, actions, rewards.image, grid, rewards.keep)
+    if args.pairs == "region":
+        assert rewards.image is not None
+        rows, win, lose = preferred(actions, rewards.image, rewards.keep)
+        loss, pixels = pair_loss(logp[rows], win, lose)
+        return loss - entropy_bonus(args, logp), {"reward": float(rewards.image.mean()), "pairs": len(rows),
+                                                  "pair_pixels": pixels / max(len(rows), 1)}
     adv, stats = advantages(args, logp, actions, rewards)
     # sum_k A_k log pi(a_k), folded per class so the graph has no K dimension.
     pg_loss = -(class_weights(adv, actions, logp.shape[1]) * logp).sum() / adv.numel()
@@ -159,7 +174,7 @@ class Run:
     labels: LabelStore  # only the CE baseline reads labels directly
     pipeline: Pipeline | None
     use_psr: bool
-    replay: AnswerReplay | None
+    replay: Ring | None
     ckpt_path: Path
     loop_path: Path  # rank 0's checkpoint holds the model; every rank keeps its own rewards in flight
     rank_log: Path | None = None
@@ -200,7 +215,8 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
     ckpt_path = out / "checkpoint.pt"
     run = Run(args, rank, device, out, train_ds, val_ds, core, core, optimizer, schedule, source, labels, pipeline,
               use_psr=args.objective == "rl" and args.reward == "image" and args.psr,
-              replay=AnswerReplay(args.replay, device) if args.replay else None, ckpt_path=ckpt_path,
+              replay=(PairReplay if args.reward == "image" else AnswerReplay)(args.replay, device) if args.replay
+              else None, ckpt_path=ckpt_path,
               loop_path=ckpt_path if rank == 0 else out / f"checkpoint.rank{rank}.pt")
     if args.resume:
         resume(run)
@@ -288,14 +304,24 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
         run.source.policy_version = step
         loss, stats = rl_loss(args, logits, indices, grid, run.source, sample_gen, run.replay)
         if run.replay is not None and run.replay.size:  # learn again from kept answers (replay.py)
-            slots = run.replay.sample(args.replay_batch, gen)
-            assert run.replay.indices is not None
-            replayed = run.model(load_batch(run.train_ds, run.replay.indices[slots], device))
-            replay_loss, replay_stats = run.replay.loss(replayed, slots)
+            replay_loss, replay_stats = replayed_loss(run, gen)
             loss = loss + args.replay_weight * replay_loss
             stats = {**stats, **replay_stats, "replay_loss": float(replay_loss.detach())}
     optimize(run, loss, step)
+    for _ in range(args.replay_updates if run.replay is not None and run.replay.size else 0):
+        replay_loss, _ = replayed_loss(run, gen)  # kept answers alone: no new rewards to commit
+        run.optimizer.zero_grad(set_to_none=True)
+        (args.replay_weight * replay_loss).backward()
+        run.optimizer.step()
     return [(loss, stats)], scale
+
+
+def replayed_loss(run: Run, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """The supervised term over --replay-batch kept answers drawn by ``gen`` (learner/replay.py)."""
+    assert run.replay is not None and run.replay.indices is not None
+    slots = run.replay.sample(run.args.replay_batch, gen)
+    logits = run.model(load_batch(run.train_ds, run.replay.indices[slots], run.device))
+    return run.replay.loss(logits, slots)
 
 
 def evaluate_and_log(run: Run, done: int, window: list[dict], scale: int) -> dict:

@@ -48,6 +48,9 @@ class Config:
     kind: str  # the task kind a rater answers: pairwise, score, brush
     warm_start: bool
     replay: bool = False  # keep every answer and learn from it again each step (learner/replay.py)
+    reuse: bool = False  # and: --reuse-updates more updates on kept answers per answered step; brush raters
+    # are shown the policy's most likely mask (--first-mask mode)
+    region: bool = False  # pairwise: the pair is a question about one region (--pairs region)
 
     @property
     def reward(self) -> str:
@@ -65,6 +68,11 @@ class Config:
 CONFIGS = {f"{kind}{'_warm' if warm else ''}": Config(kind, warm)
            for kind in ("pairwise", "score", "brush") for warm in (False, True)}
 CONFIGS |= {f"brush{'_warm' if warm else ''}_replay": Config("brush", warm, replay=True) for warm in (False, True)}
+for _warm in (False, True):
+    _w = "_warm" if _warm else ""
+    CONFIGS[f"brush{_w}_reuse"] = Config("brush", _warm, replay=True, reuse=True)
+    CONFIGS[f"pairwise{_w}_reuse"] = Config("pairwise", _warm, replay=True, reuse=True)
+    CONFIGS[f"pairwise{_w}_region"] = Config("pairwise", _warm, replay=True, reuse=True, region=True)
 
 
 @dataclass
@@ -76,7 +84,12 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     """human-hour budgets the table reports"""
     configs: tuple[str, ...] = tuple(CONFIGS)
     """feedback configurations: pairwise, score, brush, each from scratch or `_warm` (from CE on
-    --warm-images labelled images); `brush_replay`, `brush_warm_replay` keep every answer (--replay)"""
+    --warm-images labelled images); `brush_replay`, `brush_warm_replay` keep every answer (--replay);
+    `*_reuse` also learn from kept answers between answers (--reuse-updates; brush raters see the policy's
+    most likely mask; pairwise ones full-resolution sampled pairs); `pairwise_region`,
+    `pairwise_warm_region` ask about one region where the policy hesitates (--pairs region)"""
+    reuse_updates: int = 8
+    """`*_reuse` configurations: updates on kept answers alone after each answered step (--replay-updates)"""
     seconds_pairwise: float = 3.0
     """human seconds per pairwise answer (assumption)"""
     seconds_score: float = 4.0
@@ -194,7 +207,11 @@ def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -
     run = TrainArgs.of(args, objective="rl", reward=config.reward, samples=config.samples, steps=steps, out=str(out),
                     eval_every=eval_every, checkpoint_every=steps, resume=False,
                     init_from=str(warm[1]) if config.warm_start and warm else None,
-                    replay=steps * per_step if config.replay else 0)
+                    replay=steps * per_step if config.replay else 0,
+                    replay_updates=args.reuse_updates if config.reuse else 0,
+                    first_mask="mode" if config.reuse and config.kind == "brush" else "sample",
+                    pairs="region" if config.region else "sample",
+                    psr=args.psr and not (config.replay and config.reward == "image"))
     log.info("bench feedback: %s, %d steps of %d answers (%.0f s each)", name, steps, per_step, cost)
     final = train(run, lambda a, dataset, device: SimulatedRaters(dataset, device, a.metric, config.kind, noise,
                                                                   args.seed))

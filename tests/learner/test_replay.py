@@ -1,4 +1,4 @@
-"""`--replay`: kept pixel-level answers, learned from again every step."""
+"""`--replay`: kept pixel-level answers and preferences, learned from again every step; `--pairs region`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from learner.checkpoint import load_checkpoint
 from learner.config import TrainArgs
-from learner.replay import AnswerReplay
+from learner.replay import AnswerReplay, PairReplay, pair_loss, preferred, region_pairs
 from learner.train import train
 from rss_core.grid import ActionGrid
 
@@ -63,8 +63,77 @@ def test_replay_trains_and_resumes_exactly(tmp_path) -> None:
         for n, t in a["model"].items())  # the replayed term changed the training
 
 
-@pytest.mark.parametrize(("changes", "flag"), [({"reward": "image"}, "--replay needs --reward pixel"),
-                                               ({"replay_batch": 0}, "--replay-batch >= 1")])
+def test_a_preference_is_a_bradley_terry_term_where_the_two_masks_differ() -> None:
+    actions = torch.tensor([[[[0, 1], [2, 2]], [[0, 2], [1, 2]]],  # pair 0-1 of image 0: differ at 2 pixels
+                            [[[0, 0], [0, 0]], [[1, 1], [1, 1]]]])  # image 1: a tie, says nothing
+    rewards = torch.tensor([[0.0, 1.0], [0.5, 0.5]])  # image 0: the rater preferred mask 1
+    rows, win, lose = preferred(actions, rewards)
+    assert rows.tolist() == [0] and torch.equal(win[0], actions[0, 1]) and torch.equal(lose[0], actions[0, 0])
+    logits = torch.zeros(1, 3, 2, 2)
+    logits[0, 1, 0, 1] = math.log(3.0)  # pi(1) = 3 pi(2) where the loser says 1 and the winner 2
+    loss, pixels = pair_loss(logits, win, lose)
+    # -log(pi(w) / (pi(w) + pi(l))): log 4 where the policy favours the loser 3:1, log 2 where it is even
+    assert pixels == 2 and float(loss) == pytest.approx((math.log(4) + math.log(2)) / 2, rel=1e-5)
+    replay = PairReplay(8, torch.device("cpu"))
+    replay.add(torch.tensor([3, 9]), actions, rewards, ActionGrid(0))
+    assert replay.size == 1 and int(replay.indices[0]) == 3  # the tie is not kept
+    assert float(replay.loss(logits, torch.tensor([0]))[0]) == pytest.approx(float(loss))
+    logits.requires_grad_(True)
+    pair_loss(logits, win, lose)[0].backward()
+    grad = logits.grad[0]
+    assert grad[1, 0, 1] > 0 and grad[2, 0, 1] < 0  # the loser's class down, the winner's up
+    assert abs(float(grad[0, 0, 1])) < 1e-6  # and no other class moves (up to rounding)
+    assert (grad[:, 0, 0] == 0).all() and (grad[:, 1, 1] == 0).all()  # where the masks agree, nothing
+
+
+def test_a_region_pair_switches_one_hesitant_region_to_its_second_class() -> None:
+    logits = torch.zeros(2, 3, 12, 12)
+    logits[:, 0] = 3.0  # class 0, sure, everywhere
+    logits[0, 2, 2:6, 3:7] = 2.9  # image 0: a hesitant 4 x 4 block whose second class is 2
+    logits[0, 1, 9:11, 9:11] = 2.9  # and a far-away hesitant block (second class 1): not the same question
+    pairs = region_pairs(logits.log_softmax(1), 9, torch.Generator().manual_seed(1))
+    assert pairs.shape == (2, 2, 12, 12) and (pairs[:, 0] == 0).all()  # the first mask is the most likely one
+    switched = pairs[0, 1] != 0
+    assert (switched.sum() == 16 and (pairs[0, 1][switched] == 2).all()) or (
+        switched.sum() == 4 and (pairs[0, 1][switched] == 1).all())  # one block, whole, to its second class
+    assert (pairs[1, 1] != 0).sum() == 1  # nowhere hesitant: one pixel is the question
+
+
+def test_region_pairs_train_from_preferences_and_resume_exactly(tmp_path) -> None:
+    cfg = TrainArgs(**TINY, reward="image", samples=2, psr=False, pairs="region", replay=64, replay_batch=4,
+                    replay_updates=2, steps=6, checkpoint_every=3, out=str(tmp_path / "straight"))
+    final = train(cfg)
+    assert 0 <= final["val_miou"] <= 1
+    split = dataclasses.replace(cfg, out=str(tmp_path / "split"), steps=3)
+    train(split)
+    train(dataclasses.replace(split, steps=6, resume=True))
+    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("straight", "split"))
+    assert 0 < a["replay"]["size"] == b["replay"]["size"] <= 6 * 4  # one pair per image, ties left out
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_replay_updates_learn_more_from_the_same_answers(tmp_path) -> None:
+    """--replay-updates adds updates on kept answers alone: the same rewards, a different model."""
+    cfg = TrainArgs(**TINY, reward="pixel", replay=64, replay_batch=4, steps=4, first_mask="mode",
+                    out=str(tmp_path / "once"))
+    once = train(cfg)
+    more = train(dataclasses.replace(cfg, replay_updates=3, out=str(tmp_path / "more")))
+    assert once["rewards"] == more["rewards"] or once["val_miou"] != more["val_miou"]
+    a, b = (load_checkpoint(tmp_path / n / "checkpoint.pt") for n in ("once", "more"))
+    assert a["replay"]["size"] == b["replay"]["size"] == 4 * 4
+    assert not all(torch.equal(t, b["model"][n]) for n, t in a["model"].items())
+
+
+@pytest.mark.parametrize(("changes", "flag"), [
+    ({"reward": "image"}, "needs an even --samples .* and --no-psr"),
+    ({"reward": "image", "samples": 3, "psr": False}, "needs an even --samples"),
+    ({"replay_batch": 0}, "--replay-batch >= 1"),
+    ({"replay": 0, "replay_updates": 2}, "--replay-updates needs --replay"),
+    ({"reward": "image", "samples": 2, "psr": False, "first_mask": "mode"}, "--first-mask mode needs --reward pixel"),
+    ({"reward": "image", "samples": 4, "psr": False, "pairs": "region"}, "--pairs region needs"),
+    ({"pairs": "region"}, "--pairs region needs --reward image"),
+])
 def test_replay_flags_are_checked(changes: dict, flag: str) -> None:
     with pytest.raises(ValueError, match=flag):
         TrainArgs(**TINY, **{"reward": "pixel", "replay": 8, **changes}).validate()
