@@ -142,6 +142,8 @@ class TrainArgs:
     learned from as a Bradley-Terry term on that region (learner/replay.py); needs --no-psr"""
     region_size: int = 15
     """--pairs region: the region lies in a window this many pixels wide"""
+    region_margin: float = 0.5
+    """--pairs region: the region's pixels are those whose top two classes are within this of each other"""
     first_mask: Literal["sample", "mode"] = "sample"
     """pixel level: the first of the K masks raters answer is sampled, or the policy's most likely mask
     (a best guess is what a rater corrects fastest, and sampling noise makes specks a brush misses)"""
@@ -227,8 +229,9 @@ class TrainArgs:
             raise ValueError("--pairs region needs --reward image, --samples 2 and --no-psr")
         if self.pairs == "region" and self.max_inflight:
             raise ValueError("--pairs region does not work with --max-inflight yet")
-        if self.region_size < 1:
-            raise ValueError(f"--region-size must be >= 1, got {self.region_size}")
+        if self.region_size < 1 or not 0 < self.region_margin <= 1:
+            raise ValueError(f"--region-size must be >= 1 and --region-margin in (0, 1], got {self.region_size}, "
+                             f"{self.region_margin}")
         if self.replay_updates < 0:
             raise ValueError(f"--replay-updates must be >= 0, got {self.replay_updates}")
         if self.replay_updates and not self.replay:

@@ -169,13 +169,14 @@ class PairReplay(Ring):
         return total, {"replay_pixels": count / max(len(slots), 1)}
 
 
-def region_pairs(logp: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def region_pairs(logp: torch.Tensor, size: int, generator: torch.Generator | None = None,
+                 max_margin: float = 0.5) -> torch.Tensor:
     """Pairs a rater answers at a glance, about where the policy hesitates: (B, 2, h, w) of the policy's
     most likely mask and the same mask with one region switched to its second most likely class.
 
     The region grows from a pixel drawn in proportion to (1 - margin)^4, margin = pi(1st) - pi(2nd): the
     pixels of a ``size`` x ``size`` window around it with the same first and second class and a margin
-    under 1/2 (and the pixel itself)."""
+    under ``max_margin`` (and the pixel itself)."""
     b, _, h, w = logp.shape
     top, cls = logp.detach().exp().topk(2, dim=1)  # (B, 2, h, w)
     margin = top[:, 0] - top[:, 1]
@@ -188,7 +189,7 @@ def region_pairs(logp: torch.Tensor, size: int, generator: torch.Generator | Non
     rows = torch.arange(b, device=logp.device)
     first_c, second_c = cls[:, 0][rows, cy, cx], cls[:, 1][rows, cy, cx]
     region = (window & (cls[:, 0] == first_c[:, None, None]) & (cls[:, 1] == second_c[:, None, None])
-              & (margin < 0.5))
+              & (margin < max_margin))
     region[rows, cy, cx] = True
     mode = cls[:, 0]
     return torch.stack([mode, torch.where(region, cls[:, 1], mode)], dim=1)

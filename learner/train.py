@@ -124,7 +124,7 @@ def rl_loss(
     k = args.resolved_samples()
     logp = F.log_softmax(action_logits(logits, grid), dim=1)  # (B, C, h, w)
     if args.pairs == "region":
-        actions = region_pairs(logp, args.region_size, generator)
+        actions = region_pairs(logp, args.region_size, generator, args.region_margin)
     else:
         actions = sample_actions(logp, k, generator)
     if args.first_mask == "mode":  # raters answer the policy's best guess first

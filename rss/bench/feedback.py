@@ -25,6 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +103,8 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     """human seconds per fully labelled image (Bearman et al., ECCV 2016: 239.7 s per VOC image)"""
     warm_images: int = 16
     """labelled images the warm start's CE model trains on (their labelling counts in its hours)"""
+    warm_lr: float | None = None
+    """learning rate of the feedback runs that start warm (default: --lr); a smaller one keeps what CE taught"""
     ce_steps: int = 2000
     """steps of each CE-on-labels run (its best evaluation counts)"""
     eval_points: int = 10
@@ -116,6 +121,9 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     """folder: one sub-folder per run, feedback.png"""
     progress: bool = False
     """show a progress bar per run"""
+    jobs: int = 1
+    """runs trained at once, each in its own process with --threads threads (CE runs first, then the
+    feedback configurations)"""
 
     def seconds(self, kind: str) -> float:
         return {"pairwise": self.seconds_pairwise, "score": self.seconds_score, "brush": self.seconds_brush}[kind]
@@ -133,8 +141,10 @@ class FeedbackArgs(BenchArgs, TrainArgs):
         for name in ("seconds_pairwise", "seconds_score", "seconds_brush", "seconds_label"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.ce_steps < 1 or self.eval_points < 1 or self.warm_images < 1:
-            raise ValueError("--ce-steps, --eval-points and --warm-images must be >= 1")
+        if self.ce_steps < 1 or self.eval_points < 1 or self.warm_images < 1 or self.jobs < 1:
+            raise ValueError("--ce-steps, --eval-points, --warm-images and --jobs must be >= 1")
+        if self.warm_lr is not None and self.warm_lr <= 0:
+            raise ValueError(f"--warm-lr must be positive, got {self.warm_lr}")
 
 
 class SimulatedRaters(LocalRewardSource):
@@ -207,6 +217,7 @@ def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -
     run = TrainArgs.of(args, objective="rl", reward=config.reward, samples=config.samples, steps=steps, out=str(out),
                     eval_every=eval_every, checkpoint_every=steps, resume=False,
                     init_from=str(warm[1]) if config.warm_start and warm else None,
+                    lr=args.warm_lr if config.warm_start and args.warm_lr else args.lr,
                     replay=steps * per_step if config.replay else 0,
                     replay_updates=args.reuse_updates if config.reuse else 0,
                     first_mask="mode" if config.reuse and config.kind == "brush" else "sample",
@@ -228,24 +239,29 @@ def best_within(points: list[dict], hours: float) -> float | None:
     return max(inside) if inside else None
 
 
+def parallel(args: FeedbackArgs, fn: Callable, calls: list[tuple]) -> list:
+    """``fn(args, *call)`` for each call, --jobs at a time in their own processes (in order, in-process for 1)."""
+    if args.jobs == 1 or len(calls) < 2:
+        return [fn(args, *call) for call in calls]
+    with ProcessPoolExecutor(min(args.jobs, len(calls)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=logging.basicConfig, initargs=(logging.INFO,)) as pool:
+        return list(pool.map(fn, [args] * len(calls), *zip(*calls, strict=True)))
+
+
 def feedback(args: FeedbackArgs) -> dict:
     args.validate()
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    sizes = {int(hours * 3600 // args.seconds_label) for hours in args.budgets_h} - {0}
+    if any(CONFIGS[c].warm_start for c in args.configs):
+        sizes.add(args.warm_images)
+    log.info("bench feedback: CE on %s labelled images", ", ".join(map(str, sorted(sizes))))
+    cache = dict(zip(sorted(sizes), parallel(args, ce_on_labels, [(n,) for n in sorted(sizes)]), strict=True))
     ce: dict[str, dict] = {}
-    cache: dict[int, tuple[float, Path]] = {}
     for hours in args.budgets_h:
         images = int(hours * 3600 // args.seconds_label)
-        if images and images not in cache:
-            log.info("bench feedback: CE on %d labelled images (%g h)", images, hours)
-            cache[images] = ce_on_labels(args, images)
         ce[f"{hours:g}"] = {"images": images, "val_miou": cache[images][0] if images else None}
-    warm = None
-    if any(CONFIGS[c].warm_start for c in args.configs):
-        if args.warm_images not in cache:
-            log.info("bench feedback: the warm start, CE on %d labelled images", args.warm_images)
-            cache[args.warm_images] = ce_on_labels(args, args.warm_images)
-        warm = cache[args.warm_images]
-    configs = [run_config(args, name, warm) for name in args.configs]
+    warm = cache.get(args.warm_images)
+    configs = parallel(args, run_config, [(name, warm) for name in args.configs])
     report = {
         "budgets_h": list(args.budgets_h), "ce_on_labels": ce, "configs": configs,
         "costs_s": {"pairwise": args.seconds_pairwise, "score": args.seconds_score, "brush": args.seconds_brush,

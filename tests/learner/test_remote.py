@@ -101,21 +101,28 @@ def test_pipelined_training_applies_or_drops_every_batch_once(shapes32_service, 
     assert pending["pending"] == 0
 
 
-def test_training_from_simulated_raters_preferences(shapes32_service, redis_server, tmp_path) -> None:
-    """The human path end to end: pairwise tasks, answered by `rss rater-sim` over HTTP, feed the learner."""
+@pytest.mark.parametrize("extra", [(), ("--pairs", "region", "--no-psr", "--replay", "64", "--replay-updates", "2")],
+                         ids=["sampled", "region-replay"])
+def test_training_from_simulated_raters_preferences(shapes32_service, redis_server, tmp_path, extra) -> None:
+    """The human path end to end: pairwise tasks, answered by `rss rater-sim` over HTTP, feed the learner;
+    with --pairs region each pair is a question about one region, and --replay keeps every answer."""
     env = {**os.environ, "RSS_RATER_TOKEN": RATERS["bob"], "OMP_NUM_THREADS": "1"}
     sim = subprocess.Popen([sys.executable, "-m", "rss.cli", "rater-sim", "--service-url", shapes32_service,
                             "--shapes-size", "32", "--max-tasks", str(3 * 4), "--idle-s", "60"],
                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         final = train(tmp_path / "prefs", "--scorer", "human", "--human-task", "pairwise", "--samples", "2",
-                      "--steps", "3", "--eval-every", "3", service=shapes32_service, redis_url=redis_server.db_url(DB))
+                      "--steps", "3", "--eval-every", "3", "--run-id", f"prefs-{len(extra)}", *extra,
+                      service=shapes32_service, redis_url=redis_server.db_url(DB))
         out, err = sim.communicate(timeout=60)
     finally:
         sim.kill()
     assert sim.returncode == 0, err[-2000:]
     assert "answered 12 tasks" in out
     assert final["rewards"]["applied"] == final["rewards"]["posted"] == 3 * 4 * 2
+    if extra:  # every decided answer kept: one pair an image, 12 answers (a rater's tie is not kept)
+        kept = load_checkpoint(tmp_path / "prefs" / "checkpoint.pt", torch.device("cpu"))["replay"]
+        assert 0 < kept["size"] <= 12 and kept["winners"].shape == (64, 32, 32)
 
 
 def kill_and_resume(service: str, url: str, out: Path, checkpoint_every: int, kill_after: int) -> dict:

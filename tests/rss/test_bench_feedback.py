@@ -60,7 +60,7 @@ def test_bench_feedback_reports_every_config_against_ce_at_equal_hours(tmp_path)
     """A tiny budget: the report's numbers follow from the cost table, and every config ran."""
     args = FeedbackArgs(shapes_size=32, train_size=64, val_size=16, batch_size=4, width=4, threads=1,
                         budgets_h=(0.05, 0.1), seconds_label=30.0, warm_images=2, ce_steps=4, eval_points=2,
-                        out=str(tmp_path / "fb"), json=str(tmp_path / "fb.json"))
+                        out=str(tmp_path / "fb"), json=str(tmp_path / "fb.json"), jobs=2)  # runs in 2 processes
     report = feedback(args)
     assert json.loads((tmp_path / "fb.json").read_text()) == report
     ce = report["ce_on_labels"]  # the images 0.05 h and 0.1 h of labelling buy at 30 s an image
