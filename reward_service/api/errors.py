@@ -76,7 +76,10 @@ def _text(value: object) -> str:
 
 
 def _strict(value: object) -> str | None:
-    """``value`` as strict JSON text (finite numbers, valid UTF-8, int64-sized ints), or None."""
+    """``value`` as strict JSON text (finite numbers, valid UTF-8), or None; None too for a long string or
+    a big container (too long to echo anyway: not worth rendering)."""
+    if isinstance(value, str | bytes | list | tuple | dict) and len(value) > MAX_ECHO:
+        return None
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False)
         text.encode("utf-8")

@@ -494,6 +494,7 @@ def test_poisoned_json_is_a_4xx_that_renders_and_keeps_the_connection(open_servi
                                      headers={"content-type": b"application/\xed\xbf\xbf"})
     assert not problems, f"{len(problems)} bad answers:\n" + "\n".join(problems[:40])
     assert snapshot(open_service.r) == before
+    assert "Traceback" not in open_service.proc.log()  # every refusal was expected, none an accident
 
 
 def test_a_500_closes_the_connection_and_renders() -> None:
