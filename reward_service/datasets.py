@@ -11,6 +11,8 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from threading import Lock
 
@@ -38,6 +40,17 @@ class ImageIdError(ValueError):
 
 class UnknownImage(LookupError):
     """A well-formed image id the served split does not have (a 404)."""
+
+
+class UnreadableImage(DatasetError):
+    """An image of the split whose image or label file cannot be read (missing, corrupt): a 422 naming the id.
+
+    The message never holds the file's path (clients must not learn the server's folders); the service log
+    does."""
+
+    def __init__(self, image_id: str) -> None:
+        super().__init__(f"image {image_id!r} cannot be read from the dataset (its image or label file is missing "
+                         "or corrupt; the service log names the file)")
 
 
 def check_image_id(image_id: str) -> str:
@@ -101,7 +114,8 @@ class ServedDataset:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        label = learner_label(self.dataset, image_id, image_size).to(torch.uint8).numpy()
+        with self._readable(image_id):
+            label = learner_label(self.dataset, image_id, image_size).to(torch.uint8).numpy()
         with self._lock:
             self._shapes[key] = label.shape
             if key not in self._cache and label.nbytes <= self._budget:
@@ -154,11 +168,23 @@ class ServedDataset:
             raise ValueError(f"grid offset {tuple(grid.offset)} must lie within the stride {(sy, sx)}")
         return lattice_shape(height, width, action_grid)
 
+    @contextmanager
+    def _readable(self, image_id: str) -> Iterator[None]:
+        """Turn the loader's DatasetError (which names the file) into UnreadableImage (which names the id)."""
+        try:
+            yield
+        except UnreadableImage:
+            raise
+        except Exception as exc:  # DatasetError, or whatever else a corrupt file makes PIL raise (SyntaxError...)
+            log.warning("image %r cannot be read: %s", image_id, exc if isinstance(exc, DatasetError) else repr(exc))
+            raise UnreadableImage(image_id) from exc
+
     def image_png(self, image_id: str) -> bytes:
-        image, _ = self.dataset.load(self.require(image_id))
+        with self._readable(self.require(image_id)):
+            image, _ = self.dataset.load(image_id)
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
         return buffer.getvalue()
 
 
-__all__ = ["DatasetError", "ImageIdError", "ServedDataset", "UnknownImage", "check_image_id"]
+__all__ = ["DatasetError", "ImageIdError", "ServedDataset", "UnknownImage", "UnreadableImage", "check_image_id"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from contextlib import asynccontextmanager, suppress
@@ -11,14 +10,17 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from reward_service import metrics
-from reward_service.api.errors import redis_unavailable
+from reward_service.api.errors import http_error, plain_json, redis_unavailable, validation_failed
 from reward_service.api.main import api_router
 from reward_service.core.config import Settings, get_settings
 from reward_service.datasets import ServedDataset
@@ -34,7 +36,10 @@ from rss_core.schemas import (
     EpisodeCreate,
     ExternalScoreRequest,
     ExternalScoreResponse,
+    LeaseRef,
+    RatingCreate,
     Result,
+    RunCreate,
 )
 
 log = logging.getLogger(__name__)
@@ -89,7 +94,10 @@ class BodyTooLarge(Exception):
 
 
 class LimitAndMeasure:
-    """Pure ASGI middleware: refuse bodies over the limit (413), time and count every request."""
+    """Pure ASGI middleware: refuse bodies over the limit (413), time and count every request, and answer
+    what nothing else did: a client that hung up mid-body is one log line, an unexpected exception a JSON
+    500 with `Connection: close` (the exception goes no further, so the server does not reset the
+    connection under a keep-alive client)."""
 
     def __init__(self, app, max_body_bytes: int) -> None:
         self.app, self.limit = app, max_body_bytes
@@ -123,6 +131,17 @@ class LimitAndMeasure:
             if not status[0]:
                 await self._reject(send, 413, f"Request body exceeds the limit of {self.limit} bytes.")
                 status[0] = 413
+        except ClientDisconnect:  # routine (a killed learner, a closed laptop): no traceback
+            log.warning("%s %s: the client disconnected before its body was received (%d of %s bytes); nothing "
+                        "was accepted", scope["method"], scope["path"], received[0],
+                        length.decode() if length else "?")
+        except Exception:
+            if status[0]:
+                raise  # the answer is half sent: only the server can end the connection
+            log.exception("%s %s: unexpected error; answered 500", scope["method"], scope["path"])
+            for message in plain_json(500, "Internal error; the service logged it.", close=True):
+                await send(message)
+            status[0] = 500
         finally:
             metrics.REQUEST_SECONDS.labels(scope["method"], route_template(scope), str(status[0])).observe(
                 time.perf_counter() - started)
@@ -131,22 +150,22 @@ class LimitAndMeasure:
 
     @staticmethod
     async def _reject(send, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        """Refuse a body before reading all of it: the rest is still on the connection, so close it."""
+        for message in plain_json(status, detail, close=True):
+            await send(message)
 
 
 def add_contract_schemas(app: FastAPI) -> None:
-    """Put the models no route parameter declares (episodes are parsed from bytes, results entries, the
-    external scorer's contract) in the OpenAPI schemas."""
+    """Put the models no route parameter declares (bodies are parsed from bytes by `json_body`, results
+    entries, the external scorer's contract) in the OpenAPI schemas."""
     build = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = build()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (EpisodeCreate, EpisodeBatchCreate, Result, ExternalScoreRequest, ExternalScoreResponse):
+            for model in (RunCreate, EpisodeCreate, EpisodeBatchCreate, RatingCreate, LeaseRef, Result,
+                          ExternalScoreRequest, ExternalScoreResponse):
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(definition.pop("$defs", {}))
                 components[model.__name__] = definition
@@ -170,6 +189,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # A Redis outage (restart, failover) answers 503 + Retry-After, which clients retry, not a 500.
     for exc in (RedisConnectionError, RedisTimeoutError, ReadOnlyError):
         app.add_exception_handler(exc, redis_unavailable)
+    # Refusals render as strict JSON whatever the request held (FastAPI's own handlers fail on NaN, surrogates).
+    app.add_exception_handler(RequestValidationError, validation_failed)
+    app.add_exception_handler(HTTPException, http_error)
     app.include_router(api_router)
     app.mount("/metrics", make_asgi_app())
     ui_dir = settings.ui_dir or UI_DIR

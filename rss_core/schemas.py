@@ -24,7 +24,13 @@ TaskKind = Literal["score", "pairwise", "pixel"]
 EpisodeStatus = Literal["queued", "scoring", "waiting_for_rater", "scored", "failed"]
 
 RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Letters, digits, `_.-`.")]
-Offset = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
+# Numbers in request bodies: integers fit an int64 (JSON allows 10**400; numpy, Redis and the learner do not)
+# and floats are finite (Python's json reads NaN, Infinity and 1e999; none of them is a score).
+INT64_MAX = 2**63 - 1
+Int64 = Annotated[int, Field(ge=-(2**63), le=INT64_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Offset = tuple[Count, Count]
+Shape = tuple[Int64, Int64]
 ImageId = Annotated[str, Field(min_length=1, max_length=256, description="Dataset-relative image id.")]
 
 
@@ -39,7 +45,7 @@ class RawMask(BaseModel):
     """A mask as base64 of its row-major uint8 bytes."""
 
     format: Literal["raw"] = "raw"
-    shape: tuple[int, int] = Field(description="(height, width)")
+    shape: Shape = Field(description="(height, width)")
     data: str = Field(description="Base64 of height*width uint8 class indices, row-major.")
 
 
@@ -47,9 +53,9 @@ class RleMask(BaseModel):
     """A mask as row-major runs: ``values[i]`` repeated ``counts[i]`` times."""
 
     format: Literal["rle"] = "rle"
-    shape: tuple[int, int] = Field(description="(height, width)")
-    values: list[int]
-    counts: list[int]
+    shape: Shape = Field(description="(height, width)")
+    values: list[Int64]
+    counts: list[Int64]
 
 
 Mask = Annotated[PngMask | RawMask | RleMask, Field(discriminator="format")]
@@ -94,8 +100,9 @@ class RunCreate(BaseModel):
     image_size: int | None = Field(
         None, ge=8, le=4096, description="The learner's training resolution: labels are resized (nearest) to it.")
     min_rater_agreement: float | None = Field(
-        None, ge=0, le=1, description="Human scorer: ratings from raters whose honeypot agreement is below this are "
-        "ignored when a task is finalized (a rater who has answered no honeypot yet passes).")
+        None, ge=0, le=1, allow_inf_nan=False, description="Human scorer: ratings from raters whose honeypot "
+        "agreement is below this are ignored when a task is finalized (a rater who has answered no honeypot yet "
+        "passes).")
 
     @model_validator(mode="after")
     def _check(self) -> RunCreate:
@@ -128,7 +135,7 @@ class EpisodeCreate(BaseModel):
     scale: int = Field(0, ge=0, le=4096, description="PSR scale: 0 = full resolution, else an s x s grid.")
     grid_mode: GridMode = "grid"
     offset: Offset = Field((0, 0), description="(y, x) lattice offset (grid mode).")
-    policy_version: int = Field(ge=0)
+    policy_version: int = Field(ge=0, le=INT64_MAX)
     samples: list[Mask] = Field(min_length=1, description="The K sampled masks, in sample order.")
 
     @property
@@ -219,7 +226,7 @@ class RatingCreate(BaseModel):
     """A rater's answer; give the field that fits the task's kind."""
 
     lease_id: str
-    score: float | None = Field(None, ge=0, le=1, description="`score` tasks: quality in [0, 1].")
+    score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="`score` tasks: quality in [0, 1].")
     preference: Literal["a", "b", "tie"] | None = Field(None, description="`pairwise` tasks: the better sample.")
     pixels: PngMask | None = Field(
         None, description="`pixel` tasks: PNG of the mask's size, 0 unmarked, 1 correct, 2 wrong.")

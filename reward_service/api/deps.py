@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from email.message import Message
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
 from reward_service.core.config import Settings
 from reward_service.ratelimit import Limit, RateLimited, retry_after_header, token_id
@@ -88,6 +92,65 @@ def require_json(request: Request) -> None:
 
 
 JsonBody = Annotated[None, Depends(require_json)]
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_json(model: type[Model], body: bytes) -> Model:
+    """``model`` from a request body, or a RequestValidationError (a 422) naming the field and what is wrong.
+
+    The one parser of every JSON body. It reads the bytes straight into the model (pydantic's JSON parser: a
+    512x512 raw mask parses in 0.1 ms, against 0.9 ms through `json.loads` first, FastAPI's way) and takes
+    JSON, not what Python's `json` module takes besides: a lone surrogate (`"\\udfff"`, not UTF-8 text), a
+    number over 4300 digits, or nesting deeper than 200 are invalid JSON; NaN and Infinity are invalid JSON
+    wherever they are, even in a field the model does not know. A number the schema declares must be finite
+    and, if an integer, fit an int64 (`rss_core.schemas`), so 1e999 and 10**400 are refused in every field
+    that could store them; fields the model does not know are ignored, whatever number they hold."""
+    try:
+        parsed = model.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(_body_errors(exc)) from None
+    if b"NaN" in body or b"Infinity" in body:  # rare outside strings, and cheap to look for (memchr)
+        try:
+            from_json(body, allow_inf_nan=False)
+        except ValueError as exc:
+            raise RequestValidationError([{
+                "type": "json_invalid", "loc": ("body",),
+                "msg": f"Invalid JSON: NaN and Infinity are not JSON numbers ({exc})"}]) from None
+    return parsed
+
+
+def _body_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors located in the body, as FastAPI locates its own (the UI reads ``loc[1:]``)."""
+    errors = exc.errors(include_url=False, include_context=False)
+    for error in errors:
+        error["loc"] = ("body", *error["loc"])
+        if isinstance(error.get("input"), bytes):  # invalid JSON comes back as the whole body
+            del error["input"]
+        if error["type"] == "json_invalid" and ("surrogate" in error["msg"] or "hex escape" in error["msg"]):
+            error["msg"] += " (a \\uD800-\\uDFFF escape is half of a surrogate pair: alone, it is not text)"
+    return errors
+
+
+def json_body(model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
+    """A dependency parsing ``model`` from the body (`parse_json`); 415 for a body that is not JSON.
+
+    Reading the body here, below the size limit's middleware, lets a body over the limit end as a 413 (and a
+    client that hangs up mid-body as one log line) rather than FastAPI's 400 'error parsing the body'. Declare
+    the body in the OpenAPI with ``openapi_extra=json_body_openapi(model)``."""
+
+    async def parse(request: Request) -> Model:
+        require_json(request)
+        return parse_json(model, await request.body())
+
+    return parse
+
+
+def json_body_openapi(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI requestBody of a route whose body `json_body` parses (`add_contract_schemas` lists the
+    model's schema)."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
 
 
 def episode_limit(settings: Settings) -> Limit:

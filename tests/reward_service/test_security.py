@@ -6,24 +6,27 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import redis
+from pydantic_core import from_json
 
 from reward_service.core.config import Settings
 from reward_service.main import create_app
 from reward_service.scorers.http import HttpScorer, Rejected, endpoint_allowed
-from rss.procs import RedisProcess
+from rss.procs import RedisProcess, ServiceProcess
 from rss_core import codec
 from rss_core.schemas import ExternalScoreRequest, Grid
 from tests.helpers.client import client, rater, register
-from tests.helpers.factories import IMAGE, bomb_png, episode, label_of
-from tests.helpers.service import LEARNER_TOKEN, RATERS, service_env, start_service
+from tests.helpers.factories import IMAGE, bomb_png, episode, label_of, write_voc
+from tests.helpers.service import DATABASES, LEARNER_TOKEN, RATERS, service_env, start_service
 
 LEARNER_A, LEARNER_B = "learner-a-secret", "learner-b-secret"
 ALLOWED_ENDPOINT = "http://127.0.0.1:9000/score"
@@ -209,11 +212,9 @@ def test_a_body_that_is_not_utf8_is_refused_not_a_500(learner, redis_client) -> 
     register(learner, "run1")
     before = snapshot(redis_client)
     junk = b"la\xff\xfem\x80L"
-    for path in ("/v1/episodes", "/v1/episodes/batch"):
+    for path in ("/v1/episodes", "/v1/episodes/batch", "/v1/runs"):  # one parser: one answer
         response = learner.post(path, content=junk, headers={"content-type": "application/json"})
         assert response.status_code == 422 and "Invalid JSON" in response.text, response.text
-    runs = learner.post("/v1/runs", content=junk, headers={"content-type": "application/json"})
-    assert runs.status_code == 400 and "parsing the body" in runs.json()["detail"]
     assert snapshot(redis_client) == before
 
 
@@ -236,6 +237,7 @@ def test_episode_image_ids_that_could_leave_the_dataset_are_refused(learner, red
 @pytest.mark.parametrize("raw", [
     "..%2Fsecret.png", "%2e%2e%2fsecret.png", "%2E%2E%2F%2E%2E%2Fsecret", "JPEGImages%2F..%2F..%2Fsecret",
     "%2Fetc%2Fpasswd", "2007_000000%00.jpg", "%252e%252e%252fsecret.png", "..%5C..%5Csecret",
+    "2007_000000%0a", "2007_000000%0A", "2007_000000%0d%0a", "%0a2007_000000", "2007_000000%0a..%2Fsecret.png",
 ])
 def test_image_urls_that_could_leave_the_dataset_are_refused(voc_service, raw) -> None:
     url, root = voc_service
@@ -333,3 +335,285 @@ def test_the_default_allowlist_is_loopback_and_the_scorer_checks_it_too() -> Non
 
     with pytest.raises(Rejected, match="RSS_HTTP_ENDPOINT_ALLOW"):
         asyncio.run(score())
+
+
+# --- JSON that Python's parser takes but the contract does not: never a 500 --------------------------------
+
+POISON_DB = DATABASES["security_poison"]
+POISON_RUN = "poison-run"
+POISONS = {  # raw JSON text, spliced in where a value goes
+    "1e999": "1e999", "-1e999": "-1e999", "NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity",
+    "surrogate": '"\\udfff"', "surrogate-in-text": '"abc\\ud800def"', "10**400": str(10**400),
+    "-10**400": str(-(10**400)), "2**63": str(2**63), "10**5000": "1" + "0" * 5000,
+    "deep-list": "[" * 10_000 + "]" * 10_000, "deep-object": '{"a":' * 10_000 + "0" + "}" * 10_000,
+    "nested-nan": '{"a": [1, {"b": NaN}]}',
+}
+LEASE = "0" * 32
+
+
+def poison_templates() -> dict[str, list[dict]]:
+    """Valid bodies per route (the run is registered, the task and lease are unknown): every leaf gets
+    every poison."""
+    label = label_of()
+    tiny_rle = codec.RleMask(shape=label.shape, values=[0], counts=[label.size])
+    samples = [codec.raw_mask(label), tiny_rle, codec.png_mask(label)]
+    one = episode(POISON_RUN, samples, scale=0, grid_mode="grid", offset=[0, 0])
+    pixels = {"format": "png", "data": codec.png_mask(np.zeros((4, 4), np.uint8)).data}
+    return {
+        "/v1/runs": [{"run_id": "poison-other", "dataset": "shapes", "level": "image", "scorer": "gt",
+                      "metric": "miou", "ratings_per_task": 2, "task_kind": "score", "image_size": 64,
+                      "min_rater_agreement": 0.5, "endpoint": "http://127.0.0.1:9000/score"}],
+        "/v1/episodes": [one],
+        "/v1/episodes/batch": [{"episodes": [one]}],
+        "/v1/tasks/{task_id}/rating": [{"lease_id": LEASE, "score": 0.5}, {"lease_id": LEASE, "preference": "a"},
+                                       {"lease_id": LEASE, "pixels": pixels}],
+        "/v1/tasks/{task_id}/skip": [{"lease_id": LEASE}],
+    }
+
+
+def leaves(value: object, path: tuple = ()) -> Iterator[tuple]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from leaves(item, (*path, i))
+    else:
+        yield path
+
+
+def spliced(body: object, path: tuple, raw: str) -> bytes:
+    """``body`` as JSON with the value at ``path`` (a new key where the path does not exist) replaced by the
+    raw JSON text ``raw``."""
+    body = json.loads(json.dumps(body))
+    marker = "\x00poison\x00"
+    if not path:
+        return raw.encode()
+    *parents, last = path
+    holder = body
+    for key in parents:
+        holder = holder.setdefault(key, {}) if isinstance(holder, dict) else holder[key]
+    holder[last] = marker
+    return json.dumps(body).replace(json.dumps(marker), raw).encode()
+
+
+def strict_json(response: httpx.Response) -> object:
+    """The body as strict JSON (no NaN, no lone surrogate), as a browser or a Go client parses it."""
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    return from_json(response.content, allow_inf_nan=False)
+
+
+@dataclass
+class Open:
+    url: str
+    r: redis.Redis
+    proc: ServiceProcess
+
+
+@pytest.fixture(scope="module")
+def open_service(redis_server: RedisProcess) -> Iterator[Open]:
+    """`rss serve` with the rate limits off and a 100 kB body limit, in its own Redis database, with the
+    poison run registered: every poisoned body reaches the parser."""
+    r = redis.Redis(port=redis_server.port, db=POISON_DB)
+    r.flushdb()
+    env = service_env(redis_server, redis_url=redis_server.db_url(POISON_DB), max_body_bytes=100_000,
+                      rate_limit_episodes_per_s=0, rate_limit_ratings_per_min=0)
+    with start_service(env) as proc:
+        with client(proc.url) as learner:
+            register(learner, POISON_RUN)
+        yield Open(proc.url, r, proc)
+    r.flushdb()
+    r.close()
+
+
+def refusal_problems(c: httpx.Client, path: str, body: bytes, what: str, field: str | None = None,
+                     headers: dict | None = None) -> list[str]:
+    """What is wrong with the service's answer to a body that must be refused: not a 4xx, not strict JSON,
+    not naming the field, or a keep-alive connection the next request cannot use."""
+    try:
+        response = c.post(path.format(**PARAMS), content=body,
+                          headers={"content-type": "application/json", **(headers or {})})
+    except httpx.TransportError as exc:
+        return [f"{what}: {exc!r}"]
+    problems = []
+    if not 400 <= response.status_code < 500 or response.status_code == 429:
+        problems.append(f"{what}: {response.status_code} {response.text[:200]}")
+    else:
+        try:
+            detail = strict_json(response)["detail"]
+        except (ValueError, KeyError, AssertionError) as exc:
+            problems.append(f"{what}: not strict JSON with a detail ({exc!r}): {response.content[:200]!r}")
+        else:
+            if field is not None and field not in json.dumps(detail):
+                problems.append(f"{what}: the detail does not name {field!r}: {json.dumps(detail)[:300]}")
+    try:
+        health = c.get("/v1/health")  # the same pooled connection, unless the answer said Connection: close
+        if health.status_code != 200:
+            problems.append(f"{what}: next request on the connection: {health.status_code}")
+    except httpx.TransportError as exc:
+        problems.append(f"{what}: next request on the connection failed: {exc!r}")
+    return problems
+
+
+def expected_words(name: str, path: tuple) -> str | None:
+    """What a refusal of poison ``name`` at ``path`` must name: the field (schema errors) or the reason."""
+    if name.startswith("surrogate"):
+        return "surrogate"
+    if name.startswith("deep"):
+        return "recursion limit"
+    if name == "10**5000":
+        return "number out of range"
+    fields = [key for key in path if isinstance(key, str)]
+    return fields[-1] if fields else None
+
+
+@pytest.mark.parametrize("path", [p for _, p in JSON_ROUTES])
+def test_poisoned_json_is_a_4xx_that_renders_and_keeps_the_connection(open_service, path) -> None:
+    """1e999, NaN, Infinity (Python's json takes them), lone surrogates, 10**400, 10,000-deep nesting in every
+    field of every body: a 422 naming the field, as strict JSON, on a connection that stays usable, and
+    nothing written. Before, each gave a 500 (an error detail that could not be rendered, a surrogate in
+    the Redis client's encoder) that dropped the keep-alive connection."""
+    templates = poison_templates()[path]
+    who = rater(open_service.url, "alice") if path.startswith("/v1/tasks") else client(open_service.url)
+    problems: list[str] = []
+    before = snapshot(open_service.r)
+    with who as c:
+        for template in templates:
+            for leaf in [(), *leaves(template)]:
+                for name, raw in POISONS.items():
+                    problems += refusal_problems(c, path, spliced(template, leaf, raw), f"{name} at {leaf}",
+                                                 expected_words(name, leaf) if leaf else None)
+            # NaN is not JSON wherever it is, even in a field the contract does not know
+            for name in ("NaN", "Infinity", "nested-nan"):
+                problems += refusal_problems(c, path, spliced(template, ("unknown", "deeper"), POISONS[name]),
+                                             f"{name} in an unknown field", "NaN")
+        # headers are latin-1 text: bytes that are not UTF-8 in them are refused, not a 500
+        problems += refusal_problems(c, path, json.dumps(templates[0]).encode(), "a raw byte in Authorization",
+                                     headers={"authorization": b"Bearer \xed\xbf\xbf\xff"})
+        problems += refusal_problems(c, path, json.dumps(templates[0]).encode(), "a raw byte in Content-Type",
+                                     headers={"content-type": b"application/\xed\xbf\xbf"})
+    assert not problems, f"{len(problems)} bad answers:\n" + "\n".join(problems[:40])
+    assert snapshot(open_service.r) == before
+    assert "Traceback" not in open_service.proc.log()  # every refusal was expected, none an accident
+
+
+def test_a_500_closes_the_connection_and_renders() -> None:
+    """The last resort: an error nothing expected is a JSON 500 with Connection: close (a pooled client opens a
+    new connection for its next request instead of meeting a reset), and the exception stops there."""
+    app = create_app(Settings(_env_file=None, learner_tokens=[LEARNER_TOKEN]))
+
+    @app.get("/v1/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    messages: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        messages.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/v1/boom", "raw_path": b"/v1/boom", "root_path": "", "query_string": b"", "headers": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))  # before: the exception went on up to the server, which reset the socket
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    assert start["status"] == 500
+    assert (b"connection", b"close") in [(k.lower(), v) for k, v in start["headers"]]
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    assert "Internal error" in from_json(body)["detail"]
+
+
+# --- item-8 leftovers: bodies over the limit, ids with a newline, corrupt images, aborted uploads ---------------
+
+@pytest.mark.parametrize("path", [p for _, p in JSON_ROUTES])
+def test_a_chunked_body_over_the_limit_is_a_413(open_service, path) -> None:
+    """No Content-Length to check up front: the limit counts the chunks as they come. Before, the routes whose
+    body FastAPI parsed (runs, rating, skip) answered 400 'There was an error parsing the body'."""
+    before = snapshot(open_service.r)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"lease_id": "'
+        for _ in range(30):
+            yield b"a" * 10_000
+        yield b'"}'
+
+    who = rater(open_service.url, "alice") if path.startswith("/v1/tasks") else client(open_service.url)
+    with who as c:
+        response = c.post(path.format(**PARAMS), content=chunks(), headers={"content-type": "application/json"})
+        assert response.status_code == 413, response.text
+        assert "exceeds the limit of 100000 bytes" in strict_json(response)["detail"]
+        assert c.get("/v1/health").status_code == 200
+    assert snapshot(open_service.r) == before
+
+
+def aborted_upload(url: str, path: str, token: str) -> None:
+    """Headers announcing 50 kB, 20 bytes of it, then the connection closed."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                  "Content-Type: application/json\r\nContent-Length: 50000\r\n\r\n".encode() + b'{"run_id": "abc", ')
+        time.sleep(0.2)
+
+
+def test_an_aborted_upload_logs_one_line_not_a_traceback(open_service) -> None:
+    """A client that hangs up mid-body (a killed learner, a closed laptop) is routine: one warning line each.
+    Before, every one logged 'Exception in ASGI application' with a 40-line traceback."""
+    proc = open_service.proc
+    start = len(proc.log())
+    uploads = [("/v1/episodes", LEARNER_TOKEN), ("/v1/runs", LEARNER_TOKEN),
+               (f"/v1/tasks/{PARAMS['task_id']}/rating", RATERS["alice"])]
+    for path, token in uploads:
+        aborted_upload(proc.url, path, token)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        log = proc.log()[start:]
+        if log.count("disconnected before its body was received") >= len(uploads):
+            break
+        time.sleep(0.1)
+    assert log.count("disconnected before its body was received") == len(uploads), log[-3000:]
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+    assert len(log.strip().splitlines()) == len(uploads), log
+    with client(proc.url) as learner:
+        assert learner.get("/v1/health").status_code == 200
+
+
+CORRUPT_DB = DATABASES["security_voc"]
+
+
+@pytest.fixture(scope="module")
+def corrupt_voc(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`rss serve` on a VOC folder where 2007_000001's image and 2007_000002's label are corrupt PNG bytes."""
+    root = write_voc(tmp_path_factory.mktemp("corrupt-voc"))
+    png = (root / "SegmentationClass" / "2007_000002.png").read_bytes()
+    (root / "JPEGImages" / "2007_000001.jpg").write_bytes(png[:40] + b"\x00" * 64)  # a PNG cut short
+    (root / "SegmentationClass" / "2007_000002.png").write_bytes(png[:8] + b"garbage" * 20)
+    redis.Redis(port=redis_server.port, db=CORRUPT_DB).flushdb()
+    env = service_env(redis_server, dataset="voc", data_root=root, redis_url=redis_server.db_url(CORRUPT_DB))
+    with start_service(env) as proc:
+        yield proc.url, root
+
+
+def test_a_corrupt_dataset_image_is_a_declared_422_naming_the_id_not_the_path(corrupt_voc) -> None:
+    """Before: GET /v1/images answered an undeclared 500, and an episode on an image whose label is corrupt a 422
+    whose detail held the file's absolute path."""
+    url, root = corrupt_voc
+    declared = OPENAPI["paths"]["/v1/images/{image_id}"]["get"]["responses"]
+    with rater(url, "bob") as bob:
+        assert bob.get("/v1/images/2007_000000").status_code == 200
+        for image_id in ("2007_000001", "2007_000002"):
+            response = bob.get(f"/v1/images/{image_id}")
+            assert response.status_code == 422 and str(response.status_code) in declared, response.text
+            detail = strict_json(response)["detail"]
+            assert image_id in detail and "cannot be read" in detail, detail
+            for secret in (str(root), root.name, "JPEGImages", "SegmentationClass", ".png", ".jpg"):
+                assert secret not in response.text, (secret, response.text)
+    with client(url) as learner:
+        register(learner, "corrupt", dataset="voc")
+        label = np.zeros((40, 48), np.uint8)
+        response = learner.post("/v1/episodes", json=episode("corrupt", [codec.raw_mask(label)],
+                                                             image_id="2007_000002"))
+        assert response.status_code == 422, response.text
+        detail = strict_json(response)["detail"]
+        assert "2007_000002" in detail and "cannot be read" in detail and str(root) not in response.text, detail

@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from fastapi import APIRouter, Depends, HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from reward_service import metrics
-from reward_service.api.deps import Learner, ServicesDep, episode_limit, is_json, spend
+from reward_service.api.deps import Learner, ServicesDep, episode_limit, json_body, json_body_openapi, spend
 from reward_service.api.errors import AUTH, JSON_BODY, errors
 from reward_service.core.config import Settings
 from reward_service.datasets import ImageIdError, ServedDataset, UnknownImage
@@ -78,32 +76,7 @@ def decode_samples(dataset: ServedDataset, body: EpisodeCreate, run: RunPublic, 
     return masks
 
 
-def json_body(model: type[BaseModel]):
-    """A dependency parsing ``model`` straight from the body's bytes: a 512x512 raw mask parses in
-    0.1 ms this way, against 0.9 ms through `json.loads` first (FastAPI's default)."""
-
-    async def parse(request: Request) -> BaseModel:
-        content_type = request.headers.get("content-type")
-        if not is_json(content_type):
-            raise HTTPException(415, detail=f"Content-Type must be application/json, not {content_type!r}.")
-        try:
-            return model.model_validate_json(await request.body())
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_context=False)
-            for error in errors:  # a body that is not JSON comes back as its bytes: not JSON-able (a 500), and large
-                if isinstance(error.get("input"), bytes):
-                    del error["input"]
-            raise RequestValidationError(errors) from None
-
-    return parse
-
-
 POST_ERRORS = errors(*AUTH, *JSON_BODY, 400, 404, 429)
-
-
-def _body_schema(model: type[BaseModel]) -> dict:
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
 
 
 async def accept(services: Services, bodies: list[EpisodeCreate], batch: bool) -> list[EpisodeAccepted]:
@@ -128,7 +101,7 @@ async def accept(services: Services, bodies: list[EpisodeCreate], batch: bool) -
 
 
 @router.post("", response_model=EpisodeAccepted, status_code=202, responses=POST_ERRORS,
-             openapi_extra=_body_schema(EpisodeCreate))
+             openapi_extra=json_body_openapi(EpisodeCreate))
 async def create_episode(learner: Learner, body: Annotated[EpisodeCreate, Depends(json_body(EpisodeCreate))],
                          services: ServicesDep) -> EpisodeAccepted:
     """Validate and persist an episode; 202 means it is in Redis and will be scored."""
@@ -137,7 +110,7 @@ async def create_episode(learner: Learner, body: Annotated[EpisodeCreate, Depend
 
 
 @router.post("/batch", response_model=EpisodeBatchAccepted, status_code=202, responses=POST_ERRORS,
-             openapi_extra=_body_schema(EpisodeBatchCreate))
+             openapi_extra=json_body_openapi(EpisodeBatchCreate))
 async def create_episode_batch(learner: Learner,
                                body: Annotated[EpisodeBatchCreate, Depends(json_body(EpisodeBatchCreate))],
                                services: ServicesDep) -> EpisodeBatchAccepted:

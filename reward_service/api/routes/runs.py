@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Response
 
-from reward_service.api.deps import AnyToken, JsonBody, Learner, ServicesDep
+from reward_service.api.deps import AnyToken, Learner, ServicesDep, json_body, json_body_openapi
 from reward_service.api.errors import AUTH, JSON_BODY, errors
 from reward_service.scorers.http import endpoint_allowed
 from reward_service.store import RunConflict
@@ -18,8 +19,8 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 
 @router.post("", response_model=RunPublic, status_code=201,
              responses={200: {"description": "Already registered with this configuration."},
-                        **errors(*AUTH, *JSON_BODY, 409)})
-async def create_run(_: Learner, _json: JsonBody, body: RunCreate, services: ServicesDep,
+                        **errors(*AUTH, *JSON_BODY, 409)}, openapi_extra=json_body_openapi(RunCreate))
+async def create_run(_: Learner, body: Annotated[RunCreate, Depends(json_body(RunCreate))], services: ServicesDep,
                      response: Response) -> RunPublic:
     """Register a run (idempotent for the same configuration) and create its results stream."""
     dataset = services.dataset

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from reward_service import metrics
-from reward_service.api.deps import Rater, RatingRater, ServicesDep
+from reward_service.api.deps import Rater, RatingRater, ServicesDep, json_body, json_body_openapi
 from reward_service.api.errors import AUTH, JSON_BODY, errors
 from reward_service.scorers.human import TaskError
 from rss_core import keys
@@ -33,8 +35,11 @@ async def read_queue(services: ServicesDep, _: Rater) -> QueueDepth:
 ANSWER_ERRORS = errors(*AUTH, *JSON_BODY, 404, 409, 410, 429)
 
 
-@router.post("/{task_id}/rating", response_model=RatingAccepted, responses=ANSWER_ERRORS)
-async def create_rating(rater: RatingRater, task_id: str, body: RatingCreate, services: ServicesDep) -> RatingAccepted:
+@router.post("/{task_id}/rating", response_model=RatingAccepted, responses=ANSWER_ERRORS,
+             openapi_extra=json_body_openapi(RatingCreate))
+async def create_rating(rater: RatingRater, task_id: str,
+                        body: Annotated[RatingCreate, Depends(json_body(RatingCreate))],
+                        services: ServicesDep) -> RatingAccepted:
     """Answer a leased task: a score, a preference, or a per-pixel map, by the task's kind."""
     try:
         done, needed = await services.human.rate(rater, task_id, body)
@@ -44,8 +49,9 @@ async def create_rating(rater: RatingRater, task_id: str, body: RatingCreate, se
     return RatingAccepted(task_id=task_id, ratings_done=done, ratings_needed=needed, complete=done >= needed)
 
 
-@router.post("/{task_id}/skip", status_code=204, responses=ANSWER_ERRORS)
-async def create_skip(rater: RatingRater, task_id: str, body: LeaseRef, services: ServicesDep) -> Response:
+@router.post("/{task_id}/skip", status_code=204, responses=ANSWER_ERRORS, openapi_extra=json_body_openapi(LeaseRef))
+async def create_skip(rater: RatingRater, task_id: str, body: Annotated[LeaseRef, Depends(json_body(LeaseRef))],
+                      services: ServicesDep) -> Response:
     """Give a leased task back; it is not offered to this rater again."""
     try:
         await services.human.skip(rater, task_id, body.lease_id)
