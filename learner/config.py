@@ -144,6 +144,11 @@ class TrainArgs:
     """--pairs region: the region lies in a window this many pixels wide"""
     region_margin: float = 0.5
     """--pairs region: the region's pixels are those whose top two classes are within this of each other"""
+    points: int = 0
+    """pixel level, K = 1: point verification, N questions per image: at N pixels a rater answers "is this
+    <the policy's most likely class>?" yes or no (a sparse pixel reward); 0: the whole mask is answered"""
+    point_query: Literal["uncertain", "random"] = "uncertain"
+    """--points: where the questions go: where the policy hesitates, or anywhere"""
     first_mask: Literal["sample", "mode"] = "sample"
     """pixel level: the first of the K masks raters answer is sampled, or the policy's most likely mask
     (a best guess is what a rater corrects fastest, and sampling noise makes specks a brush misses)"""
@@ -238,6 +243,12 @@ class TrainArgs:
             raise ValueError("--replay-updates needs --replay N (the kept answers they learn from)")
         if self.first_mask == "mode" and (self.objective != "rl" or self.reward != "pixel"):
             raise ValueError("--first-mask mode needs --reward pixel (image-level rewards compare sampled masks)")
+        if self.points < 0:
+            raise ValueError(f"--points must be >= 0, got {self.points}")
+        if self.points and not (self.objective == "rl" and self.reward == "pixel" and self.resolved_samples() == 1):
+            raise ValueError("--points needs --reward pixel and --samples 1 (questions about the most likely mask)")
+        if self.points and self.reward_source == "remote":
+            raise ValueError("--points is in-process only for now: the service has no point task yet")
         if self.first_mask == "mode" and self.max_inflight:
             raise ValueError("--first-mask mode does not work with --max-inflight yet")
         if self.replay and self.max_inflight:

@@ -193,3 +193,19 @@ def region_pairs(logp: torch.Tensor, size: int, generator: torch.Generator | Non
     region[rows, cy, cx] = True
     mode = cls[:, 0]
     return torch.stack([mode, torch.where(region, cls[:, 1], mode)], dim=1)
+
+
+def point_queries(logp: torch.Tensor, points: int, how: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The ``points`` pixels of each image a rater is asked "is this <the policy's most likely class>?" about:
+    (B, h, w) bool. ``uncertain``: drawn without replacement in proportion to (1 - margin)^4 (margin as in
+    `region_pairs`), so they spread over where the policy hesitates instead of crowding one spot;
+    ``random``: uniformly."""
+    b, _, h, w = logp.shape
+    if how == "uncertain":
+        top = logp.detach().exp().topk(2, dim=1).values
+        weights = (1 - (top[:, 0] - top[:, 1])).clamp_min(1e-6).pow(4).flatten(1)
+    else:
+        weights = torch.ones(b, h * w, device=logp.device)
+    chosen = torch.multinomial(weights, min(points, h * w), replacement=False, generator=generator)
+    query = torch.zeros(b, h * w, dtype=torch.bool, device=logp.device)
+    return query.scatter_(1, chosen, True).view(b, h, w)

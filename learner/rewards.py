@@ -20,13 +20,15 @@ from rss_core.grid import ActionGrid, grid_labels, masks_for_scoring
 
 @dataclass
 class Episodes:
-    """The masks sampled in one step: ``actions`` (B, K, h, w) on ``grid`` for ``indices``."""
+    """The masks sampled in one step: ``actions`` (B, K, h, w) on ``grid`` for ``indices``; ``query``
+    (B, h, w) bool, pixel level: the only pixels a rater is asked about (point verification; None: all)."""
 
     indices: torch.Tensor
     actions: torch.Tensor
     grid: ActionGrid
     image_size: tuple[int, int]
     level: str
+    query: torch.Tensor | None = None
 
 
 @dataclass
@@ -93,7 +95,8 @@ class LocalRewardSource:
         target = labels.unsqueeze(1)  # (B, 1, h, w): shared by the K samples
         if episodes.level == "pixel":
             pixel, valid = scoring.pixel_reward(masks, target)
-            return Rewards(pixel=pixel, valid=valid[:, 0])
+            valid = valid[:, 0] if episodes.query is None else valid[:, 0] & episodes.query.to(valid.device)
+            return Rewards(pixel=pixel * valid.unsqueeze(1), valid=valid)
         return Rewards(image=scoring.image_reward(masks, target, self.num_classes, self.metric))
 
     def commit(self, step: int) -> None:

@@ -22,7 +22,7 @@ from learner.evaluate import evaluate
 from learner.model import build_model
 from learner.pipeline import Pipeline
 from learner.policy import ScaleSchedule, action_logits, class_weights, sample_actions
-from learner.replay import AnswerReplay, PairReplay, Ring, pair_loss, preferred, region_pairs
+from learner.replay import AnswerReplay, PairReplay, Ring, pair_loss, point_queries, preferred, region_pairs
 from learner.report import gallery_rows, write_curves, write_gallery
 from learner.rewards import Episodes, LabelStore, LocalRewardSource, Rewards, RewardSource
 from rss_core.data import IGNORE_INDEX, SegDataset, build_dataset
@@ -127,9 +127,16 @@ def rl_loss(
         actions = region_pairs(logp, args.region_size, generator, args.region_margin)
     else:
         actions = sample_actions(logp, k, generator)
-    if args.first_mask == "mode":  # raters answer the policy's best guess first
+    query = None
+    if args.first_mask == "mode" or args.points:  # raters answer the policy's best guess first
         actions[:, 0] = logp.detach().argmax(1).to(actions.dtype)
-    rewards = source.score(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), args.reward))
+    if args.points:  # point verification: only these pixels are asked about
+        query = point_queries(logp, args.points, args.point_query, generator)
+    rewards = source.score(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), args.reward, query))
+    if query is not None:  # nothing but the answers to the questions asked, whatever the source returned
+        assert rewards.pixel is not None and rewards.valid is not None
+        rewards.valid = rewards.valid & query
+        rewards.pixel = rewards.pixel * rewards.valid.unsqueeze(1)
     if isinstance(replay, AnswerReplay):
         assert rewards.pixel is not None and rewards.valid is not None
         replay.add(indices, actions, rewards.pixel, rewards.valid, grid, rewards.keep)

@@ -5,7 +5,8 @@
 * a score is the mask's reward plus Gaussian ``jitter``, clipped to [0, 1];
 * a brush answer paints what is wrong with strokes ``brush_width`` pixels wide, so a wrong region
   thinner than that is missed (a morphological opening), and spilling ``brush_spill`` pixels over
-  its edges onto right pixels (a dilation); everything not painted is confirmed correct.
+  its edges onto right pixels (a dilation); everything not painted is confirmed correct;
+* a point answer ("is this <class>?", yes or no) is wrong with probability ``point_error``.
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ class Imperfection:
     """brush strokes are this many pixels wide (odd): thinner wrong regions are missed"""
     brush_spill: int = 1
     """brush strokes spill this many pixels past a wrong region's edge"""
+    point_error: float = 0.05
+    """probability that a point answer (yes or no) is wrong"""
 
     def __post_init__(self) -> None:
         if not 0 <= self.flip <= 1 or self.jitter < 0:
             raise ValueError(f"--flip must be in [0, 1] and --jitter >= 0, got {self.flip}, {self.jitter}")
+        if not 0 <= self.point_error <= 1:
+            raise ValueError(f"--point-error must be in [0, 1], got {self.point_error}")
         if self.brush_width < 1 or self.brush_width % 2 == 0 or self.brush_spill < 0:
             raise ValueError(f"--brush-width must be odd and >= 1, --brush-spill >= 0, got {self.brush_width}, "
                              f"{self.brush_spill}")
@@ -67,3 +72,10 @@ def brush(correct: torch.Tensor, valid: torch.Tensor, noise: Imperfection) -> to
         wrong = _dilate(wrong, 2 * noise.brush_spill + 1)
     painted = torch.where(wrong.reshape(shape) > 0, WRONG, CORRECT).to(torch.uint8)
     return torch.where(valid.bool().broadcast_to(shape), painted, torch.full_like(painted, UNMARKED))
+
+
+def verify(correct: torch.Tensor, noise: Imperfection, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Yes (True) or no to "is this <class>?" at pixels whose class is ``correct`` (bool), each answer
+    wrong with probability ``point_error``."""
+    wrong = torch.rand(correct.shape, generator=generator, device=correct.device) < noise.point_error
+    return correct.bool() ^ wrong

@@ -39,7 +39,7 @@ from learner.remote import read_jsonl
 from learner.rewards import Episodes, LocalRewardSource, Rewards
 from learner.train import train
 from rss.bench.args import BenchArgs, parse
-from rss.raters import Imperfection, brush, prefer, score
+from rss.raters import Imperfection, brush, prefer, score, verify
 from rss_core.answers import PIXEL_REWARD, PREFERENCE
 from rss_core.data import SegDataset
 
@@ -55,16 +55,20 @@ class Config:
     # are shown the policy's most likely mask (--first-mask mode)
     region: bool = False  # pairwise: the pair is a question about one region (--pairs region)
 
+    random_points: bool = False  # points: asked anywhere, not where the policy hesitates
+
     @property
     def reward(self) -> str:
-        return "pixel" if self.kind == "brush" else "image"
+        return "pixel" if self.kind in ("brush", "points") else "image"
 
     @property
     def samples(self) -> int:
-        return 1 if self.kind == "brush" else 2
+        return 1 if self.kind in ("brush", "points") else 2
 
-    def answers_per_image(self) -> int:
-        """Answers one image's K samples take: one per pair, or one per mask."""
+    def answers_per_image(self, points: int) -> int:
+        """Answers one image's K samples take: one per pair, one per mask, or one per point."""
+        if self.kind == "points":
+            return points
         return self.samples // 2 if self.kind == "pairwise" else self.samples
 
 
@@ -76,6 +80,8 @@ for _warm in (False, True):
     CONFIGS[f"brush{_w}_reuse"] = Config("brush", _warm, replay=True, reuse=True)
     CONFIGS[f"pairwise{_w}_reuse"] = Config("pairwise", _warm, replay=True, reuse=True)
     CONFIGS[f"pairwise{_w}_region"] = Config("pairwise", _warm, replay=True, reuse=True, region=True)
+    CONFIGS[f"points{_w}"] = Config("points", _warm, replay=True, reuse=True)
+    CONFIGS[f"points{_w}_random"] = Config("points", _warm, replay=True, reuse=True, random_points=True)
 
 
 @dataclass
@@ -90,21 +96,33 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     --warm-images labelled images); `brush_replay`, `brush_warm_replay` keep every answer (--replay);
     `*_reuse` also learn from kept answers between answers (--reuse-updates; brush raters see the policy's
     most likely mask; pairwise ones full-resolution sampled pairs); `pairwise_region`,
-    `pairwise_warm_region` ask about one region where the policy hesitates (--pairs region)"""
-    reuse_updates: int = 8
-    """`*_reuse` configurations: updates on kept answers alone after each answered step (--replay-updates)"""
+    `pairwise_warm_region` ask about one region where the policy hesitates (--pairs region); `points`,
+    `points_warm` verify --points-per-image pixels where the policy hesitates (`_random`: anywhere), every
+    answer kept and reused"""
+    reuse_updates: int = 24
+    """`*_reuse`, `*_region` configurations: updates on kept answers alone after each brush step
+    (--replay-updates); the others get as many per second of human time (a pairwise step, 3 s an answer,
+    24 * 3 / 10 = 7), so every configuration's learner computes as much while its raters work"""
     seconds_pairwise: float = 3.0
     """human seconds per pairwise answer (assumption)"""
     seconds_score: float = 4.0
     """human seconds per score (assumption)"""
     seconds_brush: float = 10.0
     """human seconds per brush answer: strokes over what is wrong, the rest confirmed (assumption)"""
+    seconds_point: float = 1.5
+    """human seconds per point answer, yes or no (the issue's default; an assumption until measured, in the
+    range Benenson and Ferrari, 2022, report for point-wise annotation)"""
+    points_per_image: int = 10
+    """`points*` configurations: questions per image (--points)"""
+    point_error: float = 0.05
+    """simulated raters: probability that a point answer is wrong"""
     seconds_label: float = 240.0
     """human seconds per fully labelled image (Bearman et al., ECCV 2016: 239.7 s per VOC image)"""
     warm_images: int = 16
     """labelled images the warm start's CE model trains on (their labelling counts in its hours)"""
-    warm_lr: float | None = None
-    """learning rate of the feedback runs that start warm (default: --lr); a smaller one keeps what CE taught"""
+    warm_lr: float | None = 3e-4
+    """learning rate of the feedback runs that start warm (None: --lr); at 1e-3 every warm configuration fell
+    below its CE start (measured, docs/benchmarks.md)"""
     ce_steps: int = 2000
     """steps of each CE-on-labels run (its best evaluation counts)"""
     eval_points: int = 10
@@ -126,7 +144,8 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     feedback configurations)"""
 
     def seconds(self, kind: str) -> float:
-        return {"pairwise": self.seconds_pairwise, "score": self.seconds_score, "brush": self.seconds_brush}[kind]
+        return {"pairwise": self.seconds_pairwise, "score": self.seconds_score, "brush": self.seconds_brush,
+                "points": self.seconds_point}[kind]
 
     def validate(self) -> None:
         super().validate()
@@ -138,7 +157,9 @@ class FeedbackArgs(BenchArgs, TrainArgs):
                              "--train-size, which folder datasets do not take)")
         if not self.budgets_h or min(self.budgets_h) <= 0:
             raise ValueError(f"--budgets-h must be positive, got {self.budgets_h}")
-        for name in ("seconds_pairwise", "seconds_score", "seconds_brush", "seconds_label"):
+        if self.points_per_image < 1:
+            raise ValueError(f"--points-per-image must be >= 1, got {self.points_per_image}")
+        for name in ("seconds_pairwise", "seconds_score", "seconds_brush", "seconds_point", "seconds_label"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.ce_steps < 1 or self.eval_points < 1 or self.warm_images < 1 or self.jobs < 1:
@@ -155,9 +176,16 @@ class SimulatedRaters(LocalRewardSource):
                  seed: int) -> None:
         super().__init__(dataset, device, metric)
         self.kind, self.noise, self.rng, self.answers = kind, noise, np.random.default_rng(seed), 0
+        self.generator = torch.Generator(device).manual_seed(seed)
 
     def score(self, episodes: Episodes) -> Rewards:
         truth = super().score(episodes)
+        if self.kind == "points":
+            assert truth.pixel is not None and truth.valid is not None and episodes.query is not None
+            asked = truth.valid.unsqueeze(1)
+            yes = verify(truth.pixel > 0, self.noise, self.generator)
+            self.answers += int(asked.sum())
+            return Rewards(pixel=torch.where(yes, 1.0, -1.0) * asked, valid=truth.valid)
         if self.kind == "brush":
             assert truth.pixel is not None and truth.valid is not None
             painted = brush(truth.pixel > 0, truth.valid.unsqueeze(1), self.noise)
@@ -197,10 +225,11 @@ def ce_on_labels(args: FeedbackArgs, images: int) -> tuple[float, Path]:
 
 def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -> dict:
     """Train one feedback configuration up to the largest budget; its points (answers, hours, val mIoU)."""
-    config, noise = CONFIGS[name], Imperfection(args.flip, args.jitter, args.brush_width, args.brush_spill)
+    config = CONFIGS[name]
+    noise = Imperfection(args.flip, args.jitter, args.brush_width, args.brush_spill, args.point_error)
     cost = args.seconds(config.kind)
     warm_h = args.warm_images * args.seconds_label / 3600 if config.warm_start else 0.0
-    per_step = args.batch_size * config.answers_per_image()
+    per_step = args.batch_size * config.answers_per_image(args.points_per_image)
     answers = math.floor((max(args.budgets_h) - warm_h) * 3600 / cost)
     result = {"name": name, "kind": config.kind, "warm_start": config.warm_start, "points": []}
     if config.warm_start:
@@ -219,7 +248,10 @@ def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -
                     init_from=str(warm[1]) if config.warm_start and warm else None,
                     lr=args.warm_lr if config.warm_start and args.warm_lr else args.lr,
                     replay=steps * per_step if config.replay else 0,
-                    replay_updates=args.reuse_updates if config.reuse else 0,
+                    replay_updates=max(1, round(args.reuse_updates * per_step * cost
+                                                / (args.batch_size * args.seconds_brush))) if config.reuse else 0,
+                    points=args.points_per_image if config.kind == "points" else 0,
+                    point_query="random" if config.random_points else "uncertain",
                     first_mask="mode" if config.reuse and config.kind == "brush" else "sample",
                     pairs="region" if config.region else "sample",
                     psr=args.psr and not (config.replay and config.reward == "image"))
@@ -239,12 +271,17 @@ def best_within(points: list[dict], hours: float) -> float | None:
     return max(inside) if inside else None
 
 
+def log_progress() -> None:
+    """A worker process logs its runs' progress as `rss` does."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def parallel(args: FeedbackArgs, fn: Callable, calls: list[tuple]) -> list:
     """``fn(args, *call)`` for each call, --jobs at a time in their own processes (in order, in-process for 1)."""
     if args.jobs == 1 or len(calls) < 2:
         return [fn(args, *call) for call in calls]
     with ProcessPoolExecutor(min(args.jobs, len(calls)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=logging.basicConfig, initargs=(logging.INFO,)) as pool:
+                             initializer=log_progress) as pool:
         return list(pool.map(fn, [args] * len(calls), *zip(*calls, strict=True)))
 
 
@@ -265,9 +302,9 @@ def feedback(args: FeedbackArgs) -> dict:
     report = {
         "budgets_h": list(args.budgets_h), "ce_on_labels": ce, "configs": configs,
         "costs_s": {"pairwise": args.seconds_pairwise, "score": args.seconds_score, "brush": args.seconds_brush,
-                    "label": args.seconds_label},
+                    "points": args.seconds_point, "label": args.seconds_label},
         "imperfection": {"flip": args.flip, "jitter": args.jitter, "brush_width": args.brush_width,
-                         "brush_spill": args.brush_spill},
+                         "brush_spill": args.brush_spill, "point_error": args.point_error},
     }
     write_plot(report, Path(args.out) / "feedback.png")
     if args.json:

@@ -10,7 +10,8 @@ import torch
 
 from learner.checkpoint import load_checkpoint
 from learner.config import TrainArgs
-from learner.replay import AnswerReplay, PairReplay, pair_loss, preferred, region_pairs
+from learner.replay import AnswerReplay, PairReplay, pair_loss, point_queries, preferred, region_pairs
+from learner.rewards import Episodes, LocalRewardSource, Rewards
 from learner.train import train
 from rss_core.grid import ActionGrid
 
@@ -99,6 +100,36 @@ def test_a_region_pair_switches_one_hesitant_region_to_its_second_class() -> Non
     assert (pairs[1, 1] != 0).sum() == 1  # nowhere hesitant: one pixel is the question
 
 
+def test_point_questions_go_where_the_policy_hesitates() -> None:
+    logits = torch.zeros(2, 3, 16, 16)
+    logits[:, 0] = 6.0  # sure of class 0 everywhere...
+    logits[:, 1, 4:6, 4:8] = 6.0  # ...but for 8 pixels where classes 0 and 1 tie
+    logp = logits.log_softmax(1)
+    query = point_queries(logp, 8, "uncertain", torch.Generator().manual_seed(0))
+    assert query.shape == (2, 16, 16) and (query.sum((1, 2)) == 8).all()  # 8 distinct pixels an image
+    assert query[:, 4:6, 4:8].all()  # exactly the hesitant ones: certain pixels weigh ~1e-6 ** 4 each
+    anywhere = point_queries(logp, 8, "random", torch.Generator().manual_seed(0))
+    assert (anywhere.sum((1, 2)) == 8).all() and not anywhere[:, 4:6, 4:8].all()
+
+
+class YesNo(LocalRewardSource):
+    """Ground truth as a rater's point answers: +1 yes, -1 no where asked (the GT source's wrong is 0)."""
+
+    def score(self, episodes: Episodes) -> Rewards:
+        truth = super().score(episodes)
+        assert truth.pixel is not None and truth.valid is not None
+        return Rewards(pixel=(2 * truth.pixel - 1) * truth.valid.unsqueeze(1), valid=truth.valid)
+
+
+def test_point_verification_trains_on_the_asked_pixels_only(tmp_path) -> None:
+    cfg = TrainArgs(**TINY, reward="pixel", samples=1, points=5, replay=64, replay_batch=4, replay_updates=1,
+                    steps=3, checkpoint_every=3, out=str(tmp_path / "points"))
+    train(cfg, lambda args, dataset, device: YesNo(dataset, device, args.metric))
+    kept = load_checkpoint(tmp_path / "points" / "checkpoint.pt")["replay"]
+    answered = (kept["rewards"][: kept["size"]] != 0).sum((1, 2))
+    assert kept["size"] == 3 * 4 and (answered == 5).all()  # 5 answers a kept image, nothing else
+
+
 def test_region_pairs_train_from_preferences_and_resume_exactly(tmp_path) -> None:
     cfg = TrainArgs(**TINY, reward="image", samples=2, psr=False, pairs="region", replay=64, replay_batch=4,
                     replay_updates=2, steps=6, checkpoint_every=3, out=str(tmp_path / "straight"))
@@ -133,6 +164,8 @@ def test_replay_updates_learn_more_from_the_same_answers(tmp_path) -> None:
     ({"reward": "image", "samples": 2, "psr": False, "first_mask": "mode"}, "--first-mask mode needs --reward pixel"),
     ({"reward": "image", "samples": 4, "psr": False, "pairs": "region"}, "--pairs region needs"),
     ({"pairs": "region"}, "--pairs region needs --reward image"),
+    ({"points": 4, "samples": 2}, "--points needs --reward pixel and --samples 1"),
+    ({"points": 4, "samples": 1, "reward_source": "remote"}, "--points is in-process only"),
 ])
 def test_replay_flags_are_checked(changes: dict, flag: str) -> None:
     with pytest.raises(ValueError, match=flag):

@@ -10,7 +10,7 @@ import torch
 
 from learner.rewards import Episodes
 from rss.bench.feedback import CONFIGS, FeedbackArgs, SimulatedRaters, best_within, feedback, table
-from rss.raters import Imperfection, brush, prefer
+from rss.raters import Imperfection, brush, prefer, verify
 from rss_core.answers import CORRECT, UNMARKED, WRONG
 from rss_core.data import build_dataset
 from rss_core.grid import ActionGrid
@@ -56,6 +56,24 @@ def test_simulated_raters_give_the_services_rewards_for_their_answers() -> None:
     assert (pixel.pixel[:, 0] == 1).all() and (pixel.pixel[:, 1] == -1).all() and brushes.answers == 4
 
 
+def test_point_answers_are_wrong_at_their_error_rate_and_only_where_asked() -> None:
+    correct = torch.ones(20000, dtype=torch.bool)
+    said = verify(correct, Imperfection(point_error=0.2), torch.Generator().manual_seed(0))
+    assert float((~said).float().mean()) == pytest.approx(0.2, abs=0.015)
+    dataset = build_dataset("shapes", "train", shapes_size=32, shapes_length=4)
+    labels = dataset.batch(torch.arange(2))[1]
+    actions = torch.stack([labels], 1)  # (B, K=1): right everywhere
+    query = torch.zeros(2, 32, 32, dtype=torch.bool)
+    query[0, 3, 4] = query[1, 10, 10] = query[1, 0, 0] = True
+    raters = SimulatedRaters(dataset, torch.device("cpu"), "miou", "points", Imperfection(point_error=0.0), seed=0)
+    rewards = raters.score(Episodes(torch.arange(2), actions, ActionGrid(0), (32, 32), "pixel", query))
+    assert raters.answers == 3 and torch.equal(rewards.valid, query)  # three questions, three answers
+    assert (rewards.pixel[:, 0][query] == 1).all() and (rewards.pixel[:, 0][~query] == 0).all()
+    wrong = SimulatedRaters(dataset, torch.device("cpu"), "miou", "points", Imperfection(point_error=0.0), seed=0)
+    no = wrong.score(Episodes(torch.arange(2), (actions + 1) % 4, ActionGrid(0), (32, 32), "pixel", query))
+    assert (no.pixel[:, 0][query] == -1).all()  # "no": the asked class is ruled out there
+
+
 def test_bench_feedback_reports_every_config_against_ce_at_equal_hours(tmp_path) -> None:
     """A tiny budget: the report's numbers follow from the cost table, and every config ran."""
     args = FeedbackArgs(shapes_size=32, train_size=64, val_size=16, batch_size=4, width=4, threads=1,
@@ -72,7 +90,7 @@ def test_bench_feedback_reports_every_config_against_ce_at_equal_hours(tmp_path)
         warm_h = 2 * 30.0 / 3600 if spec.warm_start else 0.0
         assert config["points"], config["name"]
         for point in config["points"]:
-            assert point["answers"] % (4 * spec.answers_per_image()) == 0
+            assert point["answers"] % (4 * spec.answers_per_image(args.points_per_image)) == 0
             assert point["hours"] == pytest.approx(warm_h + point["answers"] * cost / 3600, abs=1e-4)
             assert point["hours"] <= 0.1 + 1e-9 and 0 <= point["val_miou"] <= 1
         assert best_within(config["points"], 0.1) == max(p["val_miou"] for p in config["points"])
