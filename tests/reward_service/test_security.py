@@ -30,6 +30,7 @@ from tests.helpers.service import DATABASES, LEARNER_TOKEN, RATERS, service_env,
 
 LEARNER_A, LEARNER_B = "learner-a-secret", "learner-b-secret"
 ALLOWED_ENDPOINT = "http://127.0.0.1:9000/score"
+LIMITED_DB = DATABASES["security_limited"]
 
 
 @dataclass
@@ -42,10 +43,11 @@ class Guarded:
 @pytest.fixture(scope="module")
 def limited(redis_server: RedisProcess) -> Iterator[Guarded]:
     """`rss serve` with tight per-token limits, two learner tokens and one allowed external endpoint, in its
-    own Redis database (5)."""
-    r = redis.Redis(port=redis_server.port, db=5)
+    own Redis database."""
+    r = redis.Redis(port=redis_server.port, db=LIMITED_DB)
     r.flushdb()
-    env = service_env(redis_server, redis_url=redis_server.db_url(5), learner_tokens=f'["{LEARNER_A}", "{LEARNER_B}"]',
+    env = service_env(redis_server, redis_url=redis_server.db_url(LIMITED_DB),
+                      learner_tokens=f'["{LEARNER_A}", "{LEARNER_B}"]',
                       max_batch=4, rate_limit_episodes_per_s=1, rate_limit_episodes_burst=4,
                       rate_limit_ratings_per_min=6, rate_limit_ratings_burst=2,
                       http_endpoint_allow=f'["{ALLOWED_ENDPOINT}"]')
