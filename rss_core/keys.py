@@ -85,3 +85,9 @@ def rater_stats(rater: str) -> str:
 def rate_limit(limit: str, who: str) -> str:
     """Hash: one token bucket (``tokens``, ``at``) of a per-token rate limit; expires once full again."""
     return f"{PREFIX}:ratelimit:{limit}:{who}"
+
+
+def idempotency(who: str, key: str) -> str:
+    """Hash: what one ``Idempotency-Key`` of one learner token was first used for (``digest`` of the batch,
+    ``answer`` JSON); expires with the episodes (``RSS_EPISODE_TTL_S``)."""
+    return f"{PREFIX}:idempotency:{who}:{key}"

@@ -23,7 +23,8 @@ _WHAT = {
     401: "Missing or unknown bearer token.",
     403: "The token's role may not use this endpoint (or the lease is another rater's).",
     404: "Not found (unknown run, episode, image, task or lease).",
-    409: "Conflicts with the current state (run registered differently, lease already answered).",
+    409: "Conflicts with the current state (run registered differently, lease already answered, an Idempotency-Key "
+         "sent with another body).",
     410: "The lease expired; the task went back to the queue.",
     413: "The body (or the episode's pixels) exceeds a limit.",
     415: "The body is not JSON.",
