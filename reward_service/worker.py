@@ -78,12 +78,16 @@ class Worker:
         """Score jobs until ``stop`` is set; Redis outages are logged and waited out."""
         log.info("scoring worker %s started", self.consumer)
         last_trim = time.monotonic()  # the first trim one interval after start, not after the first batch
+        last_sweep = 0.0  # expired rating leases go back to the queue about once a second
         while not stop.is_set():
             try:
                 await self.beat()
                 entries = await self.next_jobs()
                 if entries:
                     await self.process(entries)
+                if time.monotonic() - last_sweep >= 1.0:
+                    await self.human.sweep()
+                    last_sweep = time.monotonic()
                 if time.monotonic() - last_trim > self.settings.results_trim_every_s:
                     await self.trim()
                     last_trim = time.monotonic()

@@ -18,6 +18,9 @@ JOBS_GROUP = "scorers"
 # Rating tasks for people (and the simulated rater), leased through one consumer group.
 TASKS = f"{PREFIX}:tasks"
 TASKS_GROUP = "raters"
+# The consumer that holds task entries waiting for a rater again (a lease expired, or the rater who read
+# the entry may not take it): they keep their place in the stream, and the next rater who asks claims them.
+TASKS_RETURNED = ":returned"
 
 # Jobs that ran out of attempts (or cannot succeed), kept for an operator: field `payload`, JSON
 # {kind, id, run_id, reason, attempts, at}.

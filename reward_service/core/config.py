@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     lease_s: float = Field(
         120.0, gt=0, description="Seconds a rater holds a leased task; unanswered, it returns to the queue and a late "
                                  "answer gets 410.")
+    max_skips: int = Field(
+        3, ge=1, description="Skips after which a rating task is given up: its samples get error results (the "
+                             "learner counts them failed) and a dead-letter entry. A task every rater has rated "
+                             "or skipped is given up as well.")
     honeypot_fraction: float = Field(
         0.0, ge=0, le=1, description="Chance that a human task gets a honeypot twin whose answer ground truth knows. "
                                      "Answers to twins update the rater's agreement (GET /v1/stats) and never reach "
@@ -135,6 +139,8 @@ class Settings(BaseSettings):
         for name, token in self.rater_tokens.items():
             if not token:
                 raise ValueError(f"RSS_RATER_TOKENS: rater {name!r} has an empty token")
+            if not name or name.startswith(":"):
+                raise ValueError(f"RSS_RATER_TOKENS: rater name {name!r} is empty or starts with ':' (reserved)")
         longest_call = self.http_timeout_s * (self.http_retries + 1) + self.http_backoff_s * 2**self.http_retries
         if self.retry_idle_s <= longest_call:
             raise ValueError(
