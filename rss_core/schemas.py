@@ -317,6 +317,16 @@ class Stats(BaseModel):
         "agreement (honeypots_agreed / honeypots; null before the first honeypot).")
 
 
+class RaterStats(BaseModel):
+    """What `GET /v1/stats` shows a rater token: that rater's own counters, nothing else (queue depths and
+    honeypot counters would tell a rater which of their answers were honeypots)."""
+
+    rater: str
+    rated: float
+    skipped: float
+    per_minute_5m: float
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 class ErrorPublic(BaseModel):

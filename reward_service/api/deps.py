@@ -68,7 +68,13 @@ def require_any(services: ServicesDep, credentials: Credentials) -> str:
     return _role(services, credentials)[1]
 
 
+def require_role(services: ServicesDep, credentials: Credentials) -> tuple[str, str]:
+    """("learner", token id) or ("rater", name)."""
+    return _role(services, credentials)
+
+
 Learner = Annotated[str, Depends(require_learner)]
+Role = Annotated[tuple[str, str], Depends(require_role)]
 Rater = Annotated[str, Depends(require_rater)]
 AnyToken = Annotated[str, Depends(require_any)]
 

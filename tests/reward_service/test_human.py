@@ -192,3 +192,17 @@ def test_expired_leases_are_swept_and_a_task_skipped_max_skips_times_is_given_up
         with client(proc.url) as learner:
             assert wait_status(learner, episode_id, ("failed",))["reason"].endswith("RSS_MAX_SKIPS is 1)")
         assert lease(alice, wait_s=0) is None
+
+
+def test_a_rater_sees_only_their_own_counters_in_stats(learner, raters, redis_client) -> None:
+    """Honeypot counters (or queue depths) read after each answer would tell a rater which tasks were
+    honeypots: a rater token gets its own rated/skipped counts only; a learner token keeps the full stats."""
+    alice, _ = raters
+    register(learner, "own", scorer="human")
+    post(learner, "own", [label_of()])
+    assert answer(alice, lease(alice), score=0.5).status_code == 200
+    mine = alice.get("/v1/stats")
+    assert mine.status_code == 200
+    assert mine.json() == {"rater": "alice", "rated": 1.0, "skipped": 0.0, "per_minute_5m": 0.0}
+    full = learner.get("/v1/stats").json()
+    assert set(full["raters"]) == {"alice", "bob"} and "honeypots" in full["raters"]["alice"]

@@ -7,11 +7,11 @@ import time
 from fastapi import APIRouter, Response
 from redis.exceptions import RedisError
 
-from reward_service.api.deps import AnyToken, ServicesDep
+from reward_service.api.deps import Role, ServicesDep
 from reward_service.api.errors import AUTH, errors
 from reward_service.store import _s
 from rss_core import keys
-from rss_core.schemas import Health, Ready, Stats
+from rss_core.schemas import Health, RaterStats, Ready, Stats
 
 router = APIRouter(tags=["operations"])
 
@@ -43,10 +43,17 @@ async def read_ready(services: ServicesDep, response: Response) -> Ready:
     return Ready(ready=ready, redis=redis_ok, scorer=scorer_ok, dataset=services.dataset.name, detail=detail)
 
 
-@router.get("/stats", response_model=Stats, responses=errors(*AUTH))
-async def read_stats(services: ServicesDep, _: AnyToken) -> Stats:
-    """Queue depths, pending leases, results per minute and each rater's throughput."""
+@router.get("/stats", response_model=Stats | RaterStats, responses=errors(*AUTH))
+async def read_stats(services: ServicesDep, role: Role) -> Stats | RaterStats:
+    """Queue depths, pending leases, results per minute and each rater's throughput and honeypot agreement
+    (a learner token); a rater token sees only that rater's own counters."""
     store = services.store
+    kind, who = role
+    if kind == "rater":
+        counts = {_s(k): float(v) for k, v in (await store.r.hgetall(keys.rater_stats(who))).items()}
+        per_minute = await store.minute_counts(f"ratings:{who}", 6)
+        return RaterStats(rater=who, rated=counts.get("rated", 0.0), skipped=counts.get("skipped", 0.0),
+                          per_minute_5m=sum(per_minute[1:]) / 5)
     jobs_waiting, jobs_pending = await store.group_depth(keys.JOBS, keys.JOBS_GROUP)
     tasks_waiting, leases = await store.group_depth(keys.TASKS, keys.TASKS_GROUP)
     results = await store.minute_counts("results", 6)
