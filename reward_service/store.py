@@ -338,6 +338,25 @@ class Store:
             return int(lag) + returned, pending - returned
         return int(lag), pending
 
+    async def circuits(self, live_s: float) -> dict[str, str]:
+        """External endpoint -> its circuit breaker's worst state over the workers that polled in the last
+        ``live_s`` seconds (entries of workers gone longer than an hour are removed)."""
+        worst: dict[str, str] = {}
+        rank = {"closed": 0, "half_open": 1, "open": 2}
+        now, gone = time.time(), []
+        for worker, value in (await self.r.hgetall(keys.BREAKERS)).items():
+            report = json.loads(value)
+            if report["at"] < now - 3600:
+                gone.append(worker)
+            if report["at"] < now - live_s:
+                continue
+            for endpoint, state in report["circuits"].items():
+                if rank.get(state, 0) >= rank.get(worst.get(endpoint, "closed"), 0):
+                    worst[endpoint] = state
+        if gone:
+            await self.r.hdel(keys.BREAKERS, *gone)
+        return dict(sorted(worst.items()))
+
     async def minute_counts(self, name: str, minutes: int) -> list[int]:
         """Counts of ``name`` over the current minute and the ``minutes - 1`` before it."""
         now = minute()

@@ -102,15 +102,19 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), 1.0)
         with suppress(RedisError):
             await self.r.zrem(keys.WORKERS, self.consumer)
+            await self.r.hdel(keys.BREAKERS, self.consumer)
         log.info("scoring worker %s stopped", self.consumer)
 
     async def beat(self) -> None:
         """Say in Redis that this worker polls (readiness reads it), at most once a second."""
         now = time.time()
         if now - self._beat_at >= 1.0:
+            circuits = self.http.breaker_states() if self.http is not None else {}
             async with self.r.pipeline(transaction=False) as pipe:
                 pipe.zadd(keys.WORKERS, {self.consumer: now})
                 pipe.zremrangebyscore(keys.WORKERS, 0, now - 3600)
+                if circuits:  # readiness and stats show them (the breakers live in this process)
+                    pipe.hset(keys.BREAKERS, self.consumer, json.dumps({"at": now, "circuits": circuits}))
                 await pipe.execute()
             self._beat_at = now
 

@@ -35,6 +35,10 @@ RUNS = f"{PREFIX}:runs"  # set of run ids
 # Sorted set: scoring worker -> time of its last poll (readiness: is any worker alive?).
 WORKERS = f"{PREFIX}:workers"
 
+# Hash: scoring worker -> JSON {"at": time, "circuits": {endpoint: closed | open | half_open}}, its `http`
+# scorer's circuit breakers as of its last poll (breakers live in each worker process).
+BREAKERS = f"{PREFIX}:breakers"
+
 # What this Redis database serves (dataset, split, root...): replicas must agree, and a service
 # configured for other data refuses to start here instead of scoring against the wrong labels.
 DEPLOYMENT = f"{PREFIX}:deployment"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 
 from fastapi import APIRouter, Response
 from redis.exceptions import RedisError
@@ -40,7 +41,13 @@ async def read_ready(services: ServicesDep, response: Response) -> Ready:
     ])) or None
     ready = redis_ok and scorer_ok
     response.status_code = 200 if ready else 503
-    return Ready(ready=ready, redis=redis_ok, scorer=scorer_ok, dataset=services.dataset.name, detail=detail)
+    counts: dict[str, int] = {}
+    if redis_ok:
+        with suppress(RedisError, OSError):
+            for state in (await services.store.circuits(stale)).values():
+                counts[state] = counts.get(state, 0) + 1
+    return Ready(ready=ready, redis=redis_ok, scorer=scorer_ok, dataset=services.dataset.name, detail=detail,
+                 circuits=counts)
 
 
 @router.get("/stats", response_model=Stats | RaterStats, responses=errors(*AUTH))
@@ -69,4 +76,5 @@ async def read_stats(services: ServicesDep, role: Role) -> Stats | RaterStats:
         jobs_waiting=jobs_waiting, jobs_pending=jobs_pending, tasks_waiting=tasks_waiting, leases_pending=leases,
         dead_letters=int(await store.r.xlen(keys.DEAD_LETTER)), results_last_minute=results[0],
         results_per_minute_5m=sum(results[1:]) / 5, raters=raters,
+        circuits=await store.circuits(3 * services.settings.worker_block_ms / 1000 + 10),
     )
