@@ -283,8 +283,9 @@ class Store:
                 args = [f.status, f.reason or "", self.settings.episode_ttl_s, f.job_id, keys.JOBS_GROUP, 3600,
                         letter, *[r.model_dump_json(exclude_none=True) for r in f.results]]
                 await self._finish(keys=names, args=args, client=pipe)
-            for key, reason in retries:
+            for key, reason in retries:  # an attempt that ended (a crashed one never does)
                 pipe.hset(key, mapping={"status": "queued", "reason": reason})
+                pipe.hincrby(key, "ended", 1)
             answers = await pipe.execute()
         return [bool(a) for a in answers[: len(finishes)]]
 
