@@ -56,7 +56,8 @@ def fuzz_service(redis_server: RedisProcess) -> Iterator[str]:
     r = redis.Redis(port=redis_server.port, db=FUZZ_DB)
     r.flushdb()
     env = service_env(redis_server, redis_url=redis_server.db_url(FUZZ_DB), max_body_bytes=200_000,
-                      rate_limit_episodes_per_s=0, rate_limit_ratings_per_min=0, lease_s=30)
+                      rate_limit_episodes_per_s=0, rate_limit_ratings_per_min=0, lease_s=30,
+                      rate_limit_polls_per_min=0, rate_limit_address_per_s=0)
     with start_service(env) as proc:
         yield proc.url
     r.flushdb()

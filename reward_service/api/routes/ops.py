@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from contextlib import suppress
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from redis.exceptions import RedisError
 
-from reward_service.api.deps import Role, ServicesDep
+from reward_service.api.deps import Role, ServicesDep, limit_address
 from reward_service.api.errors import AUTH, errors
 from reward_service.store import _s
 from rss_core import keys
@@ -50,7 +50,8 @@ async def read_ready(services: ServicesDep, response: Response) -> Ready:
                  circuits=counts)
 
 
-@router.get("/stats", response_model=Stats | RaterStats, responses=errors(*AUTH))
+@router.get("/stats", response_model=Stats | RaterStats, responses=errors(*AUTH, 429),
+            dependencies=[Depends(limit_address)])
 async def read_stats(services: ServicesDep, role: Role) -> Stats | RaterStats:
     """Queue depths, pending leases, results per minute and each rater's throughput and honeypot agreement
     (a learner token); a rater token sees only that rater's own counters."""
