@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,17 +162,19 @@ class RemoteRewardSource:
                  self.run_id, run.scorer, run.results_stream)
         return run
 
-    def _send(self, path: str, content: str, retry_transport: bool = True) -> httpx.Response:
+    def _send(self, path: str, content: str, retry_transport: bool = True, key: str | None = None) -> httpx.Response:
         """POST ``content``; a 429 (after its Retry-After), a 502/503/504 or, with ``retry_transport``,
         a lost connection is tried again with backoff for up to --service-retry-s.
 
-        A refused request wrote nothing. A connection lost after the service accepted a batch
-        makes the retry post it again under new ids: the first copy's results are then counted
-        as orphaned, never applied."""
+        A refused request wrote nothing. A connection lost (or a proxy's 502) after the service
+        accepted a batch makes the retry post it again: with the same Idempotency-Key ``key`` on
+        every try, the service answers it with the first answer (the same ids) and stores nothing
+        twice."""
         deadline, backoff = time.monotonic() + self.args.service_retry_s, 0.5
+        headers = {"content-type": "application/json", **({"Idempotency-Key": key} if key else {})}
         while True:
             try:
-                response = self.http.post(path, content=content, headers={"content-type": "application/json"})
+                response = self.http.post(path, content=content, headers=headers)
                 if response.status_code not in RETRY_STATUS:
                     return response
                 wait, why = backoff, f"{response.status_code} {response.text[:200]}"
@@ -194,7 +197,7 @@ class RemoteRewardSource:
         ids = []
         for start in range(0, len(bodies), BATCH):
             batch = EpisodeBatchCreate(episodes=bodies[start:start + BATCH])
-            response = self._send("/v1/episodes/batch", batch.model_dump_json())
+            response = self._send("/v1/episodes/batch", batch.model_dump_json(), key=uuid.uuid4().hex)
             if response.status_code != 202:
                 raise RemoteError(f"episodes refused: {response.status_code} {response.text[:500]}")
             ids += [e["episode_id"] for e in response.json()["episodes"]]

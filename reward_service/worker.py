@@ -78,12 +78,16 @@ class Worker:
         """Score jobs until ``stop`` is set; Redis outages are logged and waited out."""
         log.info("scoring worker %s started", self.consumer)
         last_trim = time.monotonic()  # the first trim one interval after start, not after the first batch
+        last_sweep = 0.0  # expired rating leases go back to the queue about once a second
         while not stop.is_set():
             try:
                 await self.beat()
                 entries = await self.next_jobs()
                 if entries:
                     await self.process(entries)
+                if time.monotonic() - last_sweep >= 1.0:
+                    await self.human.sweep()
+                    last_sweep = time.monotonic()
                 if time.monotonic() - last_trim > self.settings.results_trim_every_s:
                     await self.trim()
                     last_trim = time.monotonic()
@@ -98,15 +102,19 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), 1.0)
         with suppress(RedisError):
             await self.r.zrem(keys.WORKERS, self.consumer)
+            await self.r.hdel(keys.BREAKERS, self.consumer)
         log.info("scoring worker %s stopped", self.consumer)
 
     async def beat(self) -> None:
         """Say in Redis that this worker polls (readiness reads it), at most once a second."""
         now = time.time()
         if now - self._beat_at >= 1.0:
+            circuits = self.http.breaker_states() if self.http is not None else {}
             async with self.r.pipeline(transaction=False) as pipe:
                 pipe.zadd(keys.WORKERS, {self.consumer: now})
                 pipe.zremrangebyscore(keys.WORKERS, 0, now - 3600)
+                if circuits:  # readiness and stats show them (the breakers live in this process)
+                    pipe.hset(keys.BREAKERS, self.consumer, json.dumps({"at": now, "circuits": circuits}))
                 await pipe.execute()
             self._beat_at = now
 
@@ -115,12 +123,33 @@ class Worker:
         idle_ms = int(self.settings.retry_idle_s * 1000)
         claimed = await self.r.xautoclaim(keys.JOBS, keys.JOBS_GROUP, self.consumer, idle_ms,
                                           start_id="0-0", count=self.settings.worker_batch)
-        entries = claimed[1]
+        entries = await self.isolate_crashed(claimed[1], idle_ms)
         if not entries:
             read = await self.blocking.xreadgroup(keys.JOBS_GROUP, self.consumer, {keys.JOBS: ">"},
                                                   count=self.settings.worker_batch, block=self.settings.worker_block_ms)
             entries = read[0][1] if read else []
         return entries
+
+    async def isolate_crashed(self, entries: list[tuple[bytes, dict | None]], idle_ms: int
+                              ) -> list[tuple[bytes, dict | None]]:
+        """Of reclaimed jobs, one whose last attempt ended without an outcome (its worker crashed or was
+        killed: the job may be what crashes it) goes alone, and the others are handed back, claimable at once:
+        a poison job spends its own attempts, not those of every job batched with it."""
+        if len(entries) < 2:
+            return entries
+        episodes = [(entry_id, _s(fields[b"id"])) for entry_id, fields in entries
+                    if fields and _s(fields.get(b"kind")) == "episode"]
+        async with self.r.pipeline(transaction=False) as pipe:
+            for _, episode_id in episodes:
+                pipe.hmget(keys.episode(episode_id), ["attempts", "ended"])
+            counts = await pipe.execute()
+        crashed = [entry_id for (entry_id, _), (attempts, ended) in zip(episodes, counts, strict=True)
+                   if int(attempts or 0) > int(ended or 0)]
+        if not crashed:
+            return entries
+        rest = [entry_id for entry_id, _ in entries if entry_id != crashed[0]]
+        await self.r.xclaim(keys.JOBS, keys.JOBS_GROUP, self.consumer, 0, rest, idle=idle_ms + 1, justid=True)
+        return [entry for entry in entries if entry[0] == crashed[0]]
 
     async def trim(self) -> None:
         for stream in [keys.JOBS, keys.TASKS, *[keys.results(r) for r in await self.store.run_ids()]]:
@@ -180,7 +209,7 @@ class Worker:
         for job in live:
             job.run = runs[_s(job.ep["run_id"])]
             if job.attempts > self.settings.max_attempts:
-                job.error = PermanentError(_s(job.ep.get("reason")) or "out of attempts")
+                job.error = PermanentError(self.out_of_attempts(job))
             elif job.run is None:
                 job.error = PermanentError(f"run {_s(job.ep['run_id'])!r} is no longer registered")
             else:
@@ -197,6 +226,18 @@ class Worker:
         )
         tasks_created = {id(j) for j in human_jobs if j.error is None}  # create_tasks acked those itself
         await self.finish([j for j in live if id(j) not in tasks_created], started)
+
+    @staticmethod
+    def out_of_attempts(job: Job) -> str:
+        """Why a job taken more than max_attempts times is given up: its attempts that ended in a failure (the
+        last one's reason) and those that never ended (a worker crashed or was killed mid-scoring)."""
+        reason = _s(job.ep.get("reason"))
+        taken, ended = job.attempts - 1, int(job.ep.get("ended") or 0)
+        if taken <= ended:
+            return reason or "out of attempts"
+        crashed = (f"out of attempts: {taken - ended} of {taken} attempts ended without an outcome (the worker "
+                   "crashed or was killed mid-scoring)")
+        return f"{crashed}; {reason}" if reason else crashed
 
     async def create_tasks(self, job: Job) -> None:
         try:

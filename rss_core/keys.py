@@ -18,6 +18,9 @@ JOBS_GROUP = "scorers"
 # Rating tasks for people (and the simulated rater), leased through one consumer group.
 TASKS = f"{PREFIX}:tasks"
 TASKS_GROUP = "raters"
+# The consumer that holds task entries waiting for a rater again (a lease expired, or the rater who read
+# the entry may not take it): they keep their place in the stream, and the next rater who asks claims them.
+TASKS_RETURNED = ":returned"
 
 # Jobs that ran out of attempts (or cannot succeed), kept for an operator: field `payload`, JSON
 # {kind, id, run_id, reason, attempts, at}.
@@ -31,6 +34,10 @@ RUNS = f"{PREFIX}:runs"  # set of run ids
 
 # Sorted set: scoring worker -> time of its last poll (readiness: is any worker alive?).
 WORKERS = f"{PREFIX}:workers"
+
+# Hash: scoring worker -> JSON {"at": time, "circuits": {endpoint: closed | open | half_open}}, its `http`
+# scorer's circuit breakers as of its last poll (breakers live in each worker process).
+BREAKERS = f"{PREFIX}:breakers"
 
 # What this Redis database serves (dataset, split, root...): replicas must agree, and a service
 # configured for other data refuses to start here instead of scoring against the wrong labels.
@@ -85,3 +92,9 @@ def rater_stats(rater: str) -> str:
 def rate_limit(limit: str, who: str) -> str:
     """Hash: one token bucket (``tokens``, ``at``) of a per-token rate limit; expires once full again."""
     return f"{PREFIX}:ratelimit:{limit}:{who}"
+
+
+def idempotency(who: str, key: str) -> str:
+    """Hash: what one ``Idempotency-Key`` of one learner token was first used for (``digest`` of the batch,
+    ``answer`` JSON); expires with the episodes (``RSS_EPISODE_TTL_S``)."""
+    return f"{PREFIX}:idempotency:{who}:{key}"

@@ -296,12 +296,19 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+CircuitState = Literal["closed", "open", "half_open"]
+
+
 class Ready(BaseModel):
     ready: bool
     redis: bool
     scorer: bool
     dataset: str
     detail: str | None = None
+    circuits: dict[CircuitState, int] = Field(
+        default_factory=dict, description="How many external (`http` scorer) endpoints' circuit breakers are in "
+        "each state, over the live workers (an endpoint counts in its worst state: open, half_open, closed). An "
+        "open circuit does not make the service unready: other runs still score. GET /v1/stats names them.")
 
 
 class Stats(BaseModel):
@@ -315,6 +322,20 @@ class Stats(BaseModel):
     raters: dict[str, dict[str, float | None]] = Field(
         description="Per rater: rated, skipped, per_minute_5m, honeypots (answered), honeypots_agreed, and "
         "agreement (honeypots_agreed / honeypots; null before the first honeypot).")
+    circuits: dict[str, CircuitState] = Field(
+        default_factory=dict, description="External endpoint -> the state of its circuit breaker, the worst "
+        "over the live workers (each worker process keeps its own breakers): closed, half_open (one trial call "
+        "goes out) or open (calls fail fast for RSS_BREAKER_RESET_S).")
+
+
+class RaterStats(BaseModel):
+    """What `GET /v1/stats` shows a rater token: that rater's own counters, nothing else (queue depths and
+    honeypot counters would tell a rater which of their answers were honeypots)."""
+
+    rater: str
+    rated: float
+    skipped: float
+    per_minute_5m: float
 
 
 # --- errors ---------------------------------------------------------------------------------

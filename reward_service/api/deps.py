@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections.abc import Awaitable, Callable
 from email.message import Message
@@ -68,7 +69,13 @@ def require_any(services: ServicesDep, credentials: Credentials) -> str:
     return _role(services, credentials)[1]
 
 
+def require_role(services: ServicesDep, credentials: Credentials) -> tuple[str, str]:
+    """("learner", token id) or ("rater", name)."""
+    return _role(services, credentials)
+
+
 Learner = Annotated[str, Depends(require_learner)]
+Role = Annotated[tuple[str, str], Depends(require_role)]
 Rater = Annotated[str, Depends(require_rater)]
 AnyToken = Annotated[str, Depends(require_any)]
 
@@ -172,6 +179,60 @@ async def spend(services: Services, limit: Limit, who: str, cost: int = 1) -> No
     except RateLimited as exc:
         raise HTTPException(429, detail=str(exc),
                             headers={"Retry-After": retry_after_header(exc.retry_after_s)}) from exc
+
+
+def poll_limit(settings: Settings) -> Limit:
+    rate, burst = settings.rate_limit_polls_per_min, settings.rate_limit_polls_burst
+    return Limit("polls", rate / 60, burst, f"{rate:g} polls of /v1/tasks/next per minute per rater, burst {burst} "
+                                            "(RSS_RATE_LIMIT_POLLS_PER_MIN, RSS_RATE_LIMIT_POLLS_BURST)")
+
+
+def address_limit(settings: Settings) -> Limit:
+    rate, burst = settings.rate_limit_address_per_s, settings.rate_limit_address_burst
+    return Limit("address", rate, burst, f"{rate:g} requests/s per client address, burst {burst} "
+                                         "(RSS_RATE_LIMIT_ADDRESS_PER_S, RSS_RATE_LIMIT_ADDRESS_BURST)")
+
+
+def client_address(request: Request, trusted: list[str]) -> str:
+    """The client's address: the peer's, or, when the peer is a trusted proxy (RSS_TRUSTED_PROXIES), the last
+    address in X-Forwarded-For that is not one. Without trusted proxies the header is ignored: anyone can
+    send it."""
+    peer = request.client.host if request.client else "unknown"
+    if not trusted:
+        return peer
+    networks = [ipaddress.ip_network(p, strict=False) for p in trusted]
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in networks)
+
+    if not is_trusted(peer):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # garbage where an address goes: the proxy's own bucket
+    return peer
+
+
+async def limit_address(request: Request, services: ServicesDep) -> None:
+    """Every /v1 request but health and readiness spends from its client address's bucket."""
+    await spend(services, address_limit(services.settings),
+                client_address(request, services.settings.trusted_proxies).replace(":", "_"))
+
+
+async def require_rater_within_poll_limit(services: ServicesDep, rater: Rater) -> str:
+    await spend(services, poll_limit(services.settings), rater)
+    return rater
+
+
+PollingRater = Annotated[str, Depends(require_rater_within_poll_limit)]
 
 
 async def require_rater_within_limit(services: ServicesDep, rater: Rater, _json: JsonBody) -> str:

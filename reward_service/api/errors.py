@@ -23,12 +23,13 @@ _WHAT = {
     401: "Missing or unknown bearer token.",
     403: "The token's role may not use this endpoint (or the lease is another rater's).",
     404: "Not found (unknown run, episode, image, task or lease).",
-    409: "Conflicts with the current state (run registered differently, lease already answered).",
+    409: "Conflicts with the current state (run registered differently, lease already answered, an Idempotency-Key "
+         "sent with another body).",
     410: "The lease expired; the task went back to the queue.",
     413: "The body (or the episode's pixels) exceeds a limit.",
     415: "The body is not JSON.",
     422: "The body or a parameter is invalid, or names an image the dataset cannot read; the detail says which.",
-    429: "A per-token rate limit is exceeded; retry after Retry-After seconds.",
+    429: "A rate limit (per token, per rater, or per client address) is exceeded; retry after Retry-After seconds.",
     503: "Redis is unreachable or still loading (a restart): nothing was written; retry after Retry-After seconds.",
 }
 _HEADERS: dict[int, dict[str, Any]] = {
@@ -46,10 +47,11 @@ JSON_BODY = (400, 413, 415, 422)  # 400: a malformed id in the body (the episode
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route that can answer ``codes``: each with its model, meaning and headers.
 
-    Every such route reads or writes Redis, so each may also answer 503 (`redis_unavailable`)."""
+    Every such route reads or writes Redis, so each may also answer 503 (`redis_unavailable`), and spends from
+    its client address's rate limit, so each may answer 429 (`limit_address`)."""
     return {code: {"model": ValidationErrorPublic | ErrorPublic if code == 422 else ErrorPublic,
                    "description": _WHAT[code], **({"headers": _HEADERS[code]} if code in _HEADERS else {})}
-            for code in sorted({*codes, 503})}
+            for code in sorted({*codes, 429, 503})}
 
 
 async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:

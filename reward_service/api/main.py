@@ -1,11 +1,13 @@
-"""All routes of the API, under /v1."""
+"""All routes of the API, under /v1; every one but health and readiness is limited per client address."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from reward_service.api.deps import limit_address
 from reward_service.api.routes import episodes, images, ops, raters, runs, tasks
 
 api_router = APIRouter(prefix="/v1")
-for module in (ops, runs, episodes, tasks, images, raters):
-    api_router.include_router(module.router)
+api_router.include_router(ops.router)  # /stats spends from the address bucket itself
+for module in (runs, episodes, tasks, images, raters):
+    api_router.include_router(module.router, dependencies=[Depends(limit_address)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -82,6 +83,21 @@ class Settings(BaseSettings):
         600.0, ge=0, description="Ratings and skips one rater may send per minute (a person manages far fewer); "
                                  "429 with Retry-After beyond it; 0 turns the limit off.")
     rate_limit_ratings_burst: int = Field(60, ge=1, description="Ratings a rater may send at once after idling.")
+    rate_limit_polls_per_min: float = Field(
+        600.0, ge=0, description="Polls of GET /v1/tasks/next one rater may send per minute (the UI waits with "
+                                 "wait_s, a few a minute); 429 with Retry-After beyond it; 0 turns the limit off.")
+    rate_limit_polls_burst: int = Field(60, ge=1, description="Polls a rater may send at once after idling.")
+    rate_limit_address_per_s: float = Field(
+        200.0, ge=0, description="Requests one client address may send per second, whatever its tokens (or none: "
+                                 "guessing tokens costs from the same bucket), on every /v1 route but health and "
+                                 "readiness; 429 with Retry-After beyond it; 0 turns the limit off. Behind a proxy "
+                                 "every client has the proxy's address unless RSS_TRUSTED_PROXIES lists it.")
+    rate_limit_address_burst: int = Field(400, ge=1, description="Requests one address may send at once after idling.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="JSON list of proxy addresses or networks (\"10.0.0.0/8\") whose "
+                                          "X-Forwarded-For is believed: the client address is then the last one "
+                                          "in it that is not a trusted proxy. Empty (the default): the header is "
+                                          "ignored, since any client can send it.")
 
     # the scoring worker
     worker_processes: int = Field(
@@ -105,6 +121,10 @@ class Settings(BaseSettings):
     lease_s: float = Field(
         120.0, gt=0, description="Seconds a rater holds a leased task; unanswered, it returns to the queue and a late "
                                  "answer gets 410.")
+    max_skips: int = Field(
+        3, ge=1, description="Skips after which a rating task is given up: its samples get error results (the "
+                             "learner counts them failed) and a dead-letter entry. A task every rater has rated "
+                             "or skipped is given up as well.")
     honeypot_fraction: float = Field(
         0.0, ge=0, le=1, description="Chance that a human task gets a honeypot twin whose answer ground truth knows. "
                                      "Answers to twins update the rater's agreement (GET /v1/stats) and never reach "
@@ -135,6 +155,8 @@ class Settings(BaseSettings):
         for name, token in self.rater_tokens.items():
             if not token:
                 raise ValueError(f"RSS_RATER_TOKENS: rater {name!r} has an empty token")
+            if not name or name.startswith(":"):
+                raise ValueError(f"RSS_RATER_TOKENS: rater name {name!r} is empty or starts with ':' (reserved)")
         longest_call = self.http_timeout_s * (self.http_retries + 1) + self.http_backoff_s * 2**self.http_retries
         if self.retry_idle_s <= longest_call:
             raise ValueError(
@@ -149,6 +171,11 @@ class Settings(BaseSettings):
             if prefix != "*" and (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
                                   or parts.query or parts.fragment):
                 raise ValueError(f"RSS_HTTP_ENDPOINT_ALLOW: {prefix!r} is not an http(s)://host[:port][/path] prefix")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"RSS_TRUSTED_PROXIES: {proxy!r} is not an IP address or network") from exc
         if any(not t for t in self.learner_tokens):
             raise ValueError("RSS_LEARNER_TOKENS: empty token")
         return self

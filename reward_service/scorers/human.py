@@ -51,6 +51,7 @@ PIXEL_CLEAN = 0.95
 _ANSWER = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return -1 end
 if tonumber(redis.call('HGET', KEYS[1], 'expires')) < tonumber(ARGV[1]) then return -2 end
+if redis.call('HGET', KEYS[2], 'status') == 'abandoned' then return -3 end
 redis.call('HSET', KEYS[1], 'state', 'answered')
 redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[3])
@@ -72,18 +73,64 @@ end
 return done
 """
 
-# KEYS: lease, task, raters, TASKS, rater stats. ARGV: now, rater, entry id, task id.
+# A skip returns the slot to the queue, unless the task has now been skipped RSS_MAX_SKIPS times or every
+# rater has rated or skipped it: then it is given up (status abandoned, a finalize job writes error results).
+# KEYS: lease, task, raters, TASKS, rater stats, JOBS. ARGV: now, rater, entry id, task id, max skips, raters.
 _SKIP = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return -1 end
 if tonumber(redis.call('HGET', KEYS[1], 'expires')) < tonumber(ARGV[1]) then return -2 end
 redis.call('HSET', KEYS[1], 'state', 'skipped')
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('HDEL', KEYS[2], 'holder:' .. ARGV[2])
-redis.call('XADD', KEYS[4], '*', 'task', ARGV[4])
 redis.call('XACK', KEYS[4], 'raters', ARGV[3])
 redis.call('HINCRBY', KEYS[5], 'skipped', 1)
+local skips = redis.call('HINCRBY', KEYS[2], 'skips', 1)
+local everyone = tonumber(ARGV[6]) > 0 and redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[6])
+if skips >= tonumber(ARGV[5]) or everyone then
+  if redis.call('HGET', KEYS[2], 'status') == 'open' then
+    local reason = 'skipped by ' .. skips .. ' raters (RSS_MAX_SKIPS is ' .. ARGV[5] .. ')'
+    if skips < tonumber(ARGV[5]) then
+      reason = 'every rater rated or skipped it (' .. skips .. ' skips); no rater is left to ask'
+    end
+    redis.call('HSET', KEYS[2], 'status', 'abandoned', 'reason', 'given up: ' .. reason)
+    if redis.call('HGET', KEYS[2], 'honeypot') ~= '1' then
+      redis.call('XADD', KEYS[6], '*', 'kind', 'finalize', 'id', ARGV[4])
+    end
+  end
+  return 2
+end
+redis.call('XADD', KEYS[4], '*', 'task', ARGV[4])
 return 1
 """
+
+# Give a task up when no configured rater is left who may answer it. KEYS: task, TASKS, JOBS.
+# ARGV: entry id, task id, reason.
+_GIVE_UP = """
+redis.call('XACK', KEYS[2], 'raters', ARGV[1])
+if redis.call('HGET', KEYS[1], 'status') ~= 'open' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'abandoned', 'reason', ARGV[3])
+if redis.call('HGET', KEYS[1], 'honeypot') ~= '1' then
+  redis.call('XADD', KEYS[3], '*', 'kind', 'finalize', 'id', ARGV[2])
+end
+return 1
+"""
+
+# Hand a delivered task entry to the TASKS_RETURNED consumer, idle long enough that the next rater's
+# XAUTOCLAIM takes it: it waits again in its place in the stream (no new entry). Without ``force`` only
+# when the consumer still holds it and that consumer's lease on the task has expired (the sweep).
+# KEYS: TASKS, task. ARGV: entry id, consumer, now, idle ms, force ('1' / '').
+_RETURN = """
+local held = redis.call('XPENDING', KEYS[1], 'raters', ARGV[1], ARGV[1], 1)
+if #held == 0 or held[1][2] ~= ARGV[2] then return 0 end
+if ARGV[5] ~= '1' then
+  local expires = tonumber(redis.call('HGET', KEYS[2], 'holder:' .. ARGV[2]) or '0')
+  if expires >= tonumber(ARGV[3]) then return 0 end
+  redis.call('HDEL', KEYS[2], 'holder:' .. ARGV[2])
+end
+redis.call('XCLAIM', KEYS[1], 'raters', '""" + keys.TASKS_RETURNED + """', 0, ARGV[1], 'IDLE', ARGV[4], 'JUSTID')
+return 1
+"""
+RETURNED_IDLE_MS = 10**11  # "delivered" three years ago: any XAUTOCLAIM claims it
 
 
 class TaskError(Exception):
@@ -151,6 +198,8 @@ class HumanTasks:
         self.settings = store.settings
         self._answer = self.r.register_script(_ANSWER)
         self._skip = self.r.register_script(_SKIP)
+        self._give_up = self.r.register_script(_GIVE_UP)
+        self._return = self.r.register_script(_RETURN)
 
     # --- from the worker --------------------------------------------------------------------
     async def create_tasks(self, episode_id: str, run: RunPublic, samples: int, job_id: bytes) -> int:
@@ -198,6 +247,9 @@ class HumanTasks:
     async def finalize(self, task_id: str, job_id: bytes) -> None:
         """Turn a complete task's ratings into results; idempotent if the job is delivered twice."""
         task = {_s(k): _s(v) for k, v in (await self.r.hgetall(keys.task(task_id))).items()}
+        if task.get("status") == "abandoned":
+            await self._abandon(task_id, task, job_id)
+            return
         if task.get("status") != "complete":
             await self.r.xack(keys.JOBS, keys.JOBS_GROUP, job_id)  # finalized already, or gone
             return
@@ -228,8 +280,46 @@ class HumanTasks:
                 pipe.expire(key, self.settings.episode_ttl_s)
             pipe.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
             done = (await pipe.execute())[position]
-        if int(done) >= int(await self.r.hget(keys.episode(episode_id), "tasks_total") or 0):
+        await self._episode_done(episode_id, int(done))
+
+    async def _episode_done(self, episode_id: str, done: int) -> None:
+        """Once every task of the episode is finalized: status scored, or failed when a task was given up."""
+        total, failed, reason = await self.r.hmget(keys.episode(episode_id), ["tasks_total", "tasks_failed", "reason"])
+        if done < int(total or 0):
+            return
+        if int(failed or 0):
+            await self.store.mark_scored(episode_id, status="failed", reason=_s(reason))
+        else:
             await self.store.mark_scored(episode_id)
+
+    async def _abandon(self, task_id: str, task: dict[str, str], job_id: bytes) -> None:
+        """A task given up (skipped too often, or no rater left): one error result per sample, a dead letter,
+        the episode's count of done tasks; idempotent like `finalize`."""
+        episode_id, members, reason = task["episode_id"], json.loads(task["samples"]), task.get("reason") or "given up"
+        ep = await self.store.episode_fields(episode_id, "run_id", "level", "policy_version")
+        now = time.time()
+        results = [Result(episode_id=episode_id, run_id=task["run_id"], sample_index=index, level=_s(ep["level"]),
+                          ratings=0, source="human", policy_version=int(ep["policy_version"]), scored_at=now,
+                          error=reason) for index in members]
+        letter = {"kind": "task", "id": task_id, "episode_id": episode_id, "run_id": task["run_id"],
+                  "reason": reason, "attempts": int(task.get("skips") or 0), "at": now}
+        async with self.r.pipeline(transaction=True) as pipe:
+            if not await self._still_complete(pipe, task_id, job_id, "abandoned"):
+                return
+            pipe.multi()
+            self.store.add_results(pipe, task["run_id"], results)
+            pipe.hset(keys.task(task_id), "status", "finalized")
+            pipe.xadd(keys.DEAD_LETTER, {"payload": json.dumps(letter)})
+            pipe.hset(keys.episode(episode_id), "reason", f"task {task_id}: {reason}")
+            pipe.hincrby(keys.episode(episode_id), "tasks_failed", 1)
+            position = len(pipe.command_stack)
+            pipe.hincrby(keys.episode(episode_id), "tasks_done", 1)
+            for key in (keys.task(task_id), keys.task_ratings(task_id), keys.task_raters(task_id)):
+                pipe.expire(key, self.settings.episode_ttl_s)
+            pipe.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
+            done = (await pipe.execute())[position]
+        log.warning("episode %s: task %s %s", episode_id, task_id, reason)
+        await self._episode_done(episode_id, int(done))
 
     async def agreement(self, rater: str) -> tuple[int, int]:
         """(honeypots answered, honeypots agreed) of ``rater``."""
@@ -251,11 +341,11 @@ class HumanTasks:
                      run.min_rater_agreement)
         return [r for r in ratings if r["rater"] not in below], [r for r in ratings if r["rater"] in below]
 
-    async def _still_complete(self, pipe, task_id: str, job_id: bytes) -> bool:
+    async def _still_complete(self, pipe, task_id: str, job_id: bytes, status: str = "complete") -> bool:
         """WATCH the task for the transaction to come; if another worker already handled it (status no longer
-        `complete`), acknowledge this duplicate job and say so."""
+        ``status``), acknowledge this duplicate job and say so."""
         await pipe.watch(keys.task(task_id))
-        if _s(await pipe.hget(keys.task(task_id), "status")) == "complete":
+        if _s(await pipe.hget(keys.task(task_id), "status")) == status:
             return True
         await pipe.unwatch()
         await self.r.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
@@ -276,51 +366,118 @@ class HumanTasks:
 
     # --- from the rating endpoints ---------------------------------------------------------------
     async def lease(self, rater: str, wait_s: float = 0.0) -> TaskPublic | None:
-        """The next task this rater may answer, leased for `lease_s`; None when there is none."""
-        # at least 1 ms: a wait under 1 ms rounded to BLOCK 0, which Redis reads as "block forever" (found by fuzzing)
-        block = max(1, int(wait_s * 1000)) if wait_s > 0 else None
-        for _ in range(32):  # bounded: entries this rater may not take are re-queued for others
+        """The next task this rater may answer, leased for `lease_s`; None when there is none.
+
+        Entries waiting again (returned, or leases expired) come first, oldest first, then new ones. An entry
+        this rater may not take (rated or skipped it, or holds another slot of the task) is returned for
+        others in its place, not queued again; a wait blocks in slices of a second, so an entry returned
+        meanwhile is found."""
+        deadline = time.monotonic() + wait_s
+        checked = 0
+        while checked < 64:  # bounded: entries this rater may not take are handed back for others
+            cursor = "0-0"
+            while checked < 64:
+                cursor, entry = await self._claim(rater, cursor)
+                if entry is not None:
+                    checked += 1
+                    task = await self._takeable(rater, *entry)
+                    if task is not None:
+                        return await self._grant(rater, entry[1], task, entry[0], time.time())
+                if cursor == "0-0":
+                    break
+            remaining = deadline - time.monotonic()
+            # at least 1 ms: a wait under 1 ms rounded to BLOCK 0, which Redis reads as "block forever" (fuzzing)
+            block = max(1, int(min(remaining, 1.0) * 1000)) if remaining > 0 else None
             entry = await self._next_entry(rater, block)
-            block = None  # block at most once per call
-            if entry is None:
+            if entry is not None:
+                checked += 1
+                task = await self._takeable(rater, *entry)
+                if task is not None:
+                    return await self._grant(rater, entry[1], task, entry[0], time.time())
+            elif time.monotonic() >= deadline:
                 return None
-            entry_id, task_id = entry
-            task = {_s(k): _s(v) for k, v in (await self.r.hgetall(keys.task(task_id))).items()}
-            if task.get("status") != "open" or (
-                    task.get("honeypot") == "1" and not await self.r.exists(keys.episode(task["episode_id"]))):
-                await self.r.xack(keys.TASKS, keys.TASKS_GROUP, entry_id)  # done, or a honeypot outliving its data
-                continue
-            now = time.time()
-            if await self.r.sismember(keys.task_raters(task_id), rater) or \
-                    float(task.get(f"holder:{rater}") or 0) > now:
-                async with self.r.pipeline(transaction=True) as pipe:
-                    pipe.xadd(keys.TASKS, {"task": task_id})
-                    pipe.xack(keys.TASKS, keys.TASKS_GROUP, entry_id)
-                    await pipe.execute()
-                continue
-            return await self._grant(rater, task_id, task, entry_id, now)
         return None
 
-    async def _next_entry(self, rater: str, block: int | None) -> tuple[bytes, str] | None:
+    async def _takeable(self, rater: str, entry_id: bytes, task_id: str) -> dict[str, str] | None:
+        """The task of an entry this rater just received, if they may answer it; otherwise the entry is
+        acknowledged (the task is done), handed back for others, or the task given up (nobody may)."""
+        task = {_s(k): _s(v) for k, v in (await self.r.hgetall(keys.task(task_id))).items()}
+        if task.get("status") != "open" or (
+                task.get("honeypot") == "1" and not await self.r.exists(keys.episode(task["episode_id"]))):
+            await self.r.xack(keys.TASKS, keys.TASKS_GROUP, entry_id)  # done, or a honeypot outliving its data
+            return None
+        answered = await self.r.sismember(keys.task_raters(task_id), rater)
+        if not answered and float(task.get(f"holder:{rater}") or 0) <= time.time():
+            return task
+        raters = len(self.settings.rater_tokens)
+        if answered and raters and await self.r.scard(keys.task_raters(task_id)) >= raters:
+            reason = (f"given up: every rater rated or skipped it ({task.get('skips') or 0} skips, "
+                      f"{task.get('done')} of {task.get('needed')} ratings); no rater is left to ask")
+            await self._give_up(keys=[keys.task(task_id), keys.TASKS, keys.JOBS], args=[entry_id, task_id, reason])
+            return None
+        await self._return(keys=[keys.TASKS, keys.task(task_id)],
+                           args=[entry_id, rater, time.time(), RETURNED_IDLE_MS, "1"])
+        return None
+
+    async def _claim(self, rater: str, cursor: str) -> tuple[str, tuple[bytes, str] | None]:
+        """(next cursor, one entry waiting again, if any) from XAUTOCLAIM: entries returned for others and
+        leases expired (past `lease_s` plus a second: a lease's clock starts just after its delivery)."""
+        idle_ms = int(self.settings.lease_s * 1000) + 1000
         try:
-            return await self._read_entry(rater, block)
+            claimed = await self.r.xautoclaim(keys.TASKS, keys.TASKS_GROUP, rater, idle_ms, start_id=cursor, count=1)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             await ensure_group(self.r, keys.TASKS, keys.TASKS_GROUP)  # Redis lost its data: start over
-            return await self._read_entry(rater, block)
-
-    async def _read_entry(self, rater: str, block: int | None) -> tuple[bytes, str] | None:
-        lease_ms = int(self.settings.lease_s * 1000)
-        claimed = await self.r.xautoclaim(keys.TASKS, keys.TASKS_GROUP, rater, lease_ms, start_id="0-0", count=1)
+            return "0-0", None
         entries = [e for e in claimed[1] if e[1]]
-        if not entries:
+        entry = (entries[0][0], _s(entries[0][1][b"task"])) if entries else None
+        return _s(claimed[0]), entry
+
+    async def _next_entry(self, rater: str, block: int | None) -> tuple[bytes, str] | None:
+        """A new entry (never delivered), waiting up to ``block`` ms."""
+        try:
             read = await self.blocking.xreadgroup(keys.TASKS_GROUP, rater, {keys.TASKS: ">"}, count=1, block=block)
-            entries = read[0][1] if read else []
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await ensure_group(self.r, keys.TASKS, keys.TASKS_GROUP)
+            return None
+        entries = read[0][1] if read else []
         if not entries:
             return None
         entry_id, fields = entries[0]
         return entry_id, _s(fields[b"task"])
+
+    async def sweep(self) -> int:
+        """Return every task entry whose lease expired to the queue, before anyone asks (the worker calls
+        this about once a second): queue depths say what waits, and a rater waiting for a task finds it.
+        Returns how many were returned."""
+        idle_ms = int(self.settings.lease_s * 1000)
+        try:
+            held = await self.r.xpending_range(keys.TASKS, keys.TASKS_GROUP, min="-", max="+", count=200,
+                                               idle=idle_ms)
+        except ResponseError:
+            return 0  # no tasks stream or group yet
+        held = [h for h in held if _s(h["consumer"]) != keys.TASKS_RETURNED]
+        if not held:
+            return 0
+        async with self.r.pipeline(transaction=False) as pipe:
+            for h in held:
+                pipe.xrange(keys.TASKS, min=h["message_id"], max=h["message_id"], count=1)
+            entries = await pipe.execute()
+        returned = 0
+        now = time.time()
+        for h, entry in zip(held, entries, strict=True):
+            if not entry:  # deleted from the stream: nothing to answer
+                await self.r.xack(keys.TASKS, keys.TASKS_GROUP, h["message_id"])
+                continue
+            task_id = _s(entry[0][1][b"task"])
+            returned += int(await self._return(keys=[keys.TASKS, keys.task(task_id)],
+                                               args=[h["message_id"], _s(h["consumer"]), now, RETURNED_IDLE_MS, ""]))
+        if returned:
+            log.info("returned %d task(s) whose lease expired to the queue", returned)
+        return returned
 
     async def _grant(self, rater: str, task_id: str, task: dict, entry_id: bytes, now: float) -> TaskPublic:
         lease_id, expires = uuid.uuid4().hex, now + self.settings.lease_s
@@ -381,8 +538,9 @@ class HumanTasks:
         lease = await self._lease(rater, task_id, lease_id)
         ok = await self._skip(
             keys=[keys.lease(lease_id), keys.task(task_id), keys.task_raters(task_id), keys.TASKS,
-                  keys.rater_stats(rater)],
-            args=[time.time(), rater, lease["entry"], task_id])
+                  keys.rater_stats(rater), keys.JOBS],
+            args=[time.time(), rater, lease["entry"], task_id, self.settings.max_skips,
+                  len(self.settings.rater_tokens)])
         self._raise_for(int(ok))
 
     @staticmethod
@@ -391,6 +549,8 @@ class HumanTasks:
             raise TaskError(409, "this lease was already answered")
         if code == -2:
             raise TaskError(410, "the lease expired and the task went back to the queue; fetch the next task")
+        if code == -3:
+            raise TaskError(409, "the task was given up (skipped too often); fetch the next task")
 
     async def _answer_fields(self, task: dict[str, str], rating: RatingCreate) -> dict[str, Any]:
         kind = task["kind"]

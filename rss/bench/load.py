@@ -224,6 +224,7 @@ def main(argv: list[str]) -> int:
         env = {"RSS_REDIS_URL": redis_url, "RSS_LEARNER_TOKENS": json.dumps([token]),
                "RSS_RATER_TOKENS": json.dumps(raters), "RSS_SHAPES_SIZE": str(args.size),
                "RSS_RATE_LIMIT_EPISODES_PER_S": "0", "RSS_RATE_LIMIT_RATINGS_PER_MIN": "0",
+               "RSS_RATE_LIMIT_POLLS_PER_MIN": "0", "RSS_RATE_LIMIT_ADDRESS_PER_S": "0",
                "RSS_RESULTS_TRIM_EVERY_S": "3600", "RSS_LOG_LEVEL": "warning", "OMP_NUM_THREADS": "1"}
         service = stack.enter_context(launched(start_service, env, log=folder / "rss-serve.log"))
         url = f"http://127.0.0.1:{service.port}"

@@ -406,6 +406,7 @@ def run(args: ServiceBenchArgs) -> dict:
             "RSS_SHAPES_SIZE": str(args.size), "RSS_LEARNER_TOKENS": json.dumps([token]),
             "RSS_LOG_LEVEL": "warning", "RSS_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", "RSS_WORKERS": "1",
             "RSS_MAX_BODY_BYTES": str(body_limit), "RSS_RATE_LIMIT_EPISODES_PER_S": "0",  # measure, never throttle
+            "RSS_RATE_LIMIT_ADDRESS_PER_S": "0",
         }
         service = stack.enter_context(launched(start_service, env, log=folder / "rss-serve.log"))
         url = f"http://127.0.0.1:{service.port}"

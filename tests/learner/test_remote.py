@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 import torch
@@ -226,3 +227,19 @@ def test_a_rate_limited_learner_waits_and_loses_nothing(redis_server, tmp_path) 
     counts = final["rewards"]
     assert counts["post_retries"] > 0  # 32 episodes at 8/s after a burst of 8: the limit was hit
     assert counts["applied"] == counts["posted"] == 8 * 4 * 4 and counts.get("orphaned", 0) == 0
+
+
+def test_a_batch_whose_answer_was_lost_is_stored_once(shapes32_service, redis_server, tmp_path) -> None:
+    """A proxy answers the first batch with a 502 after the service accepted it: the learner sends it again
+    with the same Idempotency-Key and gets the first answer, so one copy is scored and none is orphaned.
+    Before, the retry created a second copy, and the first copy's results were counted orphaned."""
+    url = redis_server.db_url(DB)
+    with start_uvicorn("tests.learner.lossy_proxy:app", env={"RSS_PROXY_TARGET": shapes32_service}) as proxy:
+        final = train(tmp_path / "lossy", "--steps", "3", "--eval-every", "3", service=proxy.url, redis_url=url)
+        (lost,) = httpx.get(f"{proxy.url}/lost", timeout=10).json()
+    counts = final["rewards"]
+    assert counts["applied"] == counts["posted"] == 3 * 4 * 4 and counts.get("orphaned", 0) == 0, counts
+    assert counts["post_retries"] >= 1 and lost["key"]  # the 502 was retried, with a key
+    assert redis.Redis.from_url(url).xinfo_stream("rss:v1:results:lossy")["entries-added"] == counts["posted"]
+    first = next(line["episodes"] for line in ledger(tmp_path / "lossy") if line["posted_step"] == 0)
+    assert sorted(first) == sorted(e["episode_id"] for e in lost["answer"]["episodes"])  # the first copy's ids

@@ -39,7 +39,7 @@ from rss.procs import RedisProcess
 from rss_core import codec
 from tests.helpers.client import client
 from tests.helpers.factories import episode, label_of
-from tests.helpers.service import LEARNER_TOKEN, RATERS, service_env, start_service
+from tests.helpers.service import DATABASES, LEARNER_TOKEN, RATERS, service_env, start_service
 
 EXAMPLES = int(os.environ.get("RSS_FUZZ_EXAMPLES", "25"))
 COVERAGE = os.environ.get("RSS_FUZZ_COVERAGE", "") == "1"
@@ -47,16 +47,17 @@ CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.cont
           checks.response_headers_conformance, checks.response_schema_conformance]
 
 
-FUZZ_DB = 6
+FUZZ_DB = DATABASES["fuzz"]
 
 
 @pytest.fixture(scope="module")
 def fuzz_service(redis_server: RedisProcess) -> Iterator[str]:
-    """A service of its own (Redis database 6) with the rate limits off, so cases reach the handlers."""
+    """A service of its own (its own Redis database) with the rate limits off, so cases reach the handlers."""
     r = redis.Redis(port=redis_server.port, db=FUZZ_DB)
     r.flushdb()
     env = service_env(redis_server, redis_url=redis_server.db_url(FUZZ_DB), max_body_bytes=200_000,
-                      rate_limit_episodes_per_s=0, rate_limit_ratings_per_min=0, lease_s=30)
+                      rate_limit_episodes_per_s=0, rate_limit_ratings_per_min=0, lease_s=30,
+                      rate_limit_polls_per_min=0, rate_limit_address_per_s=0)
     with start_service(env) as proc:
         yield proc.url
     r.flushdb()

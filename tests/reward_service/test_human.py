@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 
@@ -127,3 +128,81 @@ def test_an_expired_lease_is_refused_and_the_task_goes_to_the_next_rater(redis_s
         assert again is not None and again["task_id"] == task["task_id"]
         assert answer(bob, again, score=0.75).status_code == 200
         assert [r["reward"] for r in read_results(redis_client, "ex", 1)] == [0.75]
+
+
+def test_a_rater_polling_for_a_task_they_rated_leaves_it_in_its_place(learner, raters, redis_client) -> None:
+    """Two slots per task: alice rates task A's first slot, then polls and is handed A's second slot, which
+    she may not take. It stays where it was, for bob, ahead of task B. Before, her poll queued it again at
+    the end of the stream (a new entry each time), behind every task posted since."""
+    alice, bob = raters
+    register(learner, "place", scorer="human", ratings_per_task=2)
+    first_episode = post(learner, "place", [label_of()])
+    task = lease(alice)
+    assert task["episode_id"] == first_episode
+    post(learner, "place", [noisy(label_of(), 1)])
+    assert answer(alice, task, score=0.5).status_code == 200
+    entries = redis_client.xlen("rss:v1:tasks")
+    other = lease(alice)  # A's second slot is skipped over; alice gets B
+    assert other is not None and other["task_id"] != task["task_id"]
+    assert redis_client.xlen("rss:v1:tasks") == entries  # nothing queued again
+    assert lease(bob)["task_id"] == task["task_id"]  # A's second slot kept its place, ahead of B's second slot
+    assert learner.get("/v1/tasks/queue", headers={"Authorization": alice.headers["Authorization"]}).json() == {
+        "waiting": 1, "leased": 2}
+
+
+def test_a_task_every_rater_skipped_is_given_up_with_a_reason(learner, raters, redis_client) -> None:
+    """The test service has two raters: once both skipped a task nobody is left to ask, so its sample gets an
+    error result (the learner counts it failed) instead of circulating forever."""
+    alice, bob = raters
+    register(learner, "everyone", scorer="human")
+    episode_id = post(learner, "everyone", [label_of()])
+    for who in (alice, bob):
+        task = lease(who)
+        assert who.post(f"/v1/tasks/{task['task_id']}/skip", json={"lease_id": task["lease_id"]}).status_code == 204
+    (result,) = read_results(redis_client, "everyone", 1)
+    assert "reward" not in result and result["ratings"] == 0
+    assert "every rater rated or skipped it" in result["error"], result
+    status = wait_status(learner, episode_id, ("failed",))
+    assert "no rater is left" in status["reason"]
+    assert lease(alice, wait_s=0) is None and lease(bob, wait_s=0) is None
+    letters = [json.loads(f[b"payload"]) for _, f in redis_client.xrange("rss:v1:deadletter")]
+    assert [(letter["kind"], letter["episode_id"]) for letter in letters] == [("task", episode_id)]
+
+
+def test_expired_leases_are_swept_and_a_task_skipped_max_skips_times_is_given_up(redis_server, redis_client) -> None:
+    """lease_s 1 s, RSS_MAX_SKIPS 1: an expired lease is back in the queue without anyone asking (before, the
+    task stayed `leased` until a rater polled); one skip gives the task up."""
+    with start_service(service_env(redis_server, lease_s=1.0, max_skips=1)) as proc, \
+            rater(proc.url, "alice") as alice, rater(proc.url, "bob") as bob:
+        with client(proc.url) as learner:
+            register(learner, "sweep", scorer="human")
+            episode_id = post(learner, "sweep", [label_of()])
+        task = lease(alice)
+        assert alice.get("/v1/tasks/queue").json() == {"waiting": 0, "leased": 1}
+        deadline = time.monotonic() + 10
+        while alice.get("/v1/tasks/queue").json() != {"waiting": 1, "leased": 0} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert alice.get("/v1/tasks/queue").json() == {"waiting": 1, "leased": 0}  # nobody polled
+        assert answer(alice, task, score=0.5).status_code == 410
+        again = lease(bob)
+        assert again["task_id"] == task["task_id"]
+        assert bob.post(f"/v1/tasks/{again['task_id']}/skip", json={"lease_id": again["lease_id"]}).status_code == 204
+        (result,) = read_results(redis_client, "sweep", 1)
+        assert result["error"] == "given up: skipped by 1 raters (RSS_MAX_SKIPS is 1)", result
+        with client(proc.url) as learner:
+            assert wait_status(learner, episode_id, ("failed",))["reason"].endswith("RSS_MAX_SKIPS is 1)")
+        assert lease(alice, wait_s=0) is None
+
+
+def test_a_rater_sees_only_their_own_counters_in_stats(learner, raters, redis_client) -> None:
+    """Honeypot counters (or queue depths) read after each answer would tell a rater which tasks were
+    honeypots: a rater token gets its own rated/skipped counts only; a learner token keeps the full stats."""
+    alice, _ = raters
+    register(learner, "own", scorer="human")
+    post(learner, "own", [label_of()])
+    assert answer(alice, lease(alice), score=0.5).status_code == 200
+    mine = alice.get("/v1/stats")
+    assert mine.status_code == 200
+    assert mine.json() == {"rater": "alice", "rated": 1.0, "skipped": 0.0, "per_minute_5m": 0.0}
+    full = learner.get("/v1/stats").json()
+    assert set(full["raters"]) == {"alice", "bob"} and "honeypots" in full["raters"]["alice"]

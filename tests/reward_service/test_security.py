@@ -30,6 +30,7 @@ from tests.helpers.service import DATABASES, LEARNER_TOKEN, RATERS, service_env,
 
 LEARNER_A, LEARNER_B = "learner-a-secret", "learner-b-secret"
 ALLOWED_ENDPOINT = "http://127.0.0.1:9000/score"
+LIMITED_DB = DATABASES["security_limited"]
 
 
 @dataclass
@@ -42,10 +43,11 @@ class Guarded:
 @pytest.fixture(scope="module")
 def limited(redis_server: RedisProcess) -> Iterator[Guarded]:
     """`rss serve` with tight per-token limits, two learner tokens and one allowed external endpoint, in its
-    own Redis database (5)."""
-    r = redis.Redis(port=redis_server.port, db=5)
+    own Redis database."""
+    r = redis.Redis(port=redis_server.port, db=LIMITED_DB)
     r.flushdb()
-    env = service_env(redis_server, redis_url=redis_server.db_url(5), learner_tokens=f'["{LEARNER_A}", "{LEARNER_B}"]',
+    env = service_env(redis_server, redis_url=redis_server.db_url(LIMITED_DB),
+                      learner_tokens=f'["{LEARNER_A}", "{LEARNER_B}"]',
                       max_batch=4, rate_limit_episodes_per_s=1, rate_limit_episodes_burst=4,
                       rate_limit_ratings_per_min=6, rate_limit_ratings_burst=2,
                       http_endpoint_allow=f'["{ALLOWED_ENDPOINT}"]')
@@ -417,7 +419,8 @@ def open_service(redis_server: RedisProcess) -> Iterator[Open]:
     r = redis.Redis(port=redis_server.port, db=POISON_DB)
     r.flushdb()
     env = service_env(redis_server, redis_url=redis_server.db_url(POISON_DB), max_body_bytes=100_000,
-                      rate_limit_episodes_per_s=0, rate_limit_ratings_per_min=0)
+                      rate_limit_episodes_per_s=0, rate_limit_ratings_per_min=0, rate_limit_polls_per_min=0,
+                      rate_limit_address_per_s=0)
     with start_service(env) as proc:
         with client(proc.url) as learner:
             register(learner, POISON_RUN)
@@ -617,3 +620,41 @@ def test_a_corrupt_dataset_image_is_a_declared_422_naming_the_id_not_the_path(co
         assert response.status_code == 422, response.text
         detail = strict_json(response)["detail"]
         assert "2007_000002" in detail and "cannot be read" in detail and str(root) not in response.text, detail
+
+
+ADDRESS_DB = DATABASES["security_address"]
+
+
+def test_polls_and_client_addresses_are_limited_and_forwarded_for_is_believed_only_from_trusted_proxies(
+        redis_server: RedisProcess) -> None:
+    """Polls of /v1/tasks/next per rater, and requests per client address whatever the token (an unknown one
+    too: guessing tokens costs from the same bucket). X-Forwarded-For from an address RSS_TRUSTED_PROXIES does
+    not list changes nothing; from a listed proxy (127.0.0.2 here) each forwarded client has its own bucket.
+    Before, a rater could poll as fast as it liked, and only the episode and rating routes were limited."""
+    r = redis.Redis(port=redis_server.port, db=ADDRESS_DB)
+    r.flushdb()
+    env = service_env(redis_server, redis_url=redis_server.db_url(ADDRESS_DB), rate_limit_polls_per_min=6,
+                      rate_limit_polls_burst=2, rate_limit_address_per_s=0.2, rate_limit_address_burst=6,
+                      trusted_proxies='["127.0.0.2"]')
+    with start_service(env) as proc, rater(proc.url, "alice") as alice, rater(proc.url, "bob") as bob:
+        assert [alice.get("/v1/tasks/next").status_code for _ in range(2)] == [204, 204]
+        polled = alice.get("/v1/tasks/next")
+        assert polled.status_code == 429 and "RSS_RATE_LIMIT_POLLS_PER_MIN" in polled.json()["detail"], polled.text
+        assert int(polled.headers["retry-after"]) >= 5
+        assert [bob.get("/v1/me").status_code for _ in range(3)] == [200] * 3  # 6 requests from 127.0.0.1
+        limited_address = bob.get("/v1/me")
+        assert limited_address.status_code == 429, limited_address.text
+        assert "RSS_RATE_LIMIT_ADDRESS_PER_S" in limited_address.json()["detail"]
+        assert bob.get("/v1/me", headers={"X-Forwarded-For": "10.9.9.9"}).status_code == 429  # not believed
+        with client(proc.url, token="a-guess") as guesser:
+            assert guesser.get("/v1/me").status_code == 429  # refused before the token is even looked at
+        assert alice.get("/v1/health").status_code == 200 and alice.get("/v1/ready").status_code == 200
+        behind = httpx.Client(base_url=proc.url, headers={"Authorization": f"Bearer {RATERS['bob']}"}, timeout=30,
+                              transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+        with behind:
+            for forwarded in ("10.0.0.1", "10.0.0.2", "192.0.2.7, 10.0.0.3"):
+                answers = [behind.get("/v1/me", headers={"X-Forwarded-For": forwarded}).status_code
+                           for _ in range(3)]
+                assert answers == [200] * 3, (forwarded, answers)
+    r.flushdb()
+    r.close()

@@ -299,3 +299,32 @@ def test_a_job_delivered_again_writes_nothing_twice(learner, redis_client) -> No
     assert redis_client.xinfo_stream("rss:v1:results:dup")["entries-added"] == 1  # trimming does not change it
     assert not redis_client.exists("rss:v1:episode:" + "0" * 32)
     assert learner.get(f"/v1/episodes/{episode_id}").json()["attempts"] == 2  # it was looked at, not scored
+
+
+def test_a_batch_sent_again_with_its_idempotency_key_is_stored_once(learner, redis_client) -> None:
+    """A learner whose answer was lost (a reset after the commit, a proxy's 502) sends the batch again with the
+    same Idempotency-Key: it gets the first answer, and Redis holds one copy. Before, the retry wrote a second
+    copy under new ids, and the first copy's results were counted orphaned."""
+    register(learner, "idem")
+    label = label_of()
+    body = {"episodes": [episode("idem", [codec.raw_mask(noisy(label, seed))]) for seed in range(2)]}
+    key = {"Idempotency-Key": "step-7-chunk-0"}
+    first = learner.post("/v1/episodes/batch", json=body, headers=key)
+    assert first.status_code == 202, first.text
+    episodes, jobs = len(redis_client.keys("rss:v1:episode:*")), redis_client.xlen("rss:v1:jobs")
+    again = learner.post("/v1/episodes/batch", json=body, headers=key)
+    assert again.status_code == 202 and again.json() == first.json()  # the same ids, in the same order
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(redis_client.keys("rss:v1:episode:*")) == episodes and redis_client.xlen("rss:v1:jobs") == jobs
+    other = learner.post("/v1/episodes/batch", json={"episodes": body["episodes"][:1]}, headers=key)
+    assert other.status_code == 409 and "different body" in other.json()["detail"], other.text
+    assert len(redis_client.keys("rss:v1:episode:*")) == episodes
+    bad_key = learner.post("/v1/episodes/batch", json=body, headers={"Idempotency-Key": "a b"})
+    assert bad_key.status_code == 422
+    (stored,) = redis_client.keys("rss:v1:idempotency:*")
+    assert 86400 - 60 < redis_client.ttl(stored) <= 86400  # it lasts as long as the episodes (RSS_EPISODE_TTL_S)
+    fresh = learner.post("/v1/episodes/batch", json=body, headers={"Idempotency-Key": "step-8-chunk-0"})
+    assert fresh.status_code == 202 and not {e["episode_id"] for e in fresh.json()["episodes"]} & {
+        e["episode_id"] for e in first.json()["episodes"]}
+    results = read_results(redis_client, "idem", 4)  # two batches of two, each scored once
+    assert len({r["episode_id"] for r in results}) == 4

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import pytest
 
-from rss.procs import ServiceProcess
+from rss.procs import ServiceProcess, free_port
 from rss_core import codec, scoring
 from tests.helpers.client import read_results, register, wait_status
 from tests.helpers.factories import episode, label_of, noisy
@@ -75,3 +77,20 @@ def test_a_flaky_endpoint_recovers_on_the_next_attempt(learner, redis_client, fa
     (result,) = read_results(redis_client, "flaky", 1, timeout=30)
     assert result["reward"] == pytest.approx(1.0) and "error" not in result
     assert wait_status(learner, accepted.json()["episode_id"], ("scored",))["attempts"] == 2
+
+
+def test_circuit_states_show_in_readiness_and_stats(learner, redis_client) -> None:
+    """An endpoint nobody listens on: after RSS_BREAKER_FAILURES (5) failed calls in a row its circuit opens,
+    and /v1/stats names it open, /v1/ready counts it (without naming it: that route needs no token) and
+    stays 200. Before, the breakers' states were only in the worker's log."""
+    endpoint = f"http://127.0.0.1:{free_port()}/score"
+    register(learner, "circuit", scorer="http", endpoint=endpoint)
+    for _ in range(6):
+        assert learner.post("/v1/episodes", json=episode("circuit", [codec.raw_mask(label_of())])).status_code == 202
+    deadline = time.monotonic() + 30
+    while learner.get("/v1/stats").json()["circuits"].get(endpoint) != "open" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert learner.get("/v1/stats").json()["circuits"][endpoint] == "open"
+    ready = httpx.get(f"{learner.base_url}/v1/ready", timeout=10)
+    assert ready.status_code == 200 and ready.json()["circuits"].get("open", 0) >= 1, ready.text
+    assert endpoint not in ready.text

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, Header, HTTPException, Response
 from starlette.concurrency import run_in_threadpool
 
 from reward_service import metrics
@@ -15,6 +16,8 @@ from reward_service.core.config import Settings
 from reward_service.datasets import ImageIdError, ServedDataset, UnknownImage
 from reward_service.scorers.human import task_groups
 from reward_service.services import Services
+from reward_service.store import IdempotencyConflict, Idempotent
+from rss_core import keys
 from rss_core.codec import MaskError, decode_mask
 from rss_core.schemas import (
     EpisodeAccepted,
@@ -77,10 +80,15 @@ def decode_samples(dataset: ServedDataset, body: EpisodeCreate, run: RunPublic, 
 
 
 POST_ERRORS = errors(*AUTH, *JSON_BODY, 400, 404, 429)
+BATCH_ERRORS = errors(*AUTH, *JSON_BODY, 400, 404, 409, 429)
 
 
-async def accept(services: Services, bodies: list[EpisodeCreate], batch: bool) -> list[EpisodeAccepted]:
-    """Check and decode every episode, then persist all of them in one transaction (or none)."""
+async def accept(services: Services, bodies: list[EpisodeCreate], batch: bool,
+                 idem: Idempotent | None = None) -> list[EpisodeAccepted] | str:
+    """Check and decode every episode, then persist all of them in one transaction (or none).
+
+    With ``idem``, the answer is stored under the key in that transaction; if a request with the same key
+    committed first, nothing is written and its answer (JSON) is returned instead."""
     settings, store = services.settings, services.store
     run_ids = sorted({b.run_id for b in bodies})
     runs = dict(zip(run_ids, await store.get_runs(run_ids), strict=True))
@@ -92,12 +100,24 @@ async def accept(services: Services, bodies: list[EpisodeCreate], batch: bool) -
                 for b, run, w in zip(bodies, checked, where, strict=True)]
 
     masks = await run_in_threadpool(decode_all)
+
+    def answers(ids: list[str]) -> list[EpisodeAccepted]:
+        return [EpisodeAccepted(episode_id=i, status="queued", results_stream=run.results_stream)
+                for i, run in zip(ids, checked, strict=True)]
+
     ids = await store.add_episodes([(run, b.image_id, b.grid, b.policy_version, m.tobytes(), m.shape)
-                                    for b, run, m in zip(bodies, checked, masks, strict=True)])
+                                    for b, run, m in zip(bodies, checked, masks, strict=True)], idem,
+                                   lambda ids: EpisodeBatchAccepted(episodes=answers(ids)).model_dump_json())
+    if isinstance(ids, str):
+        return ids
     for run in checked:
         metrics.EPISODES.labels(run.scorer).inc()
-    return [EpisodeAccepted(episode_id=i, status="queued", results_stream=run.results_stream)
-            for i, run in zip(ids, checked, strict=True)]
+    return answers(ids)
+
+
+def replay(answer: str) -> Response:
+    """The answer first given to an Idempotency-Key, again."""
+    return Response(answer, status_code=202, media_type="application/json", headers={"Idempotent-Replayed": "true"})
 
 
 @router.post("", response_model=EpisodeAccepted, status_code=202, responses=POST_ERRORS,
@@ -109,17 +129,41 @@ async def create_episode(learner: Learner, body: Annotated[EpisodeCreate, Depend
     return (await accept(services, [body], batch=False))[0]
 
 
-@router.post("/batch", response_model=EpisodeBatchAccepted, status_code=202, responses=POST_ERRORS,
+IDEMPOTENCY_KEY = Header(
+    None, alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[!-~]+$",
+    description="Any printable ASCII text (up to 200 characters) naming this batch, the same on every retry of "
+                "it: a batch sent again with a key already accepted is not stored twice, and gets the first "
+                "answer (the same episode ids) again; the key with another body is a 409. Keys last "
+                "RSS_EPISODE_TTL_S, per learner token.")
+
+
+@router.post("/batch", response_model=EpisodeBatchAccepted, status_code=202, responses=BATCH_ERRORS,
              openapi_extra=json_body_openapi(EpisodeBatchCreate))
 async def create_episode_batch(learner: Learner,
                                body: Annotated[EpisodeBatchCreate, Depends(json_body(EpisodeBatchCreate))],
-                               services: ServicesDep) -> EpisodeBatchAccepted:
+                               services: ServicesDep, idempotency_key: str | None = IDEMPOTENCY_KEY):
     """Validate and persist several episodes (a learner's step) in one transaction: all or none."""
+    idem = None
+    if idempotency_key is not None:
+        digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+        idem = Idempotent(keys.idempotency(learner, idempotency_key), digest)
+        try:
+            answer = await services.store.replayed(idem)
+        except IdempotencyConflict as exc:
+            raise HTTPException(409, detail=f"{exc}: send a new key for a new batch.") from exc
+        if answer is not None:  # a retry whose first answer was lost: nothing new is written or spent
+            return replay(answer)
     if len(body.episodes) > services.settings.max_batch:
         raise HTTPException(422, detail=f"{len(body.episodes)} episodes exceed the limit of "
                                         f"{services.settings.max_batch} per batch.")
     await spend(services, episode_limit(services.settings), learner, cost=len(body.episodes))
-    return EpisodeBatchAccepted(episodes=await accept(services, body.episodes, batch=True))
+    try:
+        accepted = await accept(services, body.episodes, batch=True, idem=idem)
+    except IdempotencyConflict as exc:  # ... and with another body
+        raise HTTPException(409, detail=f"{exc}: send a new key for a new batch.") from exc
+    if isinstance(accepted, str):  # a request with the same key committed while this one was checked
+        return replay(accepted)
+    return EpisodeBatchAccepted(episodes=accepted)
 
 
 @router.get("/{episode_id}", response_model=EpisodePublic, responses=errors(*AUTH, 404, 422))

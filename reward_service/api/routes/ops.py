@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from redis.exceptions import RedisError
 
-from reward_service.api.deps import AnyToken, ServicesDep
+from reward_service.api.deps import Role, ServicesDep, limit_address
 from reward_service.api.errors import AUTH, errors
 from reward_service.store import _s
 from rss_core import keys
-from rss_core.schemas import Health, Ready, Stats
+from rss_core.schemas import Health, RaterStats, Ready, Stats
 
 router = APIRouter(tags=["operations"])
 
@@ -40,13 +41,27 @@ async def read_ready(services: ServicesDep, response: Response) -> Ready:
     ])) or None
     ready = redis_ok and scorer_ok
     response.status_code = 200 if ready else 503
-    return Ready(ready=ready, redis=redis_ok, scorer=scorer_ok, dataset=services.dataset.name, detail=detail)
+    counts: dict[str, int] = {}
+    if redis_ok:
+        with suppress(RedisError, OSError):
+            for state in (await services.store.circuits(stale)).values():
+                counts[state] = counts.get(state, 0) + 1
+    return Ready(ready=ready, redis=redis_ok, scorer=scorer_ok, dataset=services.dataset.name, detail=detail,
+                 circuits=counts)
 
 
-@router.get("/stats", response_model=Stats, responses=errors(*AUTH))
-async def read_stats(services: ServicesDep, _: AnyToken) -> Stats:
-    """Queue depths, pending leases, results per minute and each rater's throughput."""
+@router.get("/stats", response_model=Stats | RaterStats, responses=errors(*AUTH, 429),
+            dependencies=[Depends(limit_address)])
+async def read_stats(services: ServicesDep, role: Role) -> Stats | RaterStats:
+    """Queue depths, pending leases, results per minute and each rater's throughput and honeypot agreement
+    (a learner token); a rater token sees only that rater's own counters."""
     store = services.store
+    kind, who = role
+    if kind == "rater":
+        counts = {_s(k): float(v) for k, v in (await store.r.hgetall(keys.rater_stats(who))).items()}
+        per_minute = await store.minute_counts(f"ratings:{who}", 6)
+        return RaterStats(rater=who, rated=counts.get("rated", 0.0), skipped=counts.get("skipped", 0.0),
+                          per_minute_5m=sum(per_minute[1:]) / 5)
     jobs_waiting, jobs_pending = await store.group_depth(keys.JOBS, keys.JOBS_GROUP)
     tasks_waiting, leases = await store.group_depth(keys.TASKS, keys.TASKS_GROUP)
     results = await store.minute_counts("results", 6)
@@ -62,4 +77,5 @@ async def read_stats(services: ServicesDep, _: AnyToken) -> Stats:
         jobs_waiting=jobs_waiting, jobs_pending=jobs_pending, tasks_waiting=tasks_waiting, leases_pending=leases,
         dead_letters=int(await store.r.xlen(keys.DEAD_LETTER)), results_last_minute=results[0],
         results_per_minute_5m=sum(results[1:]) / 5, raters=raters,
+        circuits=await store.circuits(3 * services.settings.worker_block_ms / 1000 + 10),
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from reward_service import metrics
-from reward_service.api.deps import Rater, RatingRater, ServicesDep, json_body, json_body_openapi
+from reward_service.api.deps import PollingRater, Rater, RatingRater, ServicesDep, json_body, json_body_openapi
 from reward_service.api.errors import AUTH, JSON_BODY, errors
 from reward_service.scorers.human import TaskError
 from rss_core import keys
@@ -17,8 +17,8 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
 @router.get("/next", response_model=TaskPublic, responses={204: {"description": "No task is waiting."},
-                                                         **errors(*AUTH, 422)})
-async def read_next_task(services: ServicesDep, rater: Rater,
+                                                         **errors(*AUTH, 422, 429)})
+async def read_next_task(services: ServicesDep, rater: PollingRater,
                          wait_s: float = Query(0, ge=0, le=30, description="Wait up to this long for a task.")):
     """Lease the next task for this rater; it returns to the queue if not answered in time."""
     task = await services.human.lease(rater, wait_s)
