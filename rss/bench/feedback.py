@@ -139,6 +139,9 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     """folder: one sub-folder per run, feedback.png"""
     progress: bool = False
     """show a progress bar per run"""
+    report_only: bool = False
+    """train nothing: the table, plot and --json from the runs already under --out (a bench stopped early
+    reports each run's evaluations so far; a run not started is refused)"""
     jobs: int = 1
     """runs trained at once, each in its own process with --threads threads (CE runs first, then the
     feedback configurations)"""
@@ -217,29 +220,48 @@ def evaluations(out: Path) -> list[dict]:
 def ce_on_labels(args: FeedbackArgs, images: int) -> tuple[float, Path]:
     """Best val mIoU of CE trained on ``images`` labelled images, and its checkpoint."""
     out = Path(args.out) / f"ce_{images}"
-    train(TrainArgs.of(args, objective="ce", train_size=images, steps=args.ce_steps, out=str(out), init_from=None,
-                    eval_every=max(1, args.ce_steps // args.eval_points), checkpoint_every=args.ce_steps,
-                    resume=False))
+    if not args.report_only:
+        train(TrainArgs.of(args, objective="ce", train_size=images, steps=args.ce_steps, out=str(out),
+                           init_from=None, eval_every=max(1, args.ce_steps // args.eval_points),
+                           checkpoint_every=args.ce_steps, resume=False))
     return max(e["val_miou"] for e in evaluations(out)), out / "checkpoint.pt"
+
+
+def cost_of(args: FeedbackArgs, name: str) -> tuple[float, float, int]:
+    """A configuration's human seconds per answer, the hours of its warm start, and its answers per step."""
+    config = CONFIGS[name]
+    warm_h = args.warm_images * args.seconds_label / 3600 if config.warm_start else 0.0
+    return args.seconds(config.kind), warm_h, args.batch_size * config.answers_per_image(args.points_per_image)
+
+
+def points_of(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None, trained: bool = True) -> dict:
+    """A configuration's points (answers, hours, val mIoU): the warm start's, then every evaluation of its run
+    (``trained``: it has one)."""
+    config = CONFIGS[name]
+    cost, warm_h, per_step = cost_of(args, name)
+    result = {"name": name, "kind": config.kind, "warm_start": config.warm_start, "points": []}
+    if config.warm_start:
+        assert warm is not None
+        result["points"].append({"answers": 0, "hours": round(warm_h, 4), "val_miou": warm[0]})
+    for e in evaluations(Path(args.out) / name) if trained else []:
+        used = e["step"] * per_step
+        result["points"].append({"answers": used, "hours": round(warm_h + used * cost / 3600, 4),
+                                 "val_miou": e["val_miou"]})
+    return result
 
 
 def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -> dict:
     """Train one feedback configuration up to the largest budget; its points (answers, hours, val mIoU)."""
     config = CONFIGS[name]
     noise = Imperfection(args.flip, args.jitter, args.brush_width, args.brush_spill, args.point_error)
-    cost = args.seconds(config.kind)
-    warm_h = args.warm_images * args.seconds_label / 3600 if config.warm_start else 0.0
-    per_step = args.batch_size * config.answers_per_image(args.points_per_image)
-    answers = math.floor((max(args.budgets_h) - warm_h) * 3600 / cost)
-    result = {"name": name, "kind": config.kind, "warm_start": config.warm_start, "points": []}
-    if config.warm_start:
-        assert warm is not None
-        result["points"].append({"answers": 0, "hours": round(warm_h, 4), "val_miou": warm[0]})
-    steps = answers // per_step
+    cost, warm_h, per_step = cost_of(args, name)
+    steps = math.floor((max(args.budgets_h) - warm_h) * 3600 / cost) // per_step
+    out = Path(args.out) / name
     if steps < 1:
         log.warning("%s: the largest budget does not pay for one step (%d answers a step)", name, per_step)
-        return result
-    out = Path(args.out) / name
+        return points_of(args, name, warm, trained=False)
+    if args.report_only:
+        return points_of(args, name, warm)
     # at least --eval-points evaluations, and two within the smallest budget, so every budget has a point
     first = min((h for h in args.budgets_h if h > warm_h), default=max(args.budgets_h))
     eval_every = max(1, min(steps // args.eval_points, int(3600 / cost / per_step * (first - warm_h) / 2)))
@@ -259,11 +281,7 @@ def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -
     final = train(run, lambda a, dataset, device: SimulatedRaters(dataset, device, a.metric, config.kind, noise,
                                                                   args.seed))
     assert final["rewards"]["answers"] == steps * per_step  # every answer paid for is counted
-    for e in evaluations(out):
-        used = e["step"] * per_step
-        result["points"].append({"answers": used, "hours": round(warm_h + used * cost / 3600, 4),
-                                 "val_miou": e["val_miou"]})
-    return result
+    return points_of(args, name, warm)
 
 
 def best_within(points: list[dict], hours: float) -> float | None:
@@ -291,6 +309,12 @@ def feedback(args: FeedbackArgs) -> dict:
     sizes = {int(hours * 3600 // args.seconds_label) for hours in args.budgets_h} - {0}
     if any(CONFIGS[c].warm_start for c in args.configs):
         sizes.add(args.warm_images)
+    if args.report_only:
+        missing = [str(Path(args.out) / n) for n in [f"ce_{i}" for i in sorted(sizes)] + list(args.configs)
+                   if not evaluations(Path(args.out) / n)]
+        if missing:
+            raise ValueError(f"--report-only: no evaluations in {', '.join(missing)} (run the bench, or leave "
+                             "those configurations out)")
     log.info("bench feedback: CE on %s labelled images", ", ".join(map(str, sorted(sizes))))
     cache = dict(zip(sorted(sizes), parallel(args, ce_on_labels, [(n,) for n in sorted(sizes)]), strict=True))
     ce: dict[str, dict] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -96,5 +97,10 @@ def test_bench_feedback_reports_every_config_against_ce_at_equal_hours(tmp_path)
         assert best_within(config["points"], 0.1) == max(p["val_miou"] for p in config["points"])
     assert (tmp_path / "fb" / "feedback.png").stat().st_size > 0
     assert table(report).count("\n") == 2 + len(CONFIGS)
+    # --report-only rebuilds the same report from the runs on disk, training nothing; a run never made is refused
+    again = feedback(dataclasses.replace(args, report_only=True, jobs=1, json=None))
+    assert again["configs"] == report["configs"] and again["ce_on_labels"] == report["ce_on_labels"]
+    with pytest.raises(ValueError, match="no evaluations in .*elsewhere"):
+        feedback(dataclasses.replace(args, report_only=True, out=str(tmp_path / "elsewhere")))
     with pytest.raises(ValueError, match="--configs: unknown"):
         feedback(FeedbackArgs(configs=("shouting",), out=str(tmp_path / "bad")))
