@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -53,7 +54,7 @@ def test_a_replica_killed_under_load_loses_no_accepted_episode(redis_server: Red
     env = service_env(redis_server, redis_url=redis_server.db_url(DB), shapes_size=32, retry_idle_s=2.0,
                       http_timeout_s=0.5, http_retries=0, results_trim_every_s=3600)
     r = redis.Redis.from_url(redis_server.db_url(DB), socket_timeout=10)
-    with start_service(env) as a, start_service(env) as b:
+    with contextlib.closing(r), start_service(env) as a, start_service(env) as b:
         with httpx.Client(base_url=a.url, headers={"Authorization": f"Bearer {LEARNER_TOKEN}"}, timeout=30) as c:
             register(c, "replicas", scorer="gt")
         accepted: list[str] = []
