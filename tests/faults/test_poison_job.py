@@ -100,6 +100,7 @@ def test_a_job_that_kills_its_worker_every_time_ends_failed_and_spares_its_batch
         killer.worker.kill()
         killer.worker.wait(10)
         killer.server.shutdown()
+        killer.server.server_close()  # the listening socket, or it is collected unclosed in a later test
     poisoned, spared = statuses
     assert killer.kills == MAX_ATTEMPTS and restarts == MAX_ATTEMPTS, (killer.kills, restarts)
     assert poisoned["status"] == "failed", poisoned
@@ -109,4 +110,5 @@ def test_a_job_that_kills_its_worker_every_time_ends_failed_and_spares_its_batch
     assert {(x["episode_id"], x.get("reward"), "error" in x) for x in results} == {
         (poison, None, True), (innocent, 0.5, False)}
     (letter,) = [json.loads(f[b"payload"]) for _, f in r.xrange("rss:v1:deadletter")]
+    r.close()
     assert letter["id"] == poison
