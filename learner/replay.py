@@ -169,6 +169,12 @@ class PairReplay(Ring):
         return total, {"replay_pixels": count / max(len(slots), 1)}
 
 
+def hesitation(margin: torch.Tensor) -> torch.Tensor:
+    """Sampling weights (B, h * w) of the pixels where a question is worth most: (1 - margin)^4, with
+    margin = pi(1st) - pi(2nd) (B, h, w); a sure pixel keeps a tiny weight, so any image has B draws."""
+    return (1 - margin).clamp_min(1e-6).pow(4).flatten(1)
+
+
 def region_pairs(logp: torch.Tensor, size: int, generator: torch.Generator | None = None,
                  max_margin: float = 0.5) -> torch.Tensor:
     """Pairs a rater answers at a glance, about where the policy hesitates: (B, 2, h, w) of the policy's
@@ -180,8 +186,7 @@ def region_pairs(logp: torch.Tensor, size: int, generator: torch.Generator | Non
     b, _, h, w = logp.shape
     top, cls = logp.detach().exp().topk(2, dim=1)  # (B, 2, h, w)
     margin = top[:, 0] - top[:, 1]
-    weights = (1 - margin).clamp_min(1e-6).pow(4).flatten(1)
-    centre = torch.multinomial(weights, 1, generator=generator).squeeze(1)  # (B,)
+    centre = torch.multinomial(hesitation(margin), 1, generator=generator).squeeze(1)  # (B,)
     cy, cx = centre // w, centre % w
     ys, xs = torch.arange(h, device=logp.device), torch.arange(w, device=logp.device)
     window = (((ys[None, :] - cy[:, None]).abs() <= size // 2)[:, :, None]
@@ -203,7 +208,7 @@ def point_queries(logp: torch.Tensor, points: int, how: str, generator: torch.Ge
     b, _, h, w = logp.shape
     if how == "uncertain":
         top = logp.detach().exp().topk(2, dim=1).values
-        weights = (1 - (top[:, 0] - top[:, 1])).clamp_min(1e-6).pow(4).flatten(1)
+        weights = hesitation(top[:, 0] - top[:, 1])
     else:
         weights = torch.ones(b, h * w, device=logp.device)
     chosen = torch.multinomial(weights, min(points, h * w), replacement=False, generator=generator)

@@ -24,6 +24,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -268,19 +269,29 @@ class HumanTasks:
                    policy_version=int(ep["policy_version"]), scored_at=now, **fields)
             for index, fields in zip(members, combine(task["kind"], ratings, members, shape), strict=True)
         ]
+        done = await self._close(task_id, task, job_id, results, "complete")
+        if done is not None:
+            await self._episode_done(episode_id, done)
+
+    async def _close(self, task_id: str, task: dict[str, str], job_id: bytes, results: list[Result], status: str,
+                     also: Callable[[Any], None] | None = None) -> int | None:
+        """In one transaction, while the task still has ``status``: its results, status finalized, ``also``'s
+        commands, the episode's count of done tasks (returned), the keys' TTL and the job's ack. None: another
+        delivery of the job closed it first."""
         async with self.r.pipeline(transaction=True) as pipe:
-            if not await self._still_complete(pipe, task_id, job_id):
-                return
+            if not await self._still_complete(pipe, task_id, job_id, status):
+                return None
             pipe.multi()
             self.store.add_results(pipe, task["run_id"], results)
             pipe.hset(keys.task(task_id), "status", "finalized")
+            if also is not None:
+                also(pipe)
             position = len(pipe.command_stack)
-            pipe.hincrby(keys.episode(episode_id), "tasks_done", 1)
+            pipe.hincrby(keys.episode(task["episode_id"]), "tasks_done", 1)
             for key in (keys.task(task_id), keys.task_ratings(task_id), keys.task_raters(task_id)):
                 pipe.expire(key, self.settings.episode_ttl_s)
             pipe.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
-            done = (await pipe.execute())[position]
-        await self._episode_done(episode_id, int(done))
+            return int((await pipe.execute())[position])
 
     async def _episode_done(self, episode_id: str, done: int) -> None:
         """Once every task of the episode is finalized: status scored, or failed when a task was given up."""
@@ -303,23 +314,17 @@ class HumanTasks:
                           error=reason) for index in members]
         letter = {"kind": "task", "id": task_id, "episode_id": episode_id, "run_id": task["run_id"],
                   "reason": reason, "attempts": int(task.get("skips") or 0), "at": now}
-        async with self.r.pipeline(transaction=True) as pipe:
-            if not await self._still_complete(pipe, task_id, job_id, "abandoned"):
-                return
-            pipe.multi()
-            self.store.add_results(pipe, task["run_id"], results)
-            pipe.hset(keys.task(task_id), "status", "finalized")
+
+        def failed(pipe) -> None:
             pipe.xadd(keys.DEAD_LETTER, {"payload": json.dumps(letter)})
             pipe.hset(keys.episode(episode_id), "reason", f"task {task_id}: {reason}")
             pipe.hincrby(keys.episode(episode_id), "tasks_failed", 1)
-            position = len(pipe.command_stack)
-            pipe.hincrby(keys.episode(episode_id), "tasks_done", 1)
-            for key in (keys.task(task_id), keys.task_ratings(task_id), keys.task_raters(task_id)):
-                pipe.expire(key, self.settings.episode_ttl_s)
-            pipe.xack(keys.JOBS, keys.JOBS_GROUP, job_id)
-            done = (await pipe.execute())[position]
+
+        done = await self._close(task_id, task, job_id, results, "abandoned", failed)
+        if done is None:
+            return
         log.warning("episode %s: task %s %s", episode_id, task_id, reason)
-        await self._episode_done(episode_id, int(done))
+        await self._episode_done(episode_id, done)
 
     async def agreement(self, rater: str) -> tuple[int, int]:
         """(honeypots answered, honeypots agreed) of ``rater``."""

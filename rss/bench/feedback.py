@@ -306,7 +306,8 @@ def parallel(args: FeedbackArgs, fn: Callable, calls: list[tuple]) -> list:
 def feedback(args: FeedbackArgs) -> dict:
     args.validate()
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    sizes = {int(hours * 3600 // args.seconds_label) for hours in args.budgets_h} - {0}
+    bought = {hours: int(hours * 3600 // args.seconds_label) for hours in args.budgets_h}  # labelled images
+    sizes = set(bought.values()) - {0}
     if any(CONFIGS[c].warm_start for c in args.configs):
         sizes.add(args.warm_images)
     if args.report_only:
@@ -318,8 +319,7 @@ def feedback(args: FeedbackArgs) -> dict:
     log.info("bench feedback: CE on %s labelled images", ", ".join(map(str, sorted(sizes))))
     cache = dict(zip(sorted(sizes), parallel(args, ce_on_labels, [(n,) for n in sorted(sizes)]), strict=True))
     ce: dict[str, dict] = {}
-    for hours in args.budgets_h:
-        images = int(hours * 3600 // args.seconds_label)
+    for hours, images in bought.items():
         ce[f"{hours:g}"] = {"images": images, "val_miou": cache[images][0] if images else None}
     warm = cache.get(args.warm_images)
     configs = parallel(args, run_config, [(name, warm) for name in args.configs])

@@ -45,19 +45,26 @@ def test_the_ring_keeps_the_newest_answers() -> None:
                    torch.ones(1, 2, 2, dtype=torch.bool), ActionGrid(8))
 
 
-def test_replay_trains_and_resumes_exactly(tmp_path) -> None:
-    """The kept answers are part of the checkpoint: a resumed run takes the very same steps."""
-    cfg = TrainArgs(**TINY, reward="pixel", replay=64, replay_batch=4, steps=6, checkpoint_every=3,
-                    out=str(tmp_path / "straight"))
+def straight_and_resumed(cfg: TrainArgs, tmp_path) -> tuple[dict, dict, dict]:
+    """``cfg`` (6 steps) trained straight and, in a second folder, 3 steps then resumed to 6: the straight
+    run's final.json and both checkpoints, whose weights must be equal (the kept answers resume exactly)."""
     final = train(cfg)
     assert 0 <= final["val_miou"] <= 1
     split = dataclasses.replace(cfg, out=str(tmp_path / "split"), steps=3)
     train(split)
     train(dataclasses.replace(split, steps=6, resume=True))
     a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("straight", "split"))
-    assert a["replay"]["size"] == b["replay"]["size"] == 6 * 4  # every answer of every step kept
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+    return final, a, b
+
+
+def test_replay_trains_and_resumes_exactly(tmp_path) -> None:
+    """The kept answers are part of the checkpoint: a resumed run takes the very same steps."""
+    cfg = TrainArgs(**TINY, reward="pixel", replay=64, replay_batch=4, steps=6, checkpoint_every=3,
+                    out=str(tmp_path / "straight"))
+    final, a, b = straight_and_resumed(cfg, tmp_path)
+    assert a["replay"]["size"] == b["replay"]["size"] == 6 * 4  # every answer of every step kept
     without = train(dataclasses.replace(cfg, replay=0, out=str(tmp_path / "without")))
     assert without["val_miou"] != final["val_miou"] or not all(
         torch.equal(t, load_checkpoint(tmp_path / "without" / "checkpoint.pt")["model"][n])
@@ -133,15 +140,8 @@ def test_point_verification_trains_on_the_asked_pixels_only(tmp_path) -> None:
 def test_region_pairs_train_from_preferences_and_resume_exactly(tmp_path) -> None:
     cfg = TrainArgs(**TINY, reward="image", samples=2, psr=False, pairs="region", replay=64, replay_batch=4,
                     replay_updates=2, steps=6, checkpoint_every=3, out=str(tmp_path / "straight"))
-    final = train(cfg)
-    assert 0 <= final["val_miou"] <= 1
-    split = dataclasses.replace(cfg, out=str(tmp_path / "split"), steps=3)
-    train(split)
-    train(dataclasses.replace(split, steps=6, resume=True))
-    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("straight", "split"))
+    _, a, b = straight_and_resumed(cfg, tmp_path)
     assert 0 < a["replay"]["size"] == b["replay"]["size"] <= 6 * 4  # one pair per image, ties left out
-    for name, tensor in a["model"].items():
-        assert torch.equal(tensor, b["model"][name]), name
 
 
 def test_replay_updates_learn_more_from_the_same_answers(tmp_path) -> None:
