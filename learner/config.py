@@ -106,8 +106,10 @@ class TrainArgs:
     """remote: who scores: ground truth, human raters, or an external endpoint (--endpoint)"""
     endpoint: str = ""
     """remote, --scorer http: the external scorer's URL"""
-    human_task: Literal["score", "pairwise"] = "score"
-    """remote, --scorer human, image level: raters score each mask, or pick the better of two (pairs 0-1, 2-3...)"""
+    human_task: Literal["score", "pairwise", "best"] = "score"
+    """--scorer human, image level: raters score each mask, pick the better of two (pairs 0-1, 2-3, ...), or
+    `best`: pick the best of an image's K masks (2 <= K <= 8; with --replay, K - 1 preferences per answer).
+    Pixel level asks `pixel` (brush) questions, or `point` ones with --points"""
     max_inflight: int = 0
     """remote: batches posted and not yet applied; 0 = wait for each step's rewards before the next.
     With N > 0 the learner samples ahead and corrects with a clipped importance ratio"""
@@ -227,9 +229,13 @@ class TrainArgs:
         if self.replay and self.objective != "rl":
             raise ValueError("--replay needs --objective rl (it keeps answers about sampled masks)")
         pairwise = self.objective == "rl" and self.reward == "image"
-        if self.replay and pairwise and (self.resolved_samples() % 2 or self.psr):
+        best = pairwise and self.human_task == "best"
+        if best and not 2 <= self.resolved_samples() <= 8:
+            raise ValueError(f"--human-task best shows an image's K masks in one question: --samples must be 2 to 8, "
+                             f"got {self.resolved_samples()}")
+        if self.replay and pairwise and ((self.resolved_samples() % 2 and not best) or self.psr):
             raise ValueError("--replay with --reward image keeps preferences between full-resolution masks: "
-                             "it needs an even --samples (pairs 0-1, 2-3, ...) and --no-psr")
+                             "it needs --no-psr and an even --samples (pairs 0-1, 2-3, ...) or --human-task best")
         if self.pairs == "region" and not (pairwise and self.resolved_samples() == 2 and not self.psr):
             raise ValueError("--pairs region needs --reward image, --samples 2 and --no-psr")
         if self.pairs == "region" and self.max_inflight:
@@ -247,8 +253,6 @@ class TrainArgs:
             raise ValueError(f"--points must be >= 0, got {self.points}")
         if self.points and not (self.objective == "rl" and self.reward == "pixel" and self.resolved_samples() == 1):
             raise ValueError("--points needs --reward pixel and --samples 1 (questions about the most likely mask)")
-        if self.points and self.reward_source == "remote":
-            raise ValueError("--points is in-process only for now: the service has no point task yet")
         if self.first_mask == "mode" and self.max_inflight:
             raise ValueError("--first-mask mode does not work with --max-inflight yet")
         if self.replay and self.max_inflight:

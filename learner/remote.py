@@ -146,7 +146,8 @@ class RemoteRewardSource:
     def _register(self, dataset: SegDataset) -> RunPublic:
         body = RunCreate(run_id=self.run_id, dataset=self.args.dataset, level=self.level, scorer=self.args.scorer,
                          metric=self.args.metric, endpoint=self.args.endpoint or None,
-                         task_kind=self.args.human_task if self.level == "image" else "pixel",
+                         task_kind=self.args.human_task if self.level == "image"
+                         else "point" if self.args.points else "pixel",
                          image_size=None if self.args.dataset == "shapes" else self.args.image_size)
         try:
             response = self._send("/v1/runs", body.model_dump_json(), retry_transport=False)
@@ -207,10 +208,14 @@ class RemoteRewardSource:
         """Send a step's episodes; their results are collected later (`collect`), in any order."""
         actions = episodes.actions.to(torch.uint8).cpu().numpy()  # (B, K, h, w)
         grid = episodes.grid
+        # Point verification: the (y, x) cells of each image asked about (pixels the episode's query marks).
+        points = ([torch.nonzero(q).tolist() for q in episodes.query.cpu()] if episodes.query is not None
+                  else [None] * len(actions))
         bodies = [
             EpisodeCreate(run_id=self.run_id, image_id=self.ids[int(i)], level=self.level, scale=grid.scale,
                           grid_mode=grid.mode, offset=grid.offset, policy_version=self.policy_version,
-                          samples=[codec.raw_mask(m) for m in actions[b]])
+                          samples=[codec.raw_mask(m) for m in actions[b]],
+                          points=[tuple(p) for p in points[b]] if points[b] is not None else None)
             for b, i in enumerate(episodes.indices.tolist())
         ]
         started = time.perf_counter()

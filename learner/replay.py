@@ -131,11 +131,21 @@ def pair_loss(logits: torch.Tensor, winners: torch.Tensor, losers: torch.Tensor)
     return total / max(count, 1), count
 
 
-def preferred(actions: torch.Tensor, image_rewards: torch.Tensor,
-              keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def preferred(actions: torch.Tensor, image_rewards: torch.Tensor, keep: torch.Tensor | None = None,
+              best: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The answered pairs of a step: masks paired 0-1, 2-3, ... of ``actions`` (B, K, h, w) with rewards
-    (B, K). Returns the image row of each non-tied pair, its winner and its loser masks (n, h, w)."""
+    (B, K); ``best``: the K masks were one best-of-K question, so the chosen (highest-rewarded) mask beats
+    each mask rewarded less, K - 1 pairs from one answer. Returns the image row of each non-tied pair,
+    its winner and its loser masks (n, h, w)."""
     b, k = image_rewards.shape
+    if best:
+        top = image_rewards.argmax(1)  # (B,): the first of the best, if raters split
+        decided = image_rewards < image_rewards.gather(1, top.unsqueeze(1))
+        if keep is not None:
+            decided &= keep.to(decided.device).bool().unsqueeze(1)
+        rows = torch.arange(b, device=decided.device).unsqueeze(1).expand_as(decided)[decided]
+        win = actions[torch.arange(b, device=actions.device), top.to(actions.device)]  # (B, h, w)
+        return rows, win[rows.to(actions.device)], actions[decided.to(actions.device)]
     if k % 2:
         raise ValueError(f"pairs need an even number of samples, got {k}")
     first, second = image_rewards[:, 0::2], image_rewards[:, 1::2]  # (B, K/2)
@@ -155,11 +165,12 @@ class PairReplay(Ring):
     fields = ("winners", "losers")
 
     def add(self, indices: torch.Tensor, actions: torch.Tensor, image_rewards: torch.Tensor, grid: ActionGrid,
-            keep: torch.Tensor | None = None) -> None:
-        """Keep each decided pair of a step's masks ``actions`` (B, K, h, w) with rewards ``image_rewards`` (B, K)."""
+            keep: torch.Tensor | None = None, best: bool = False) -> None:
+        """Keep each decided pair of a step's masks ``actions`` (B, K, h, w) with rewards ``image_rewards`` (B, K)
+        (``best``: best-of-K answers, see `preferred`)."""
         if grid.scale != 0:
             raise ValueError("--replay keeps full-resolution preferences (--no-psr)")
-        rows, win, lose = preferred(actions, image_rewards, keep)
+        rows, win, lose = preferred(actions, image_rewards, keep, best)
         if len(rows):
             self._put(indices.cpu()[rows.cpu()], win, lose)
 

@@ -142,7 +142,7 @@ def rl_loss(
         replay.add(indices, actions, rewards.pixel, rewards.valid, grid, rewards.keep)
     elif isinstance(replay, PairReplay):
         assert rewards.image is not None
-        replay.add(indices, actions, rewards.image, grid, rewards.keep)
+        replay.add(indices, actions, rewards.image, grid, rewards.keep, best=args.human_task == "best")
     if args.pairs == "region":
         assert rewards.image is not None
         rows, win, lose = preferred(actions, rewards.image, rewards.keep)

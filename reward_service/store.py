@@ -198,10 +198,11 @@ class Store:
             raise IdempotencyConflict("this Idempotency-Key was already used with a different body")
         return _s(answer)
 
-    async def add_episodes(self, episodes: list[tuple[RunPublic, str, Grid, int, bytes, tuple[int, ...]]],
+    async def add_episodes(self, episodes: list[tuple[RunPublic, str, Grid, int, bytes, tuple[int, ...],
+                                                      list | None]],
                            idem: Idempotent | None = None, answer: Any = None) -> list[str] | str:
-        """Persist episodes, each ``(run, image_id, grid, policy_version, masks, shape)``, and queue their
-        scoring jobs, all in one transaction; returns their ids in order.
+        """Persist episodes, each ``(run, image_id, grid, policy_version, masks, shape, points)``, and queue
+        their scoring jobs, all in one transaction; returns their ids in order.
 
         With ``idem``, ``answer(ids)`` is the JSON answer, stored under the key in the same transaction;
         when another request with the key committed first (WATCH), nothing is written and the answer it
@@ -217,11 +218,13 @@ class Store:
                 pipe.multi()
                 pipe.hset(idem.key, mapping={"digest": idem.digest, "answer": answer(ids)})
                 pipe.expire(idem.key, self.settings.episode_ttl_s)
-            for episode_id, (run, image_id, grid, policy_version, masks, shape) in zip(ids, episodes, strict=True):
+            for episode_id, (run, image_id, grid, policy_version, masks, shape, points) in zip(ids, episodes,
+                                                                                                 strict=True):
                 pipe.hset(keys.episode(episode_id), mapping={
                     "run_id": run.run_id, "image_id": image_id, "level": run.level, "grid": grid.model_dump_json(),
                     "policy_version": policy_version, "shape": json.dumps(list(shape)), "masks": masks,
                     "status": "queued", "attempts": 0, "created_at": time.time(),
+                    **({"points": json.dumps(points)} if points is not None else {}),
                 })
                 pipe.xadd(keys.JOBS, {"kind": "episode", "id": episode_id})
             pipe.incrby(counter, len(episodes))

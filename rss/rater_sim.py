@@ -52,6 +52,8 @@ class RaterSimArgs:
     """pixel tasks: brush strokes this wide (odd): thinner wrong regions are missed (1: every wrong pixel)"""
     brush_spill: int = 0
     """pixel tasks: strokes spill this many pixels past a wrong region's edge"""
+    point_error: float = 0.0
+    """point tasks: probability that a yes/no answer is wrong"""
     latency_s: float = 0.0
     """seconds 'thinking' before each answer"""
     max_tasks: int = 1_000_000
@@ -66,7 +68,7 @@ class RaterSimArgs:
         self.imperfection()  # checks --flip, --jitter, --brush-width, --brush-spill
 
     def imperfection(self) -> raters.Imperfection:
-        return raters.Imperfection(self.flip, self.jitter, self.brush_width, self.brush_spill)
+        return raters.Imperfection(self.flip, self.jitter, self.brush_width, self.brush_spill, self.point_error)
 
 
 class RaterSim:
@@ -101,6 +103,13 @@ class RaterSim:
         shape = (task.grid.scale,) * 2 if task.grid.scale and task.grid.mode == "pool" else target.shape
         masks = np.stack([codec.decode_mask(s.mask, shape) for s in task.samples])
         noise = self.args.imperfection()  # the answer code `rss bench feedback` uses too (rss.raters)
+        if task.kind == "point":  # the points are cells of the mask, which lies on the label's grid
+            assert task.points is not None
+            asked = [(p.y, p.x) for p in task.points]
+            right = torch.tensor([int(masks[0][y, x]) == int(target[y, x]) for y, x in asked])
+            yes = raters.verify(right, noise, torch.Generator().manual_seed(int(self.rng.integers(2**31))))
+            return {"verdicts": ["unsure" if target[y, x] == IGNORE_INDEX else ("yes" if v else "no")
+                                 for (y, x), v in zip(asked, yes.tolist(), strict=True)]}
         if task.kind == "pixel":
             full = masks_for_scoring(torch.from_numpy(masks).long(), grid, target.shape)[0]
             label = torch.from_numpy(target.astype(np.int64))
@@ -109,6 +118,8 @@ class RaterSim:
         rewards = scoring.score_masks(masks, target, grid, "image", run.num_classes, run.metric)[0].tolist()
         if task.kind == "score":
             return {"score": raters.score(rewards[0], noise, self.rng)}
+        if task.kind == "best":
+            return {"best": raters.choose_best(rewards, noise, self.rng)}
         return {"preference": raters.prefer(rewards[0], rewards[1], noise, self.rng)}
 
     def post_rating(self, task_id: str, body: dict) -> httpx.Response:

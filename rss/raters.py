@@ -1,7 +1,8 @@
 """Simulated raters: answers from ground truth with a person's imperfections, shared by `rss rater-sim`
 (which answers the service's tasks over HTTP) and `rss bench feedback` (which trains in-process).
 
-* a preference is wrong with probability ``flip`` (a tie stays a tie);
+* a preference is wrong with probability ``flip`` (a tie stays a tie); a best-of-N choice too (then
+  it names one of the other masks at random);
 * a score is the mask's reward plus Gaussian ``jitter``, clipped to [0, 1];
 * a brush answer paints what is wrong with strokes ``brush_width`` pixels wide, so a wrong region
   thinner than that is missed (a morphological opening), and spilling ``brush_spill`` pixels over
@@ -51,6 +52,14 @@ def prefer(reward_a: float, reward_b: float, noise: Imperfection, rng: np.random
     if rng.random() < noise.flip:
         return "b" if better == "a" else "a"
     return better
+
+
+def choose_best(rewards: list[float], noise: Imperfection, rng: np.random.Generator) -> int:
+    """The position of the mask the rater calls best among masks with these true rewards."""
+    best = int(np.argmax(rewards))
+    if len(rewards) > 1 and rng.random() < noise.flip:
+        return int(rng.choice([i for i in range(len(rewards)) if i != best]))
+    return best
 
 
 def score(reward: float, noise: Imperfection, rng: np.random.Generator) -> float:

@@ -20,7 +20,12 @@ ScorerName = Literal["gt", "human", "http"]
 GridMode = Literal["grid", "pool"]  # the PSR forms (rss_core.grid)
 # Ground-truth metrics of a whole mask (rss_core.scoring): the one list the learner, service and scorers use
 Metric = Literal["miou", "miou_union", "pixel_acc", "dice"]
-TaskKind = Literal["score", "pairwise", "pixel"]
+TaskKind = Literal["score", "pairwise", "best", "pixel", "point"]
+PIXEL_KINDS = ("pixel", "point")  # the task kinds of pixel-level runs
+BEST_OF = (2, 8)  # a best-of-N task shows an episode's N samples: this many at least and at most
+MAX_POINTS = 256  # point questions per episode
+Verdict = Literal["yes", "no", "unsure"]
+Cell = Annotated[int, Field(ge=0, le=4095)]  # a row or column of a mask
 EpisodeStatus = Literal["queued", "scoring", "waiting_for_rater", "scored", "failed"]
 
 RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Letters, digits, `_.-`.")]
@@ -94,7 +99,8 @@ class RunCreate(BaseModel):
     metric: Metric = "miou"
     ratings_per_task: int = Field(1, ge=1, le=16, description="Human scorer: ratings averaged per task.")
     task_kind: TaskKind | None = Field(
-        None, description="Human scorer: `score` or `pairwise` (image level), `pixel` (pixel level). "
+        None, description="Human scorer: `score`, `pairwise` or `best` (best of N: one task per episode, all its "
+        "samples) at image level; `pixel` (brush) or `point` (yes/no at the episode's `points`) at pixel level. "
         "Default: score for image level, pixel for pixel level.")
     endpoint: str | None = Field(None, description="HTTP scorer: the external endpoint's URL.")
     image_size: int | None = Field(
@@ -112,7 +118,7 @@ class RunCreate(BaseModel):
             raise ValueError("endpoint must be an http:// or https:// URL")
         if self.task_kind is None:
             self.task_kind = "pixel" if self.level == "pixel" else "score"
-        if (self.task_kind == "pixel") != (self.level == "pixel"):
+        if (self.task_kind in PIXEL_KINDS) != (self.level == "pixel"):
             raise ValueError(f"task_kind {self.task_kind!r} does not fit level {self.level!r}")
         return self
 
@@ -137,6 +143,20 @@ class EpisodeCreate(BaseModel):
     offset: Offset = Field((0, 0), description="(y, x) lattice offset (grid mode).")
     policy_version: int = Field(ge=0, le=INT64_MAX)
     samples: list[Mask] = Field(min_length=1, description="The K sampled masks, in sample order.")
+    points: list[tuple[Cell, Cell]] | None = Field(
+        None, max_length=MAX_POINTS, description="Pixel level, point tasks: the (y, x) cells of the mask a rater is "
+        "asked about (\"is this <class>?\"), distinct; required by runs whose task_kind is `point`.")
+
+    @model_validator(mode="after")
+    def _check_points(self) -> EpisodeCreate:
+        if self.points is not None:
+            if self.level != "pixel":
+                raise ValueError("points are questions about pixels: only pixel-level episodes carry them")
+            if not self.points:
+                raise ValueError("points, when given, must name at least one (y, x) cell")
+            if len(set(self.points)) != len(self.points):
+                raise ValueError("points must be distinct")
+        return self
 
     @property
     def grid(self) -> Grid:
@@ -202,6 +222,14 @@ class TaskSample(BaseModel):
     mask: PngMask
 
 
+class TaskPoint(BaseModel):
+    """A point question: is the mask's class ``class_id`` right at cell (``y``, ``x``) of the mask?"""
+
+    y: int
+    x: int
+    class_id: int
+
+
 class TaskPublic(BaseModel):
     """A leased rating task: answer it with ``lease_id`` before ``lease_expires_at``."""
 
@@ -220,6 +248,11 @@ class TaskPublic(BaseModel):
     palette: list[tuple[int, int, int]]
     ratings_needed: int
     ratings_done: int
+    points: list[TaskPoint] | None = Field(
+        None, description="`point` tasks: the questions, in the order `verdicts` answers them (mask coordinates).")
+
+
+ANSWER_FIELDS = {"score": "score", "pairwise": "preference", "best": "best", "pixel": "pixels", "point": "verdicts"}
 
 
 class RatingCreate(BaseModel):
@@ -228,14 +261,19 @@ class RatingCreate(BaseModel):
     lease_id: str
     score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="`score` tasks: quality in [0, 1].")
     preference: Literal["a", "b", "tie"] | None = Field(None, description="`pairwise` tasks: the better sample.")
+    best: int | None = Field(
+        None, ge=0, lt=BEST_OF[1], description="`best` tasks: the chosen sample's position in the task's `samples`.")
     pixels: PngMask | None = Field(
         None, description="`pixel` tasks: PNG of the mask's size, 0 unmarked, 1 correct, 2 wrong.")
+    verdicts: list[Verdict] | None = Field(
+        None, max_length=MAX_POINTS, description="`point` tasks: one answer per point, in the order of the task's "
+        "`points`: yes (the class is right there), no, or unsure.")
 
     @model_validator(mode="after")
     def _one_answer(self) -> RatingCreate:
-        given = [n for n in ("score", "preference", "pixels") if getattr(self, n) is not None]
+        given = [n for n in ANSWER_FIELDS.values() if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of score, preference, pixels (got {given or 'none'})")
+            raise ValueError(f"give exactly one of {', '.join(ANSWER_FIELDS.values())} (got {given or 'none'})")
         return self
 
 

@@ -1,8 +1,10 @@
 """The `human` scorer: rating tasks in a Redis stream, leased by raters, combined into results.
 
-An episode becomes one task per sample (`score`, `pixel`) or per pair of samples (`pairwise`:
-samples 0-1, 2-3, ...). A task that asks for N ratings is queued as N slots, and no rater
-gets two slots of one task. A lease is a stream entry delivered to the rater's consumer: when
+An episode becomes one task per sample (`score`, `pixel`, `point`), per pair of samples
+(`pairwise`: samples 0-1, 2-3, ...) or one task showing all its samples (`best`: choose the best of
+N). A `point` task asks, at each of the episode's `points`, whether the mask's class there is
+right. A task that asks for N ratings is queued as N slots, and no rater gets two slots of one
+task. A lease is a stream entry delivered to the rater's consumer: when
 it is not answered within `lease_s`, `XAUTOCLAIM` hands the entry to the next rater who asks,
 and the late answer is refused (410). Answering is one Lua script, so a rating is recorded,
 its slot acknowledged and (with the last one) the finalize job queued atomically, exactly once.
@@ -34,15 +36,26 @@ from redis.exceptions import ResponseError
 from reward_service.datasets import ServedDataset
 from reward_service.store import Store, _s, ensure_group
 from rss_core import codec, keys, scoring
-from rss_core.answers import PIXEL_REWARD, PREFERENCE
+from rss_core.answers import PIXEL_REWARD, PREFERENCE, VERDICT_REWARD
 from rss_core.grid import as_action_grid
-from rss_core.schemas import Grid, RatingCreate, Result, RunPublic, TaskPublic, TaskSample
+from rss_core.schemas import (
+    ANSWER_FIELDS,
+    BEST_OF,
+    Grid,
+    RatingCreate,
+    Result,
+    RunPublic,
+    TaskPoint,
+    TaskPublic,
+    TaskSample,
+)
 
 log = logging.getLogger(__name__)
 
 # A honeypot answer agrees with ground truth when: a score is within this of the true reward; a
-# preference names the better mask (tie: equal rewards); this fraction of the marked pixels is right
-# (nothing marked agrees only with a mask at least PIXEL_CLEAN right).
+# preference names the better mask (tie: equal rewards); a best-of-N choice names one of the best
+# masks; this fraction of the marked pixels (of the points answered yes or no) is right (nothing
+# marked agrees only with a mask at least PIXEL_CLEAN right; all points unsure never agrees).
 HONEYPOT_SCORE_TOLERANCE = 0.2
 HONEYPOT_PIXEL_AGREEMENT = 0.8
 PIXEL_CLEAN = 0.95
@@ -148,16 +161,41 @@ def task_groups(kind: str, samples: int) -> list[list[int]]:
         if samples % 2:
             raise ValueError(f"pairwise rating needs an even number of samples, got {samples}")
         return [[i, i + 1] for i in range(0, samples, 2)]
+    if kind == "best":
+        if not BEST_OF[0] <= samples <= BEST_OF[1]:
+            raise ValueError(f"best-of-N rating shows an episode's {BEST_OF[0]} to {BEST_OF[1]} samples in one task, "
+                             f"got {samples}")
+        return [list(range(samples))]
     return [[i] for i in range(samples)]
 
 
-def combine(kind: str, ratings: list[dict], samples: list[int], shape: tuple[int, int]) -> list[dict[str, Any]]:
-    """Per-sample reward fields from a task's ratings: the mean over raters, and its spread."""
+def point_map(verdicts: list[str], points: list[list[int]], shape: tuple[int, int]) -> np.ndarray:
+    """(h, w) float32 rewards of one point answer: +1 yes, -1 no at its points, NaN elsewhere and where unsure."""
+    out = np.full(shape, np.nan, np.float32)
+    for (y, x), verdict in zip(points, verdicts, strict=True):
+        out[y, x] = VERDICT_REWARD[verdict]
+    return out
+
+
+def combine(kind: str, ratings: list[dict], samples: list[int], shape: tuple[int, int],
+            points: list[list[int]] | None = None) -> list[dict[str, Any]]:
+    """Per-sample reward fields from a task's ratings: the mean over raters, and its spread (a point
+    cell no rater answered yes or no stays NaN: not asked)."""
     if kind == "pixel":
         rewards = PIXEL_REWARD[np.stack([codec.decode_array(codec.ArrayB64(**r["pixels"])) for r in ratings])]
         return [{"reward_map": codec.encode_array(rewards.mean(0)), "reward_std": float(rewards.std(0).mean())}]
+    if kind == "point":
+        assert points is not None
+        maps = np.stack([point_map(r["verdicts"], points, shape) for r in ratings])
+        answered = ~np.isnan(maps)
+        with np.errstate(invalid="ignore"):
+            mean = np.where(answered.any(0), np.nansum(maps, 0) / np.maximum(answered.sum(0), 1), np.nan)
+        spread = np.nanstd(maps[:, answered.any(0)], 0).mean() if answered.any() else 0.0
+        return [{"reward_map": codec.encode_array(mean.astype(np.float32)), "reward_std": float(spread)}]
     if kind == "pairwise":
         values = np.array([PREFERENCE[r["preference"]] for r in ratings])  # (N, 2)
+    elif kind == "best":
+        values = np.eye(len(samples))[[r["best"] for r in ratings]]  # (N, K): 1 for the chosen mask
     else:
         values = np.array([[r["score"]] for r in ratings])  # (N, 1)
     return [{"reward": float(values[:, i].mean()), "reward_std": float(values[:, i].std())}
@@ -165,16 +203,22 @@ def combine(kind: str, ratings: list[dict], samples: list[int], shape: tuple[int
 
 
 def honeypot_truth(kind: str, masks: np.ndarray, target: np.ndarray, grid: Grid, num_classes: int,
-                   metric: str) -> dict[str, Any]:
+                   metric: str, points: list[list[int]] | None = None) -> dict[str, Any]:
     """The answer ground truth gives to a task showing ``masks`` (K, h, w) against ``target``."""
     action_grid = as_action_grid(grid)
-    if kind == "pixel":
+    if kind in ("pixel", "point"):
         rewards, valid = scoring.score_masks(masks, target, action_grid, "pixel", num_classes, metric)
         truth = np.where(valid[0].numpy(), np.where(rewards[0].numpy() == 1, 1, 2), 0).astype(np.uint8)
+        if kind == "point":
+            assert points is not None
+            return {"verdicts": [("unsure", "yes", "no")[int(truth[y, x])] for y, x in points]}
         return {"pixels": codec.encode_array(truth).model_dump()}
     rewards = scoring.score_masks(masks, target, action_grid, "image", num_classes, metric)[0].tolist()
     if kind == "score":
         return {"score": rewards[0]}
+    if kind == "best":
+        top = max(rewards)
+        return {"best": [i for i, r in enumerate(rewards) if abs(r - top) < 1e-6]}
     a, b = rewards
     return {"preference": "tie" if abs(a - b) < 1e-6 else ("a" if a > b else "b")}
 
@@ -185,6 +229,12 @@ def agrees(kind: str, answer: dict[str, Any], truth: dict[str, Any]) -> bool:
         return abs(answer["score"] - truth["score"]) <= HONEYPOT_SCORE_TOLERANCE
     if kind == "pairwise":
         return answer["preference"] == truth["preference"]
+    if kind == "best":
+        return answer["best"] in truth["best"]
+    if kind == "point":
+        pairs = [(a, t) for a, t in zip(answer["verdicts"], truth["verdicts"], strict=True)
+                 if a != "unsure" and t != "unsure"]
+        return bool(pairs) and sum(a == t for a, t in pairs) >= HONEYPOT_PIXEL_AGREEMENT * len(pairs)
     marked = codec.decode_array(codec.ArrayB64(**answer["pixels"]))
     right = codec.decode_array(codec.ArrayB64(**truth["pixels"]))
     counted = (marked > 0) & (right > 0)
@@ -234,13 +284,14 @@ class HumanTasks:
         return len(groups)
 
     async def _truths(self, episode_id: str, run: RunPublic, groups: list[list[int]]) -> list[dict[str, Any]]:
-        ep = await self.store.episode_fields(episode_id, "image_id", "grid", "shape", "masks")
+        ep = await self.store.episode_fields(episode_id, "image_id", "grid", "shape", "masks", "points")
         masks = np.frombuffer(ep["masks"], np.uint8).reshape(json.loads(ep["shape"]))
         grid = Grid.model_validate_json(ep["grid"])
+        points = json.loads(ep["points"]) if ep["points"] else None
 
         def compute() -> list[dict[str, Any]]:
             target = self.dataset.target(_s(ep["image_id"]), run.image_size, grid)
-            return [honeypot_truth(run.task_kind, masks[members], target, grid, run.num_classes, run.metric)
+            return [honeypot_truth(run.task_kind, masks[members], target, grid, run.num_classes, run.metric, points)
                     for members in groups]
 
         return await asyncio.to_thread(compute)
@@ -255,7 +306,7 @@ class HumanTasks:
             await self.r.xack(keys.JOBS, keys.JOBS_GROUP, job_id)  # finalized already, or gone
             return
         episode_id, members = task["episode_id"], json.loads(task["samples"])
-        ep = await self.store.episode_fields(episode_id, "run_id", "level", "policy_version", "shape")
+        ep = await self.store.episode_fields(episode_id, "run_id", "level", "policy_version", "shape", "points")
         ratings = [json.loads(x) for x in await self.r.lrange(keys.task_ratings(task_id), 0, -1)]
         ratings, ignored = await self._trusted(task["run_id"], ratings)
         if not ratings:
@@ -267,7 +318,9 @@ class HumanTasks:
             Result(episode_id=episode_id, run_id=task["run_id"], sample_index=index, level=_s(ep["level"]),
                    ratings=len(ratings), source="human", rater_ids=[r["rater"] for r in ratings],
                    policy_version=int(ep["policy_version"]), scored_at=now, **fields)
-            for index, fields in zip(members, combine(task["kind"], ratings, members, shape), strict=True)
+            for index, fields in zip(members, combine(task["kind"], ratings, members, shape,
+                                                      json.loads(ep["points"]) if ep["points"] else None),
+                                     strict=True)
         ]
         done = await self._close(task_id, task, job_id, results, "complete")
         if done is not None:
@@ -492,18 +545,23 @@ class HumanTasks:
             pipe.expire(keys.lease(lease_id), int(max(3600, 10 * self.settings.lease_s)))
             pipe.hset(keys.task(task_id), f"holder:{rater}", expires)
             await pipe.execute()
-        ep = await self.store.episode_fields(task["episode_id"], "image_id", "grid", "shape", "masks")
+        ep = await self.store.episode_fields(task["episode_id"], "image_id", "grid", "shape", "masks", "points")
         shape = tuple(json.loads(ep["shape"]))
         masks = np.frombuffer(ep["masks"], np.uint8).reshape(shape)
         run = await self.store.get_run(task["run_id"])
         image_id = _s(ep["image_id"])
+        members = json.loads(task["samples"])
+        points = None
+        if task["kind"] == "point" and ep["points"]:
+            mask = masks[members[0]]
+            points = [TaskPoint(y=y, x=x, class_id=int(mask[y, x])) for y, x in json.loads(ep["points"])]
         return TaskPublic(
             task_id=task_id, lease_id=lease_id, lease_expires_at=expires, kind=task["kind"], run_id=task["run_id"],
             episode_id=task["episode_id"], image_id=image_id, image_url=f"/v1/images/{image_id}",
             grid=Grid.model_validate_json(ep["grid"]),
-            samples=[TaskSample(sample_index=i, mask=codec.png_mask(masks[i])) for i in json.loads(task["samples"])],
+            samples=[TaskSample(sample_index=i, mask=codec.png_mask(masks[i])) for i in members],
             num_classes=run.num_classes, class_names=run.class_names, palette=self.dataset.palette[: run.num_classes],
-            ratings_needed=int(task["needed"]), ratings_done=int(task["done"]),
+            ratings_needed=int(task["needed"]), ratings_done=int(task["done"]), points=points,
         )
 
     async def _lease(self, rater: str, task_id: str, lease_id: str) -> dict[str, str]:
@@ -559,13 +617,25 @@ class HumanTasks:
 
     async def _answer_fields(self, task: dict[str, str], rating: RatingCreate) -> dict[str, Any]:
         kind = task["kind"]
-        needs = {"score": "score", "pairwise": "preference", "pixel": "pixels"}[kind]
+        needs = ANSWER_FIELDS[kind]
         if getattr(rating, needs) is None:
             raise TaskError(422, f"this is a {kind} task: answer with {needs!r}")
         if kind == "score":
             return {"score": rating.score}
         if kind == "pairwise":
             return {"preference": rating.preference}
+        if kind == "best":
+            shown = len(json.loads(task["samples"]))
+            if rating.best >= shown:
+                raise TaskError(422, f"best must name one of the task's {shown} samples (0..{shown - 1}), "
+                                     f"got {rating.best}")
+            return {"best": rating.best}
+        if kind == "point":
+            points = json.loads((await self.store.episode_fields(task["episode_id"], "points"))["points"] or "[]")
+            if len(rating.verdicts) != len(points):
+                raise TaskError(422, f"verdicts must answer each of the task's {len(points)} points in order, "
+                                     f"got {len(rating.verdicts)}")
+            return {"verdicts": list(rating.verdicts)}
         ep = await self.store.episode_fields(task["episode_id"], "shape")
         shape = tuple(json.loads(ep["shape"])[1:])
         try:

@@ -102,28 +102,40 @@ def test_pipelined_training_applies_or_drops_every_batch_once(shapes32_service, 
     assert pending["pending"] == 0
 
 
-@pytest.mark.parametrize("extra", [(), ("--pairs", "region", "--no-psr", "--replay", "64", "--replay-updates", "2")],
-                         ids=["sampled", "region-replay"])
-def test_training_from_simulated_raters_preferences(shapes32_service, redis_server, tmp_path, extra) -> None:
-    """The human path end to end: pairwise tasks, answered by `rss rater-sim` over HTTP, feed the learner;
-    with --pairs region each pair is a question about one region, and --replay keeps every answer."""
+PAIRWISE = ("--human-task", "pairwise", "--samples", "2")
+HUMAN_PATHS = {  # flags, masks posted per image, answers kept per task at most (replay)
+    "sampled": (PAIRWISE, 2, 0),
+    "region-replay": ((*PAIRWISE, "--pairs", "region", "--no-psr", "--replay", "64", "--replay-updates", "2"), 2, 1),
+    "best-replay": (("--human-task", "best", "--samples", "4", "--no-psr", "--replay", "64"), 4, 3),
+    "points-replay": (("--reward", "pixel", "--samples", "1", "--points", "8", "--replay", "64"), 1, 1),
+}
+
+
+@pytest.mark.parametrize("path", list(HUMAN_PATHS))
+def test_training_from_simulated_raters(shapes32_service, redis_server, tmp_path, path) -> None:
+    """The human path end to end: tasks answered by `rss rater-sim` over HTTP feed the learner. Pairwise:
+    sampled pairs, or (--pairs region) a question about one region; best: one of an image's 4 masks
+    chosen; points: yes/no at 8 pixels of the most likely mask. --replay keeps every answer."""
+    flags, per_image, kept_per_task = HUMAN_PATHS[path]
     env = {**os.environ, "RSS_RATER_TOKEN": RATERS["bob"], "OMP_NUM_THREADS": "1"}
     sim = subprocess.Popen([sys.executable, "-m", "rss.cli", "rater-sim", "--service-url", shapes32_service,
-                            "--shapes-size", "32", "--max-tasks", str(3 * 4), "--idle-s", "60"],
+                            "--shapes-size", "32", "--max-tasks", str(3 * 4), "--idle-s", "60",
+                            "--point-error", "0.1"],
                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        final = train(tmp_path / "prefs", "--scorer", "human", "--human-task", "pairwise", "--samples", "2",
-                      "--steps", "3", "--eval-every", "3", "--run-id", f"prefs-{len(extra)}", *extra,
-                      service=shapes32_service, redis_url=redis_server.db_url(DB))
+        final = train(tmp_path / "human", "--scorer", "human", "--steps", "3", "--eval-every", "3",
+                      "--run-id", f"human-{path}", *flags, service=shapes32_service,
+                      redis_url=redis_server.db_url(DB))
         out, err = sim.communicate(timeout=60)
     finally:
         sim.kill()
     assert sim.returncode == 0, err[-2000:]
-    assert "answered 12 tasks" in out
-    assert final["rewards"]["applied"] == final["rewards"]["posted"] == 3 * 4 * 2
-    if extra:  # every decided answer kept: one pair an image, 12 answers (a rater's tie is not kept)
-        kept = load_checkpoint(tmp_path / "prefs" / "checkpoint.pt", torch.device("cpu"))["replay"]
-        assert 0 < kept["size"] <= 12 and kept["winners"].shape == (64, 32, 32)
+    assert "answered 12 tasks" in out  # one task per image (pairwise: one pair per image) in every path
+    assert final["rewards"]["applied"] == final["rewards"]["posted"] == 3 * 4 * per_image
+    if kept_per_task:  # every decided answer kept (a rater's tie is not; best: K - 1 pairs an answer)
+        kept = load_checkpoint(tmp_path / "human" / "checkpoint.pt", torch.device("cpu"))["replay"]
+        assert 0 < kept["size"] <= 12 * kept_per_task and kept[("actions" if path == "points-replay"
+                                                                else "winners")].shape == (64, 32, 32)
 
 
 def kill_and_resume(service: str, url: str, out: Path, checkpoint_every: int, kill_after: int) -> dict:

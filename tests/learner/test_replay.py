@@ -94,6 +94,22 @@ def test_a_preference_is_a_bradley_terry_term_where_the_two_masks_differ() -> No
     assert (grad[:, 0, 0] == 0).all() and (grad[:, 1, 1] == 0).all()  # where the masks agree, nothing
 
 
+def test_a_best_of_n_answer_is_n_minus_one_preferences_for_the_chosen_mask() -> None:
+    masks = torch.arange(2 * 3 * 4).reshape(2, 3, 2, 2) % 3  # (B=2, K=3, 2, 2): distinct masks
+    rewards = torch.tensor([[0.0, 1.0, 0.0],  # image 0: mask 1 chosen
+                            [0.5, 0.0, 0.5]])  # image 1: two raters split between masks 0 and 2
+    rows, win, lose = preferred(masks, rewards, best=True)
+    assert rows.tolist() == [0, 0, 1]  # two losers for image 0; for image 1 only the unchosen mask
+    assert torch.equal(win[0], masks[0, 1]) and torch.equal(win[1], masks[0, 1])
+    assert torch.equal(lose[0], masks[0, 0]) and torch.equal(lose[1], masks[0, 2])
+    assert torch.equal(win[2], masks[1, 0]) and torch.equal(lose[2], masks[1, 1])  # a split names the first best
+    kept = preferred(masks, rewards, keep=torch.tensor([False, True]), best=True)[0]
+    assert kept.tolist() == [1]  # an image whose answers did not all arrive says nothing
+    replay = PairReplay(8, torch.device("cpu"))
+    replay.add(torch.tensor([4, 5]), masks, rewards, ActionGrid(0), best=True)
+    assert replay.size == 3 and replay.indices[:3].tolist() == [4, 4, 5]
+
+
 def test_a_region_pair_switches_one_hesitant_region_to_its_second_class() -> None:
     logits = torch.zeros(2, 3, 12, 12)
     logits[:, 0] = 3.0  # class 0, sure, everywhere
@@ -157,15 +173,15 @@ def test_replay_updates_learn_more_from_the_same_answers(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("changes", "flag"), [
-    ({"reward": "image"}, "needs an even --samples .* and --no-psr"),
-    ({"reward": "image", "samples": 3, "psr": False}, "needs an even --samples"),
+    ({"reward": "image"}, "it needs --no-psr and an even --samples"),
+    ({"reward": "image", "samples": 3, "psr": False}, "an even --samples .* or --human-task best"),
+    ({"reward": "image", "samples": 9, "psr": False, "human_task": "best"}, "--samples must be 2 to 8, got 9"),
     ({"replay_batch": 0}, "--replay-batch >= 1"),
     ({"replay": 0, "replay_updates": 2}, "--replay-updates needs --replay"),
     ({"reward": "image", "samples": 2, "psr": False, "first_mask": "mode"}, "--first-mask mode needs --reward pixel"),
     ({"reward": "image", "samples": 4, "psr": False, "pairs": "region"}, "--pairs region needs"),
     ({"pairs": "region"}, "--pairs region needs --reward image"),
     ({"points": 4, "samples": 2}, "--points needs --reward pixel and --samples 1"),
-    ({"points": 4, "samples": 1, "reward_source": "remote"}, "--points is in-process only"),
 ])
 def test_replay_flags_are_checked(changes: dict, flag: str) -> None:
     with pytest.raises(ValueError, match=flag):

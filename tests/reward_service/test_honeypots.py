@@ -106,3 +106,22 @@ def test_agreement_rules_per_task_kind() -> None:
     assert not agrees("pixel", pixels(np.zeros((2, 4))), pixels(right))  # nothing marked on a flawed mask
     clean = np.ones((2, 4), np.uint8)
     assert agrees("pixel", pixels(np.zeros((2, 4))), pixels(clean))  # nothing marked on a clean one
+    assert agrees("best", {"best": 2}, {"best": [0, 2]}) and not agrees("best", {"best": 1}, {"best": [0, 2]})
+    truth = {"verdicts": ["yes", "no", "yes", "unsure", "yes"]}
+    assert agrees("point", {"verdicts": ["yes", "no", "yes", "yes", "yes"]}, truth)  # an ignored pixel is free
+    assert not agrees("point", {"verdicts": ["no", "yes", "yes", "yes", "yes"]}, truth)  # 2 of 4 right
+    assert not agrees("point", {"verdicts": ["unsure"] * 5}, truth)  # answering nothing is no agreement
+
+
+def test_ground_truth_answers_for_best_of_n_and_points() -> None:
+    from reward_service.scorers.human import honeypot_truth
+    from rss_core.schemas import Grid
+
+    target = np.zeros((4, 4), np.int64)
+    target[:, 2:] = 1
+    target[0, 0] = 255  # ignored
+    right, half, wrong = target.clip(0, 1).astype(np.uint8), np.zeros((4, 4), np.uint8), 1 - target.clip(0, 1)
+    masks = np.stack([half, right, wrong.astype(np.uint8), right])
+    assert honeypot_truth("best", masks, target, Grid(), 2, "miou") == {"best": [1, 3]}
+    truth = honeypot_truth("point", masks[:1], target, Grid(), 2, "miou", points=[[0, 0], [1, 1], [1, 3]])
+    assert truth == {"verdicts": ["unsure", "yes", "no"]}

@@ -91,6 +91,54 @@ def test_pixel_maps_mark_exactly_the_painted_pixels(learner, raters, redis_clien
     np.testing.assert_array_equal(reward_map, expected)
 
 
+def test_best_of_n_is_one_task_per_episode_and_the_chosen_mask_gets_the_reward(learner, raters, redis_client) -> None:
+    alice, bob = raters
+    register(learner, "best", scorer="human", task_kind="best", ratings_per_task=2)
+    single = learner.post("/v1/episodes", json=episode("best", [codec.raw_mask(label_of())]))
+    assert single.status_code == 422 and "2 to 8 samples" in single.text
+    masks = [noisy(label_of(), 0), label_of(), noisy(label_of(), 1), noisy(label_of(), 2)]
+    post(learner, "best", masks)
+    task = lease(alice)
+    assert task["kind"] == "best" and [s["sample_index"] for s in task["samples"]] == [0, 1, 2, 3]
+    for i, sample in enumerate(task["samples"]):  # every mask shown as sampled, in order
+        np.testing.assert_array_equal(codec.decode_mask(codec.PngMask(**sample["mask"]), (64, 64)), masks[i])
+    assert lease(alice, wait_s=0) is None  # the whole episode is one task
+    wrong_kind = answer(alice, task, preference="a")
+    assert wrong_kind.status_code == 422 and "answer with 'best'" in wrong_kind.text
+    out_of_range = answer(alice, task, best=4)
+    assert out_of_range.status_code == 422 and "one of the task's 4 samples" in out_of_range.text
+    assert answer(alice, task, best=1).status_code == 200
+    assert answer(bob, lease(bob), best=3).status_code == 200
+    rewards = [r["reward"] for r in sorted(read_results(redis_client, "best", 4), key=lambda r: r["sample_index"])]
+    assert rewards == [0.0, 0.5, 0.0, 0.5]  # the share of raters who chose each mask
+
+
+def test_point_answers_reward_exactly_the_asked_cells(learner, raters, redis_client) -> None:
+    alice, _ = raters
+    register(learner, "pt", scorer="human", level="pixel", task_kind="point")
+    mask = noisy(label_of(), 4)
+    missing = learner.post("/v1/episodes", json=episode("pt", [codec.raw_mask(mask)], level="pixel"))
+    assert missing.status_code == 422 and "needs `points`" in missing.text
+    outside = learner.post("/v1/episodes", json=episode("pt", [codec.raw_mask(mask)], level="pixel",
+                                                        points=[[3, 4], [64, 0]]))
+    assert outside.status_code == 422 and "outside the 64x64 mask" in outside.text
+    image_level = learner.post("/v1/episodes", json=episode("pt", [codec.raw_mask(mask)], points=[[1, 1]]))
+    assert image_level.status_code == 422 and "only pixel-level episodes" in image_level.text
+    points = [[3, 4], [20, 30], [63, 63]]
+    ok = learner.post("/v1/episodes", json=episode("pt", [codec.raw_mask(mask)], level="pixel", points=points))
+    assert ok.status_code == 202, ok.text
+    task = lease(alice)
+    assert task["kind"] == "point" and len(task["samples"]) == 1
+    assert task["points"] == [{"y": y, "x": x, "class_id": int(mask[y, x])} for y, x in points]
+    short = answer(alice, task, verdicts=["yes"])
+    assert short.status_code == 422 and "each of the task's 3 points" in short.text
+    assert answer(alice, task, verdicts=["yes", "no", "unsure"]).status_code == 200
+    (result,) = read_results(redis_client, "pt", 1)
+    reward_map = codec.decode_array(codec.ArrayB64(**result["reward_map"]))
+    assert reward_map[3, 4] == 1 and reward_map[20, 30] == -1
+    assert np.isnan(reward_map).sum() == 64 * 64 - 2  # unsure and never asked carry nothing
+
+
 def test_skip_returns_the_task_to_others_and_answers_are_checked(learner, raters, redis_client) -> None:
     alice, bob = raters
     register(learner, "sk", scorer="human")

@@ -48,6 +48,9 @@ def check_episode(body: EpisodeCreate, run: RunPublic | None, settings: Settings
             task_groups(run.task_kind, len(body.samples))
         except ValueError as exc:
             raise HTTPException(422, detail=f"{where}{exc}.") from exc
+        if run.task_kind == "point" and body.points is None:
+            raise HTTPException(422, detail=f"{where}Run {run.run_id!r} asks raters point questions: the episode "
+                                            "needs `points`, the (y, x) cells to ask about.")
     return run
 
 
@@ -64,6 +67,10 @@ def decode_samples(dataset: ServedDataset, body: EpisodeCreate, run: RunPublic, 
         shape = dataset.mask_shape(body.image_id, run.image_size, body.grid)
     except ValueError as exc:
         raise HTTPException(422, detail=f"{where}{exc}.") from exc
+    outside = [p for p in body.points or () if p[0] >= shape[0] or p[1] >= shape[1]]
+    if outside:
+        raise HTTPException(422, detail=f"{where}points: cell {list(outside[0])} is outside the {shape[0]}x{shape[1]} "
+                                        "mask.")
     if shape[0] * shape[1] * len(body.samples) > max_pixels:
         raise HTTPException(413, detail=f"{where}{len(body.samples)} masks of {shape[0]}x{shape[1]} exceed the "
                                         f"limit of {max_pixels} pixels per episode.")
@@ -105,7 +112,8 @@ async def accept(services: Services, bodies: list[EpisodeCreate], batch: bool,
         return [EpisodeAccepted(episode_id=i, status="queued", results_stream=run.results_stream)
                 for i, run in zip(ids, checked, strict=True)]
 
-    ids = await store.add_episodes([(run, b.image_id, b.grid, b.policy_version, m.tobytes(), m.shape)
+    ids = await store.add_episodes([(run, b.image_id, b.grid, b.policy_version, m.tobytes(), m.shape,
+                                     [list(p) for p in b.points] if b.points is not None else None)
                                     for b, run, m in zip(bodies, checked, masks, strict=True)], idem,
                                    lambda ids: EpisodeBatchAccepted(episodes=answers(ids)).model_dump_json())
     if isinstance(ids, str):
