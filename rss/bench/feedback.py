@@ -39,7 +39,7 @@ from learner.remote import read_jsonl
 from learner.rewards import Episodes, LocalRewardSource, Rewards
 from learner.train import train
 from rss.bench.args import BenchArgs, parse
-from rss.raters import Imperfection, brush, prefer, score, verify
+from rss.raters import Imperfection, brush, choose_best, prefer, score, verify
 from rss_core.answers import PIXEL_REWARD, PREFERENCE
 from rss_core.data import SegDataset
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Config:
-    kind: str  # the task kind a rater answers: pairwise, score, brush
+    kind: str  # the task kind a rater answers: pairwise, best (of --best-of masks), score, brush, points
     warm_start: bool
     replay: bool = False  # keep every answer and learn from it again each step (learner/replay.py)
     reuse: bool = False  # and: --reuse-updates more updates on kept answers per answered step; brush raters
@@ -61,15 +61,16 @@ class Config:
     def reward(self) -> str:
         return "pixel" if self.kind in ("brush", "points") else "image"
 
-    @property
-    def samples(self) -> int:
-        return 1 if self.kind in ("brush", "points") else 2
+    def samples(self, best_of: int) -> int:
+        return 1 if self.kind in ("brush", "points") else best_of if self.kind == "best" else 2
 
     def answers_per_image(self, points: int) -> int:
-        """Answers one image's K samples take: one per pair, one per mask, or one per point."""
+        """Answers one image's K samples take: one per pair, one per mask, one per point, or one choice."""
         if self.kind == "points":
             return points
-        return self.samples // 2 if self.kind == "pairwise" else self.samples
+        if self.kind == "best":
+            return 1
+        return self.samples(2) // 2 if self.kind == "pairwise" else self.samples(2)
 
 
 CONFIGS = {f"{kind}{'_warm' if warm else ''}": Config(kind, warm)
@@ -80,6 +81,7 @@ for _warm in (False, True):
     CONFIGS[f"brush{_w}_reuse"] = Config("brush", _warm, replay=True, reuse=True)
     CONFIGS[f"pairwise{_w}_reuse"] = Config("pairwise", _warm, replay=True, reuse=True)
     CONFIGS[f"pairwise{_w}_region"] = Config("pairwise", _warm, replay=True, reuse=True, region=True)
+    CONFIGS[f"best{_w}_reuse"] = Config("best", _warm, replay=True, reuse=True)
     CONFIGS[f"points{_w}"] = Config("points", _warm, replay=True, reuse=True)
     CONFIGS[f"points{_w}_random"] = Config("points", _warm, replay=True, reuse=True, random_points=True)
 
@@ -98,13 +100,18 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     most likely mask; pairwise ones full-resolution sampled pairs); `pairwise_region`,
     `pairwise_warm_region` ask about one region where the policy hesitates (--pairs region); `points`,
     `points_warm` verify --points-per-image pixels where the policy hesitates (`_random`: anywhere), every
-    answer kept and reused"""
+    answer kept and reused; `best_reuse`, `best_warm_reuse` pick the best of --best-of sampled masks, kept as
+    N - 1 preferences and reused"""
     reuse_updates: int = 24
     """`*_reuse`, `*_region` configurations: updates on kept answers alone after each brush step
     (--replay-updates); the others get as many per second of human time (a pairwise step, 3 s an answer,
     24 * 3 / 10 = 7), so every configuration's learner computes as much while its raters work"""
     seconds_pairwise: float = 3.0
     """human seconds per pairwise answer (assumption)"""
+    best_of: int = 4
+    """`best*` configurations: masks per question (2 to 8)"""
+    seconds_best: float | None = None
+    """human seconds per best-of-N answer (None: 2 + N, the issue's default; an assumption)"""
     seconds_score: float = 4.0
     """human seconds per score (assumption)"""
     seconds_brush: float = 10.0
@@ -148,7 +155,7 @@ class FeedbackArgs(BenchArgs, TrainArgs):
 
     def seconds(self, kind: str) -> float:
         return {"pairwise": self.seconds_pairwise, "score": self.seconds_score, "brush": self.seconds_brush,
-                "points": self.seconds_point}[kind]
+                "points": self.seconds_point, "best": self.seconds_best or 2.0 + self.best_of}[kind]
 
     def validate(self) -> None:
         super().validate()
@@ -160,6 +167,10 @@ class FeedbackArgs(BenchArgs, TrainArgs):
                              "--train-size, which folder datasets do not take)")
         if not self.budgets_h or min(self.budgets_h) <= 0:
             raise ValueError(f"--budgets-h must be positive, got {self.budgets_h}")
+        if not 2 <= self.best_of <= 8:
+            raise ValueError(f"--best-of must be 2 to 8, got {self.best_of}")
+        if self.seconds_best is not None and self.seconds_best <= 0:
+            raise ValueError(f"--seconds-best must be positive, got {self.seconds_best}")
         if self.points_per_image < 1:
             raise ValueError(f"--points-per-image must be >= 1, got {self.points_per_image}")
         for name in ("seconds_pairwise", "seconds_score", "seconds_brush", "seconds_point", "seconds_label"):
@@ -199,7 +210,10 @@ class SimulatedRaters(LocalRewardSource):
         true = truth.image.cpu().numpy()
         answered = np.zeros_like(true)
         for b in range(true.shape[0]):
-            if self.kind == "pairwise":
+            if self.kind == "best":
+                answered[b, choose_best(true[b].tolist(), self.noise, self.rng)] = 1.0
+                self.answers += 1
+            elif self.kind == "pairwise":
                 for i in range(0, true.shape[1] - 1, 2):
                     answered[b, i:i + 2] = PREFERENCE[prefer(true[b, i], true[b, i + 1], self.noise, self.rng)]
                     self.answers += 1
@@ -265,7 +279,8 @@ def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -
     # at least --eval-points evaluations, and two within the smallest budget, so every budget has a point
     first = min((h for h in args.budgets_h if h > warm_h), default=max(args.budgets_h))
     eval_every = max(1, min(steps // args.eval_points, int(3600 / cost / per_step * (first - warm_h) / 2)))
-    run = TrainArgs.of(args, objective="rl", reward=config.reward, samples=config.samples, steps=steps, out=str(out),
+    run = TrainArgs.of(args, objective="rl", reward=config.reward, samples=config.samples(args.best_of), steps=steps,
+                    out=str(out), human_task="best" if config.kind == "best" else "score",
                     eval_every=eval_every, checkpoint_every=steps, resume=False,
                     init_from=str(warm[1]) if config.warm_start and warm else None,
                     lr=args.warm_lr if config.warm_start and args.warm_lr else args.lr,
@@ -326,7 +341,7 @@ def feedback(args: FeedbackArgs) -> dict:
     report = {
         "budgets_h": list(args.budgets_h), "ce_on_labels": ce, "configs": configs,
         "costs_s": {"pairwise": args.seconds_pairwise, "score": args.seconds_score, "brush": args.seconds_brush,
-                    "points": args.seconds_point, "label": args.seconds_label},
+                    "points": args.seconds_point, "best": args.seconds("best"), "label": args.seconds_label},
         "imperfection": {"flip": args.flip, "jitter": args.jitter, "brush_width": args.brush_width,
                          "brush_spill": args.brush_spill, "point_error": args.point_error},
     }

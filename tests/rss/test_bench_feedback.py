@@ -11,7 +11,7 @@ import torch
 
 from learner.rewards import Episodes
 from rss.bench.feedback import CONFIGS, FeedbackArgs, SimulatedRaters, best_within, feedback, table
-from rss.raters import Imperfection, brush, prefer, verify
+from rss.raters import Imperfection, brush, choose_best, prefer, verify
 from rss_core.answers import CORRECT, UNMARKED, WRONG
 from rss_core.data import build_dataset
 from rss_core.grid import ActionGrid
@@ -55,6 +55,17 @@ def test_simulated_raters_give_the_services_rewards_for_their_answers() -> None:
     brushes = SimulatedRaters(dataset, torch.device("cpu"), "miou", "brush", Imperfection(1.0, 1.0, 1, 0), seed=0)
     pixel = brushes.score(Episodes(torch.arange(2), actions, ActionGrid(0), (32, 32), "pixel"))
     assert (pixel.pixel[:, 0] == 1).all() and (pixel.pixel[:, 1] == -1).all() and brushes.answers == 4
+    three = torch.stack([wrong, labels, wrong], 1)  # best of 3: the right mask in the middle
+    best = SimulatedRaters(dataset, torch.device("cpu"), "miou", "best", Imperfection(flip=0.0), seed=0)
+    chosen = best.score(Episodes(torch.arange(2), three, ActionGrid(0), (32, 32), "image"))
+    assert chosen.image.tolist() == [[0.0, 1.0, 0.0]] * 2 and best.answers == 2  # one answer an image
+
+
+def test_a_best_of_n_choice_is_wrong_at_the_flip_rate_and_then_names_another_mask() -> None:
+    rng = np.random.default_rng(0)
+    picks = [choose_best([0.1, 0.9, 0.3, 0.2], Imperfection(flip=0.3), rng) for _ in range(4000)]
+    assert picks.count(1) / len(picks) == pytest.approx(0.7, abs=0.03)
+    assert {0, 2, 3} <= set(picks)  # a wrong pick is any of the others
 
 
 def test_point_answers_are_wrong_at_their_error_rate_and_only_where_asked() -> None:
