@@ -5,10 +5,18 @@ is none (no root needed). Its data (an append-only file) stays in OUT/redis, so 
 still pending when the demo stops are there for `rss demo --resume`; delete the folder to
 start clean. Everything listens on 127.0.0.1 only, and every child process is stopped on exit,
 Ctrl-C included.
+
+With `--scorer human` (people rate in the browser) the demo asks what `rss bench feedback` found
+worth most per human-hour (docs/benchmarks.md, "Second round"): a CE model trained first on
+--warm-images labelled images, then pairwise questions about one region where the policy
+hesitates (--pairs region), every answer kept and reused (--replay, --replay-updates), at the
+warm start's learning rate. Flags you give keep their values; --no-human-best asks for plain
+sampled pairs or scores instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -23,6 +31,15 @@ from learner.config import TrainArgs
 from rss.procs import Process, exit_on_sigterm, free_port, start_redis, start_service
 
 log = logging.getLogger(__name__)
+
+# The best configuration per human-hour in `rss bench feedback` (pairwise_warm_region: +0.13 val mIoU at
+# 10,560 preferences from CE on 16 images, docs/benchmarks.md): what `--scorer human` asks for by default.
+# The question (what raters are asked) is taken whole, unless you chose any part of it; the learning flags
+# each where you left the default. Pixel level (--reward pixel): brush corrections of the policy's best guess,
+# kept and reused (brush_warm_reuse, the best pixel-level configuration there).
+HUMAN_QUESTION = {"human_task": "pairwise", "samples": 2, "pairs": "region"}
+HUMAN_LEARNING = {"psr": False, "replay": 100_000, "replay_updates": 7, "lr": 3e-4}
+PIXEL_LEARNING = {"first_mask": "mode", "replay": 100_000, "replay_updates": 24, "lr": 3e-4}
 
 
 def service_dataset(args) -> dict[str, str]:
@@ -51,6 +68,38 @@ class DemoArgs(TrainArgs):
     redis_url: tyro.conf.Suppress[str] = ""
     port: int = 8000
     """the service's port (another if taken)"""
+    human_best: bool = True
+    """--scorer human: the flags you leave at their defaults take the configuration worth most per human-hour
+    (region pairs from a warm start, every answer reused; see `rss demo --help`'s summary)"""
+    warm_images: int = 16
+    """--scorer human, --human-best, shapes: train CE on this many labelled images first and start from it
+    (the few images a team labels; 0: from scratch; ignored with --init-from or --resume)"""
+    warm_steps: int = 500
+    """--warm-images: CE steps of the warm start"""
+
+    def validate(self) -> None:
+        if self.warm_images < 0 or self.warm_steps < 1:
+            raise ValueError(f"--warm-images must be >= 0 and --warm-steps >= 1, got {self.warm_images}, "
+                             f"{self.warm_steps}")
+        if self.scorer == "human" and self.human_best:
+            if self.warm_images and self.dataset != "shapes" and not self.init_from:
+                raise ValueError("--scorer human starts from CE on --warm-images labelled images of shapes; for your "
+                                 "own data give --init-from CHECKPOINT (a CE model of yours) or --warm-images 0")
+        super().validate()
+
+    def take_human_best(self, given: set[str]) -> None:
+        """--scorer human, --human-best: the configuration worth most per human-hour, but the flags ``given``."""
+        if self.scorer != "human" or not self.human_best:
+            return
+        learning = HUMAN_LEARNING if self.reward == "image" else PIXEL_LEARNING
+        question = HUMAN_QUESTION if self.reward == "image" and not given & set(HUMAN_QUESTION) else {}
+        for name, value in {**question, **learning}.items():
+            if name not in given:
+                setattr(self, name, value)
+
+    def warm_start(self) -> bool:
+        return (self.scorer == "human" and self.human_best and self.warm_images > 0 and not self.init_from
+                and not self.resume)
 
     def train_args(self, **overrides) -> TrainArgs:
         """The learner's configuration: these arguments but --port, with ``overrides``."""
@@ -60,6 +109,9 @@ class DemoArgs(TrainArgs):
 def parse(argv: list[str]) -> DemoArgs:
     """Parse and validate ``argv``: bad flags fail before anything starts."""
     args = tyro.cli(DemoArgs, args=argv, prog="rss demo", description=__doc__.split("\n\n")[0])
+    # the fields named on the command line (--lr 1e-3, --lr=1e-3, --no-psr): those keep their values
+    given = {a[2:].split("=")[0].removeprefix("no-").replace("-", "_") for a in argv if a.startswith("--")}
+    args.take_human_best(given)
     args.validate()
     return args
 
@@ -88,6 +140,17 @@ def main(argv: list[str]) -> int:
         os.environ["RSS_LEARNER_TOKEN"] = learner_token
         from learner.train import train
 
+        if args.warm_start():  # the team's few labelled images, before the raters' answers
+            warm = TrainArgs.of(args, objective="ce", reward_source="local", train_size=args.warm_images,
+                                steps=args.warm_steps, eval_every=args.warm_steps, checkpoint_every=args.warm_steps,
+                                out=str(out / "warm"), lr=1e-3, replay=0, replay_updates=0, pairs="sample")
+            print(f"warm start: CE on {args.warm_images} labelled images, {args.warm_steps} steps "  # noqa: T201
+                  f"(in {out}/warm)", flush=True)
+            ce = train(warm)
+            print(f"warm start: val mIoU {ce['val_miou']:.4f}; the raters' answers take it from here "  # noqa: T201
+                  f"({train_args.human_task} questions{', about one region' if train_args.pairs == 'region' else ''})",
+                  flush=True)
+            train_args = dataclasses.replace(train_args, init_from=str(out / "warm" / "checkpoint.pt"))
         final = train(train_args)
         print(f"val mIoU {final['val_miou']:.4f}; report in {out}/ "  # noqa: T201
               "(final.json, curves.png, gallery.png, metrics.jsonl, checkpoint.pt)")

@@ -58,3 +58,53 @@ def test_a_killed_demo_takes_its_children_with_it(tmp_path) -> None:
     while (_listening(service_port) or _listening(redis_port)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _listening(service_port) and not _listening(redis_port)
+
+
+def test_a_human_demo_starts_warm_and_asks_the_best_questions_per_human_hour(tmp_path) -> None:
+    """`rss demo --scorer human`: CE on a few labelled images first, then region pairs with every answer kept,
+    answered here by `rss rater-sim` with the token the demo prints, as a person in the browser would."""
+    out = tmp_path / "human"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    demo = subprocess.Popen([sys.executable, "-m", "rss.cli", "demo", "--scorer", "human", "--steps", "3",
+                             "--out", str(out), "--port", "0", "--batch-size", "4", "--shapes-size", "32",
+                             "--train-size", "32", "--val-size", "8", "--eval-every", "3", "--warm-images", "4",
+                             "--warm-steps", "5", "--no-progress"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    sim = None
+    try:
+        line = ""
+        while "rater token:" not in line and demo.poll() is None:
+            line = demo.stdout.readline()
+        url = re.search(r"annotator UI: (http://127.0.0.1:\d+)/ui/", line).group(1)
+        token = re.search(r"rater token: (\S+)", line).group(1)
+        sim = subprocess.Popen([sys.executable, "-m", "rss.cli", "rater-sim", "--service-url", url, "--shapes-size",
+                                "32", "--max-tasks", str(3 * 4), "--idle-s", "60"], cwd=REPO,
+                               env={**env, "RSS_RATER_TOKEN": token}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        rest, err = demo.communicate(timeout=300)
+        assert demo.returncode == 0, err[-3000:]
+        answered, sim_err = sim.communicate(timeout=60)
+        assert sim.returncode == 0 and "answered 12 tasks" in answered, sim_err[-2000:]
+    finally:
+        for proc in (demo, sim):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert "warm start: CE on 4 labelled images, 5 steps" in rest and "pairwise questions, about one region" in rest
+    final = json.loads((out / "final.json").read_text())
+    config = final["config"]
+    assert config["init_from"] == str(out.resolve() / "warm" / "checkpoint.pt") and config["pairs"] == "region"
+    assert config["replay"] > 0 and config["replay_updates"] == 7 and config["psr"] is False
+    assert final["rewards"]["posted"] == final["rewards"]["applied"] == 3 * 4 * 2
+    assert json.loads((out / "warm" / "final.json").read_text())["config"]["train_size"] == 4
+
+
+def test_flags_given_to_a_human_demo_keep_their_values() -> None:
+    from rss.demo import parse
+
+    best_of = parse(["--scorer", "human", "--human-task", "best", "--samples", "4", "--lr", "1e-3"])
+    assert (best_of.human_task, best_of.samples, best_of.pairs, best_of.lr) == ("best", 4, "sample", 1e-3)
+    assert best_of.replay > 0 and best_of.psr is False  # the learning flags not given still follow the bench
+    plain = parse(["--scorer", "human", "--no-human-best"])
+    assert (plain.pairs, plain.replay, plain.warm_start()) == ("sample", 0, False)
+    assert parse([]).pairs == "sample" and not parse([]).warm_start()  # ground truth: nothing changes
