@@ -148,13 +148,15 @@ class RemoteRewardSource:
                          metric=self.args.metric, endpoint=self.args.endpoint or None,
                          task_kind=self.args.human_task if self.level == "image"
                          else "point" if self.args.points else "pixel",
-                         image_size=None if self.args.dataset == "shapes" else self.args.image_size)
+                         image_size=None if self.args.dataset == "shapes" else self.args.image_size,
+                         dataset_fingerprint=dataset.fingerprint())
         try:
             response = self._send("/v1/runs", body.model_dump_json(), retry_transport=False)
         except httpx.TransportError as exc:
             raise RemoteError(f"reward service at {self.args.service_url} is not reachable: {exc}") from exc
         if response.status_code not in (200, 201):
-            raise RemoteError(f"registering run {self.run_id!r} failed: {response.status_code} {response.text}")
+            raise RemoteError(f"registering run {self.run_id!r} failed: {response.status_code} {response.text} "
+                              f"(the learner's data: {dataset.describe()})")
         run = RunPublic.model_validate_json(response.content)
         if run.num_classes != dataset.num_classes:
             raise RemoteError(f"the service's dataset has {run.num_classes} classes, the learner's "

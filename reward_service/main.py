@@ -52,7 +52,9 @@ async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
     torch.set_num_threads(settings.torch_threads)
     dataset = await asyncio.to_thread(ServedDataset, settings)
-    log.info("serving dataset %s (%d images, %d classes)", dataset.name, len(dataset.ids), dataset.num_classes)
+    fingerprint = await asyncio.to_thread(dataset.dataset.fingerprint)  # hashes a folder's labels: once, here
+    log.info("serving dataset %s (%d images, %d classes, fingerprint %s)", dataset.name, len(dataset.ids),
+             dataset.num_classes, fingerprint)
     r = await connect(settings.redis_url, settings)
     blocking = await connect_blocking(settings)
     await claim_database(r, settings)

@@ -96,8 +96,14 @@ async def ensure_group(r: aioredis.Redis, stream: str, group: str) -> None:
             raise
 
 
+class DatabaseClaimed(RuntimeError):
+    """The Redis database serves another dataset (its deployment key says which)."""
+
+
 async def claim_database(r: aioredis.Redis, settings: Settings) -> None:
-    """Record what this database serves, or refuse a service that would serve something else."""
+    """Record what this database serves, or refuse a service that would serve something else. Called at
+    start-up and again by readiness checks, run registration and the worker's sweeps: a Redis restarted
+    without persistence has forgotten the claim, and the next of them makes it again."""
     identity = json.dumps({
         "dataset": settings.dataset, "split": settings.split,
         "data_root": str(settings.data_root.resolve()) if settings.data_root else None,
@@ -107,7 +113,7 @@ async def claim_database(r: aioredis.Redis, settings: Settings) -> None:
     if not await r.set(keys.DEPLOYMENT, identity, nx=True):
         existing = _s(await r.get(keys.DEPLOYMENT))
         if existing is not None and existing != identity:
-            raise RuntimeError(
+            raise DatabaseClaimed(
                 f"this Redis database already serves {existing}, not {identity}: give each dataset its own "
                 f"database (e.g. RSS_REDIS_URL=redis://host:6379/1), or delete the key {keys.DEPLOYMENT}")
 

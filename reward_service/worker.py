@@ -33,7 +33,16 @@ from reward_service.core.config import Settings
 from reward_service.datasets import ServedDataset, UnknownImage
 from reward_service.scorers.http import HttpScorer, Rejected
 from reward_service.scorers.human import HumanTasks
-from reward_service.store import Finish, Store, _s, connect, connect_blocking, ensure_group
+from reward_service.store import (
+    DatabaseClaimed,
+    Finish,
+    Store,
+    _s,
+    claim_database,
+    connect,
+    connect_blocking,
+    ensure_group,
+)
 from rss_core import codec, keys, scoring
 from rss_core.schemas import ExternalScoreRequest, Grid, Result, RunPublic
 
@@ -81,6 +90,14 @@ class Worker:
         last_sweep = 0.0  # expired rating leases go back to the queue about once a second
         while not stop.is_set():
             try:
+                if time.monotonic() - last_sweep >= 1.0:
+                    try:  # a Redis restarted without persistence forgot the claim: make it again
+                        await claim_database(self.r, self.settings)
+                    except DatabaseClaimed as exc:  # another deployment took the database: score nothing
+                        log.error("worker: not scoring: %s", exc)
+                        with suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(stop.wait(), 5.0)
+                        continue
                 await self.beat()
                 entries = await self.next_jobs()
                 if entries:

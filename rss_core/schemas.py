@@ -105,6 +105,9 @@ class RunCreate(BaseModel):
     endpoint: str | None = Field(None, description="HTTP scorer: the external endpoint's URL.")
     image_size: int | None = Field(
         None, ge=8, le=4096, description="The learner's training resolution: labels are resized (nearest) to it.")
+    dataset_fingerprint: str | None = Field(
+        None, pattern=r"^[0-9a-f]{16}$", description="The learner's `SegDataset.fingerprint()` of its training "
+        "split: a run whose data is not the service's (another seed, split, size or label set) is refused (409).")
     min_rater_agreement: float | None = Field(
         None, ge=0, le=1, allow_inf_nan=False, description="Human scorer: ratings from raters whose honeypot "
         "agreement is below this are ignored when a task is finalized (a rater who has answered no honeypot yet "
@@ -342,6 +345,7 @@ class Ready(BaseModel):
     redis: bool
     scorer: bool
     dataset: str
+    dataset_fingerprint: str = Field(description="What the learner's `dataset_fingerprint` must be (POST /v1/runs).")
     detail: str | None = None
     circuits: dict[CircuitState, int] = Field(
         default_factory=dict, description="How many external (`http` scorer) endpoints' circuit breakers are in "

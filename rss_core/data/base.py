@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,23 @@ class SegDataset(abc.ABC):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def identity(self) -> dict:
+        """What the data is, for `fingerprint`: the kind, split and classes; subclasses add their content."""
+        return {"dataset": self.name, "split": getattr(self, "split", None), "classes": self.class_names}
+
+    def fingerprint(self) -> str:
+        """16 hex digits that differ when two processes would score against different labels (the learner
+        sends it with its run; the service refuses a run whose data is not its own). Computed once."""
+        if getattr(self, "_fingerprint", None) is None:
+            blob = json.dumps(self.identity(), sort_keys=True).encode()
+            self._fingerprint = hashlib.sha256(blob).hexdigest()[:16]
+        return self._fingerprint
+
+    def describe(self) -> str:
+        """The fingerprint's inputs in words, for error messages."""
+        shown = {k: v for k, v in self.identity().items() if k != "labels_sha256"}
+        return f"{json.dumps(shown, sort_keys=True)} (fingerprint {self.fingerprint()})"
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.load(self.ids[index])
@@ -124,6 +143,13 @@ class FolderDataset(SegDataset):
     def convert_label(self, label: np.ndarray) -> np.ndarray:
         """Map stored label values to class indices (identity by default)."""
         return label
+
+    def identity(self) -> dict:
+        """Adds a hash of every label file's bytes with its id: the label set itself, wherever it lies."""
+        digest = hashlib.sha256()
+        for image_id in sorted(self._pairs):
+            digest.update(image_id.encode() + b"\0" + self._pairs[image_id][1].read_bytes())
+        return {**super().identity(), "images": len(self._pairs), "labels_sha256": digest.hexdigest()}
 
     def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         paths = self.files(image_id)

@@ -17,6 +17,7 @@ from rss_core.data.base import DatasetError, SegDataset, to_tensors
 
 CLASS_NAMES = ["background", "ellipse", "rectangle", "triangle"]
 SPLITS = ("train", "val")
+GENERATOR_VERSION = 1  # bump when make_shapes_image draws differently: old runs' data is not the new data
 
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -123,6 +124,11 @@ class ShapesDataset(SegDataset):
             raise DatasetError(f"shapes: split {split!r} would be empty (length {length})")
         self.ids = [f"{split}/{i:06d}" for i in range(length)]
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def identity(self) -> dict:
+        """The generator's settings; the length is left out, so a learner on the first n images of a split
+        has the same data as a service serving more of it (ids outside the service's are refused anyway)."""
+        return {**super().identity(), "size": self.size, "seed": self.seed, "generator": GENERATOR_VERSION}
 
     def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         split, _, index = image_id.partition("/")

@@ -102,6 +102,14 @@ def test_pipelined_training_applies_or_drops_every_batch_once(shapes32_service, 
     assert pending["pending"] == 0
 
 
+def test_a_learner_on_other_data_refuses_to_start(shapes32_service, redis_server, tmp_path) -> None:
+    """Another seed draws other shapes: rewards from the service's labels would be wrong, so nothing starts."""
+    result = run_rss("train", *SMALL, "--seed", "3", "--out", str(tmp_path / "other"), "--reward-source", "remote",
+                     "--service-url", shapes32_service, "--redis-url", redis_server.db_url(DB), timeout=120)
+    assert result.returncode != 0 and "is not the data this service scores against" in result.stderr
+    assert '"seed": 3' in result.stderr and not (tmp_path / "other" / "final.json").exists()  # the learner's own
+
+
 PAIRWISE = ("--human-task", "pairwise", "--samples", "2")
 HUMAN_PATHS = {  # flags, masks posted per image, answers kept per task at most (replay)
     "sampled": (PAIRWISE, 2, 0),

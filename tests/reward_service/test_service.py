@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from reward_service.core.config import Settings
-from reward_service.store import claim_database
+from reward_service.store import DatabaseClaimed, claim_database
 from rss_core import codec, scoring
 from rss_core.data import build_dataset
 from rss_core.grid import ActionGrid, grid_labels
@@ -196,8 +196,48 @@ def test_a_database_serves_one_dataset(redis_server, redis_client) -> None:
 
     asyncio.run(claim(seed=0))
     asyncio.run(claim(seed=0))  # a replica with the same data: fine
-    with pytest.raises(RuntimeError, match="already serves"):
+    with pytest.raises(DatabaseClaimed, match="already serves"):
         asyncio.run(claim(seed=1))
+
+
+def test_a_run_on_other_data_is_refused_by_its_fingerprint(learner, redis_client) -> None:
+    ours = learner.get("/v1/ready").json()["dataset_fingerprint"]
+    assert ours == build_dataset("shapes", "train", shapes_length=1).fingerprint()  # the length is not the data
+    assert build_dataset("shapes", "train", seed=1).fingerprint() != ours
+    assert build_dataset("shapes", "val").fingerprint() != ours and build_dataset("shapes", "train", shapes_size=32
+                                                                                  ).fingerprint() != ours
+    other = learner.post("/v1/runs", json={"run_id": "fp", "dataset": "shapes", "level": "image",
+                                           "dataset_fingerprint": "0123456789abcdef"})
+    assert other.status_code == 409 and "not the data this service scores against" in other.text
+    assert "\"seed\": 0" in other.json()["detail"]  # it says what it serves
+    assert not redis_client.exists("rss:v1:run:fp")  # and keeps nothing
+    assert register(learner, "fp", dataset_fingerprint=ours)["dataset_fingerprint"] == ours
+
+
+def ready_soon(learner, timeout: float = 10.0):
+    """GET /v1/ready until it answers 200 (a flushed Redis forgot the worker's heartbeat for up to a second)."""
+    deadline = time.monotonic() + timeout
+    while (ready := learner.get("/v1/ready")).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return ready
+
+
+def test_a_forgotten_database_claim_is_made_again_and_a_stolen_one_stops_the_service(learner, redis_client) -> None:
+    """Redis restarted without persistence forgets which data the database serves: the service claims it again
+    (readiness, run registration, the worker's sweeps); when another deployment claimed it first, it stops."""
+    ready_soon(learner)
+    claim = redis_client.get("rss:v1:deployment")
+    assert claim is not None and b'"seed": 0' in claim
+    redis_client.delete("rss:v1:deployment")  # what a restart without persistence leaves
+    assert ready_soon(learner).status_code == 200 and redis_client.get("rss:v1:deployment") == claim
+    redis_client.set("rss:v1:deployment", claim.replace(b'"seed": 0', b'"seed": 5'))  # another deployment's claim
+    try:
+        ready = learner.get("/v1/ready")
+        assert ready.status_code == 503 and "already serves" in ready.json()["detail"]
+        refused = learner.post("/v1/runs", json={"run_id": "stolen", "dataset": "shapes", "level": "image"})
+        assert refused.status_code == 503 and "give each dataset its own database" in refused.text
+    finally:
+        redis_client.set("rss:v1:deployment", claim)
 
 
 def test_episode_status_and_unknown_episode(learner, redis_client) -> None:

@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from reward_service.api.deps import Role, ServicesDep, limit_address
 from reward_service.api.errors import AUTH, errors
-from reward_service.store import _s
+from reward_service.store import DatabaseClaimed, _s, claim_database
 from rss_core import keys
 from rss_core.schemas import Health, RaterStats, Ready, Stats
 
@@ -30,6 +30,14 @@ async def read_ready(services: ServicesDep, response: Response) -> Ready:
         redis_ok = bool(await services.store.r.ping())
     except (RedisError, OSError):
         redis_ok = False
+    claimed = None
+    if redis_ok:
+        try:
+            await claim_database(services.store.r, services.settings)
+        except DatabaseClaimed as exc:
+            claimed = str(exc)
+        except (RedisError, OSError):
+            redis_ok = False
     stale = 3 * services.settings.worker_block_ms / 1000 + 10
     try:
         scorer_ok = bool(await services.store.r.zcount(keys.WORKERS, time.time() - stale, "+inf"))
@@ -38,16 +46,17 @@ async def read_ready(services: ServicesDep, response: Response) -> Ready:
     detail = "; ".join(filter(None, [
         None if redis_ok else "redis is not reachable",
         None if scorer_ok else "no scoring worker has polled recently (is `rss worker` running?)",
+        claimed,
     ])) or None
-    ready = redis_ok and scorer_ok
+    ready = redis_ok and scorer_ok and claimed is None
     response.status_code = 200 if ready else 503
     counts: dict[str, int] = {}
     if redis_ok:
         with suppress(RedisError, OSError):
             for state in (await services.store.circuits(stale)).values():
                 counts[state] = counts.get(state, 0) + 1
-    return Ready(ready=ready, redis=redis_ok, scorer=scorer_ok, dataset=services.dataset.name, detail=detail,
-                 circuits=counts)
+    return Ready(ready=ready, redis=redis_ok, scorer=scorer_ok, dataset=services.dataset.name,
+                 dataset_fingerprint=services.dataset.dataset.fingerprint(), detail=detail, circuits=counts)
 
 
 @router.get("/stats", response_model=Stats | RaterStats, responses=errors(*AUTH, 429),

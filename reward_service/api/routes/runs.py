@@ -6,20 +6,31 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Response
+from starlette.concurrency import run_in_threadpool
 
 from reward_service.api.deps import AnyToken, Learner, ServicesDep, json_body, json_body_openapi
 from reward_service.api.errors import AUTH, JSON_BODY, errors
 from reward_service.scorers.http import endpoint_allowed
-from reward_service.store import RunConflict
+from reward_service.services import Services
+from reward_service.store import DatabaseClaimed, RunConflict, claim_database
 from rss_core import keys
 from rss_core.schemas import RunCreate, RunPublic
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 
+async def reclaim(services: Services) -> None:
+    """Claim the database again (a Redis restarted without persistence forgot the claim): 503 when another
+    deployment serving other data claimed it meanwhile."""
+    try:
+        await claim_database(services.store.r, services.settings)
+    except DatabaseClaimed as exc:
+        raise HTTPException(503, detail=f"{exc}.") from exc
+
+
 @router.post("", response_model=RunPublic, status_code=201,
              responses={200: {"description": "Already registered with this configuration."},
-                        **errors(*AUTH, *JSON_BODY, 409)}, openapi_extra=json_body_openapi(RunCreate))
+                        **errors(*AUTH, *JSON_BODY, 409, 503)}, openapi_extra=json_body_openapi(RunCreate))
 async def create_run(_: Learner, body: Annotated[RunCreate, Depends(json_body(RunCreate))], services: ServicesDep,
                      response: Response) -> RunPublic:
     """Register a run (idempotent for the same configuration) and create its results stream."""
@@ -27,6 +38,14 @@ async def create_run(_: Learner, body: Annotated[RunCreate, Depends(json_body(Ru
     if body.dataset != dataset.name:
         raise HTTPException(422, detail=f"Dataset {body.dataset!r} is not served here; this service serves "
                                         f"{dataset.name!r}.")
+    await reclaim(services)
+    if body.dataset_fingerprint is not None:
+        ours = await run_in_threadpool(dataset.dataset.fingerprint)
+        if body.dataset_fingerprint != ours:
+            described = await run_in_threadpool(dataset.dataset.describe)
+            raise HTTPException(409, detail=f"The learner's data (fingerprint {body.dataset_fingerprint}) is not the "
+                                            f"data this service scores against: {described}. Start both with the "
+                                            "same dataset settings (dataset, split, seed, size, labels).")
     allow = services.settings.http_endpoint_allow
     if body.scorer == "http" and not endpoint_allowed(body.endpoint or "", allow):
         raise HTTPException(422, detail=f"Endpoint {body.endpoint[:200]!r} is not allowed by RSS_HTTP_ENDPOINT_ALLOW "
