@@ -156,10 +156,14 @@ class ServedDataset:
         return label_at_grid(torch.from_numpy(self.label(image_id, image_size)), grid).numpy()
 
     def mask_shape(self, image_id: str, image_size: int | None, grid: Grid) -> tuple[int, int]:
-        """The shape a sampled mask must have on ``grid``."""
+        """The shape a sampled mask must have on ``grid``; a grid finer than the image is refused (a 4096
+        pooled grid on a 64 px image would be 4096x more mask than image)."""
+        height, width = self.label_shape(self.require(image_id), image_size)
+        if grid.scale > min(height, width):
+            raise ValueError(f"grid scale {grid.scale} is finer than the {height}x{width} image it acts on (at most "
+                             f"{min(height, width)}: one action per pixel)")
         if grid.scale and grid.mode == "pool":
             return grid.scale, grid.scale
-        height, width = self.label_shape(self.require(image_id), image_size)
         if not grid.scale:
             return height, width
         action_grid = as_action_grid(grid)

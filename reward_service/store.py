@@ -133,7 +133,7 @@ end
 for i = 8, #ARGV do redis.call('XADD', KEYS[2], '*', 'payload', ARGV[i]) end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
-if ARGV[1] == 'failed' then redis.call('HDEL', KEYS[1], 'masks') end
+redis.call('HDEL', KEYS[1], 'masks')  -- scored or failed, nothing reads them again: hold no more than in flight
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if ARGV[7] ~= '' then redis.call('XADD', KEYS[4], '*', 'payload', ARGV[7]) end
 redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])

@@ -249,7 +249,9 @@ def start_redis(folder: str | Path, port: int = 0, *, durable: bool | str = Fals
     persistence = ["--appendonly", "yes", "--appendfsync", fsync] if fsync else ["--appendonly", "no"]
 
     def argv(p: int) -> list[str]:
-        return [exe, "--port", str(p), "--bind", "127.0.0.1", "--save", "", *persistence, "--dir", str(folder)]
+        # 64 databases: the test suite gives every service it starts its own (tests/helpers/service.py)
+        return [exe, "--port", str(p), "--bind", "127.0.0.1", "--save", "", *persistence, "--dir", str(folder),
+                "--databases", "64"]
 
     proc = RedisProcess("redis-server", argv, _pings, port=port, log=log, startup_s=startup_s,
                         new_session=new_session)

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="Most episodes in one POST /v1/episodes/batch.")
     max_mask_pixels: int = Field(
         4096 * 4096, ge=64, description="Most mask pixels per episode (samples x height x width).")
+    max_request_pixels: int = Field(
+        64 * 2**20, ge=64, description="Most mask pixels one request may make the service decode and hold, over all "
+                                       "its episodes (a batch of 16 episodes of 32 full 512x512 masks is 128 Mi: "
+                                       "split it); 413 above it, before anything is decoded.")
     # per-token rate limits (token buckets in Redis, shared by replicas); a rate of 0 turns one off.
     # Episodes: a learner at 16 episodes a step posts ~80/s on 2 CPU cores and ~1300/s at the in-process
     # speed of an H200 (83 steps/s, `rss bench loop --device cuda`); the default leaves room for that.

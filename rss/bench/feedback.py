@@ -146,6 +146,9 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     """folder: one sub-folder per run, feedback.png"""
     progress: bool = False
     """show a progress bar per run"""
+    reuse_ce: bool = False
+    """keep each CE-on-labels run already finished under --out with the same images and --ce-steps instead of
+    training it again (to add configurations beside an earlier bench's)"""
     report_only: bool = False
     """train nothing: the table, plot and --json from the runs already under --out (a bench stopped early
     reports each run's evaluations so far; a run not started is refused)"""
@@ -231,10 +234,22 @@ def evaluations(out: Path) -> list[dict]:
     return read_jsonl(out / "metrics.jsonl")
 
 
+def finished_ce(out: Path, images: int, steps: int) -> bool:
+    """Whether ``out`` holds a finished CE run on ``images`` labelled images of ``steps`` steps."""
+    try:
+        config = json.loads((out / "final.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return False
+    done = (config.get("objective"), config.get("train_size"), config.get("steps")) == ("ce", images, steps)
+    if done:
+        log.info("bench feedback: keeping the finished CE run in %s (--reuse-ce)", out)
+    return done and (out / "checkpoint.pt").exists()
+
+
 def ce_on_labels(args: FeedbackArgs, images: int) -> tuple[float, Path]:
     """Best val mIoU of CE trained on ``images`` labelled images, and its checkpoint."""
     out = Path(args.out) / f"ce_{images}"
-    if not args.report_only:
+    if not args.report_only and not (args.reuse_ce and finished_ce(out, images, args.ce_steps)):
         train(TrainArgs.of(args, objective="ce", train_size=images, steps=args.ce_steps, out=str(out),
                            init_from=None, eval_every=max(1, args.ce_steps // args.eval_points),
                            checkpoint_every=args.ce_steps, resume=False))

@@ -140,9 +140,10 @@ BODIES = {
 
 def snapshot(r: redis.Redis) -> tuple[set[bytes], int, int]:
     """Every key and the work queues' lengths; less what is written on its own clock (the workers' heartbeats
-    and their streams' groups, recreated after a flush) and the rate limits' buckets (a refused request
-    spends from its token's bucket too: that is what limits a client that only sends garbage)."""
-    own = {b"rss:v1:workers", b"rss:v1:jobs", b"rss:v1:tasks"}
+    and their streams' groups, recreated after a flush, and the database's claim, which they make again) and
+    the rate limits' buckets (a refused request spends from its token's bucket too: that is what limits a
+    client that only sends garbage)."""
+    own = {b"rss:v1:workers", b"rss:v1:jobs", b"rss:v1:tasks", b"rss:v1:deployment"}
     keys = {k for k in r.keys("*") if k not in own and not k.startswith(b"rss:v1:ratelimit:")}
     return keys, r.xlen("rss:v1:jobs"), r.xlen("rss:v1:tasks")
 

@@ -111,6 +111,11 @@ def test_bench_feedback_reports_every_config_against_ce_at_equal_hours(tmp_path)
     # --report-only rebuilds the same report from the runs on disk, training nothing; a run never made is refused
     again = feedback(dataclasses.replace(args, report_only=True, jobs=1, json=None))
     assert again["configs"] == report["configs"] and again["ce_on_labels"] == report["ce_on_labels"]
+    # --reuse-ce: a later bench adds configurations beside these, keeping the finished CE runs untouched
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "fb").glob("ce_*/checkpoint.pt")}
+    added = feedback(dataclasses.replace(args, reuse_ce=True, configs=("score",), jobs=1, json=None))
+    assert added["ce_on_labels"] == report["ce_on_labels"] and [c["name"] for c in added["configs"]] == ["score"]
+    assert stamps and {p: p.stat().st_mtime_ns for p in stamps} == stamps
     with pytest.raises(ValueError, match="no evaluations in .*elsewhere"):
         feedback(dataclasses.replace(args, report_only=True, out=str(tmp_path / "elsewhere")))
     with pytest.raises(ValueError, match="--configs: unknown"):

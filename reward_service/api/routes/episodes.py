@@ -55,8 +55,9 @@ def check_episode(body: EpisodeCreate, run: RunPublic | None, settings: Settings
 
 
 def decode_samples(dataset: ServedDataset, body: EpisodeCreate, run: RunPublic, max_pixels: int,
-                   where: str = "") -> np.ndarray:
-    """The (K, h, w) uint8 masks, or an HTTPException naming what is wrong. CPU work: call in a thread."""
+                   where: str = "", request: tuple[int, int] | None = None) -> np.ndarray:
+    """The (K, h, w) uint8 masks, or an HTTPException naming what is wrong (``request``: the mask pixels the
+    request may still decode, and its limit). CPU work: call in a thread."""
     try:
         dataset.require(body.image_id)
     except ImageIdError as exc:
@@ -74,6 +75,9 @@ def decode_samples(dataset: ServedDataset, body: EpisodeCreate, run: RunPublic, 
     if shape[0] * shape[1] * len(body.samples) > max_pixels:
         raise HTTPException(413, detail=f"{where}{len(body.samples)} masks of {shape[0]}x{shape[1]} exceed the "
                                         f"limit of {max_pixels} pixels per episode.")
+    if request is not None and shape[0] * shape[1] * len(body.samples) > request[0]:
+        raise HTTPException(413, detail=f"{where}the request's masks exceed the limit of {request[1]} pixels per "
+                                        "request (RSS_MAX_REQUEST_PIXELS): send fewer episodes per batch.")
     try:
         masks = np.stack([decode_mask(m, shape, f"{where}samples[{i}]") for i, m in enumerate(body.samples)])
     except MaskError as exc:
@@ -103,8 +107,12 @@ async def accept(services: Services, bodies: list[EpisodeCreate], batch: bool,
     checked = [check_episode(b, runs[b.run_id], settings, w) for b, w in zip(bodies, where, strict=True)]
 
     def decode_all() -> list[np.ndarray]:
-        return [decode_samples(services.dataset, b, run, settings.max_mask_pixels, w)
-                for b, run, w in zip(bodies, checked, where, strict=True)]
+        decoded, left = [], settings.max_request_pixels
+        for b, run, w in zip(bodies, checked, where, strict=True):
+            decoded.append(decode_samples(services.dataset, b, run, settings.max_mask_pixels, w,
+                                          (left, settings.max_request_pixels)))
+            left -= decoded[-1].size
+        return decoded
 
     masks = await run_in_threadpool(decode_all)
 
