@@ -1,6 +1,7 @@
 // The task's picture: the image, each mask's overlay (decoded once into an ImageBitmap with the
-// dataset palette) and an optional paint layer, drawn with drawImage under one zoom/pan
-// transform. Redraws never touch pixels in JS, so a 1024x1024 mask pans at frame rate.
+// dataset palette), an optional paint layer and an optional focused mask cell (a point question),
+// drawn with drawImage under one zoom/pan transform. Redraws never touch pixels in JS, so a
+// 1024x1024 mask pans at frame rate.
 
 /** An ImageBitmap of ``mask`` ({width, height, data}) in the palette; classes past it are clear. */
 export async function maskBitmap(mask, palette) {
@@ -29,13 +30,16 @@ export function maskRect(grid, maskWidth, maskHeight, imageWidth, imageHeight, i
 }
 
 const GAP = 8;  // css px between side-by-side panes
+const FOCUS_GAP = 3;  // css px between a focused cell's edge and the ring drawn around it
+const FOCUS_MIN = 8;  // css px: the ring's half-size at least, so a cell smaller than a pixel is still found
+export const FOCUS_COLOUR = 'rgb(0, 229, 255)';  // the ring (with a black edge): cyan, rare in photos and palettes
 
 export class Viewer {
   constructor(canvas) {
     this.canvas = canvas;
     this.ctx = canvas.getContext('2d');
     this.scene = null;
-    this.layout = 'single';  // 'single' | 'side'
+    this.layout = 'single';  // 'single' | 'side' (every overlay in its own pane, tiled)
     this.shown = 0;  // which overlay 'single' shows
     this.opacity = 0.5;
     this.hidden = false;
@@ -64,7 +68,10 @@ export class Viewer {
     this.dpr = dpr;
   }
 
-  /** scene: {image (ImageBitmap), overlays: [ImageBitmap], rect, paint (canvas) | null, labels: ['A', 'B']} */
+  /**
+   * scene: {image (ImageBitmap), overlays: [ImageBitmap], rect, paint (canvas) | null, labels: ['A', 'B'] | null,
+   * focus: {x, y} | null (a mask cell to ring, see setFocus)}
+   */
   setScene(scene, layout = 'single') {
     this.scene = scene;
     this.layout = layout;
@@ -79,13 +86,26 @@ export class Viewer {
     this.draw();
   }
 
+  /**
+   * The panes, in css px. 'side' tiles one pane per overlay in the grid of columns and rows that
+   * shows the image largest (two masks on a wide canvas: side by side); all panes share one view.
+   */
   panes() {
-    if (this.layout === 'side' && this.scene && this.scene.overlays.length > 1) {
-      const w = (this.cssW - GAP) / 2;
-      return [{ index: 0, x: 0, y: 0, w, h: this.cssH, overlay: 0 },
-        { index: 1, x: w + GAP, y: 0, w, h: this.cssH, overlay: 1 }];
+    const n = this.scene ? this.scene.overlays.length : 0;
+    if (this.layout !== 'side' || n < 2) {
+      return [{ index: 0, x: 0, y: 0, w: this.cssW, h: this.cssH, overlay: this.shown }];
     }
-    return [{ index: 0, x: 0, y: 0, w: this.cssW, h: this.cssH, overlay: this.shown }];
+    const { width, height } = this.scene.image;
+    let best = null;
+    for (let cols = 1; cols <= n; cols++) {
+      const rows = Math.ceil(n / cols);
+      const w = (this.cssW - GAP * (cols - 1)) / cols, h = (this.cssH - GAP * (rows - 1)) / rows;
+      const fit = Math.min(w / width, h / height);
+      if (!best || fit >= best.fit) best = { cols, w, h, fit };  // a tie: more columns
+    }
+    const { cols, w, h } = best;
+    return Array.from({ length: n }, (_, i) => (
+      { index: i, x: (i % cols) * (w + GAP), y: Math.floor(i / cols) * (h + GAP), w, h, overlay: i }));
   }
 
   fit() {
@@ -100,6 +120,26 @@ export class Viewer {
   setOpacity(opacity) { this.opacity = Math.min(1, Math.max(0, opacity)); this.schedule(); }
   setHidden(hidden) { this.hidden = hidden; this.schedule(); }
   flip() { this.shown = (this.shown + 1) % (this.scene ? this.scene.overlays.length : 1); this.schedule(); }
+
+  /**
+   * Ring mask cell ``cell`` ({x, y}, the mask's own pixel coordinates), or nothing (null): drawn
+   * around the image pixels the cell covers (fromMask: the overlay's own mapping, lattice or not),
+   * over the overlay and also while it is hidden. A cell outside the pane is panned to its centre.
+   */
+  setFocus(cell) {
+    if (!this.scene) return;
+    this.scene.focus = cell;
+    if (cell) {
+      const c = this.cellRect(cell.x, cell.y);
+      const { scale, x, y } = this.view;
+      const pane = this.panes()[0];
+      const [cx, cy] = [x + (c.x + c.w / 2) * scale, y + (c.y + c.h / 2) * scale];
+      if (cx < 0 || cy < 0 || cx > pane.w || cy > pane.h) {
+        this.view = { scale, x: pane.w / 2 - (c.x + c.w / 2) * scale, y: pane.h / 2 - (c.y + c.h / 2) * scale };
+      }
+    }
+    this.schedule();
+  }
 
   /** Redraw on the next animation frame (pointer moves and zooms coalesce into one draw). */
   schedule() {
@@ -134,6 +174,7 @@ export class Viewer {
       ctx.globalAlpha = 1;
       if (this.tool && this.pointer && this.pointer.pane.index === pane.index) this.drawBrush(ctx);
       ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      if (this.scene.focus) this.drawFocus(ctx, pane);
       if (labels) {
         ctx.font = 'bold 20px system-ui, sans-serif';
         ctx.fillStyle = 'rgba(0,0,0,0.6)';
@@ -153,6 +194,22 @@ export class Viewer {
     ctx.ellipse(ix, iy, (this.tool.radius + 0.5) * rect.w / mw, (this.tool.radius + 0.5) * rect.h / mh, 0, 0, 2 * Math.PI);
     ctx.lineWidth = 1.5 / this.view.scale;
     ctx.strokeStyle = '#fff';
+    ctx.stroke();
+  }
+
+  /** A square ring (css px, fixed width at any zoom) around the image pixels of the focused cell. */
+  drawFocus(ctx, pane) {
+    const { scale, x, y } = this.view;
+    const c = this.cellRect(this.scene.focus.x, this.scene.focus.y);
+    const cx = pane.x + x + (c.x + c.w / 2) * scale, cy = pane.y + y + (c.y + c.h / 2) * scale;
+    const hw = Math.max(FOCUS_MIN, c.w * scale / 2 + FOCUS_GAP + 1.5), hh = Math.max(FOCUS_MIN, c.h * scale / 2 + FOCUS_GAP + 1.5);
+    ctx.beginPath();
+    ctx.rect(cx - hw, cy - hh, 2 * hw, 2 * hh);
+    ctx.lineWidth = 5;
+    ctx.strokeStyle = '#000';
+    ctx.stroke();
+    ctx.lineWidth = 3;
+    ctx.strokeStyle = FOCUS_COLOUR;
     ctx.stroke();
   }
 
@@ -176,6 +233,19 @@ export class Viewer {
     const { rect } = this.scene;
     const [mw, mh] = this.maskSize();
     return [(ix - rect.x) / rect.w * mw, (iy - rect.y) / rect.h * mh];
+  }
+
+  /** Mask pixels (continuous) -> image pixels: toMask's inverse, the overlay's own placement. */
+  fromMask(mx, my) {
+    const { rect } = this.scene;
+    const [mw, mh] = this.maskSize();
+    return [rect.x + mx / mw * rect.w, rect.y + my / mh * rect.h];
+  }
+
+  /** The image pixels {x, y, w, h} that mask cell (mx, my) is drawn over. */
+  cellRect(mx, my) {
+    const [x0, y0] = this.fromMask(mx, my), [x1, y1] = this.fromMask(mx + 1, my + 1);
+    return { x: x0, y: y0, w: x1 - x0, h: y1 - y0 };
   }
 
   onWheel(event) {
