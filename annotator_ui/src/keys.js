@@ -2,16 +2,25 @@
 // it, so the two never drift. `tasks` limits an entry to those task kinds (absent: always).
 
 const DIGITS = Array.from({ length: 10 }, (_, d) => String(d));
+const BEST_OF = 8;  // a best-of-N task shows at most this many masks (rss_core/schemas.py BEST_OF)
+const MASK_NUMBERS = Array.from({ length: BEST_OF }, (_, d) => String(d + 1));
 
 export const HOTKEYS = [
   { keys: ['?'], action: 'help', help: 'Show or hide this help' },
   { keys: DIGITS, label: '0 – 9', action: 'score', tasks: ['score'], help: 'Set the score (10: slider or buttons)' },
   { keys: ['ArrowUp', 'ArrowDown'], label: '↑ / ↓', action: 'nudge', tasks: ['score'], help: 'Score one up / down' },
-  { keys: ['Enter'], action: 'submit', tasks: ['score', 'pixel'], help: 'Submit the answer' },
+  { keys: ['Enter'], action: 'submit', tasks: ['score', 'pairwise', 'best', 'pixel', 'point'],
+    help: 'Submit the answer (a choice submits by itself; Enter sends it again after an error)' },
   { keys: ['A', 'ArrowLeft'], label: 'A / ←', action: 'prefer-a', tasks: ['pairwise'], help: 'Mask A is better (submits)' },
   { keys: ['B', 'ArrowRight'], label: 'B / →', action: 'prefer-b', tasks: ['pairwise'], help: 'Mask B is better (submits)' },
   { keys: ['='], action: 'prefer-tie', tasks: ['pairwise'], help: 'Tie: neither is better (submits)' },
-  { keys: ['Tab'], action: 'flip', tasks: ['pairwise'], help: 'Side by side ↔ one at a time; flips between A and B' },
+  { keys: MASK_NUMBERS, label: `1 – ${BEST_OF}`, action: 'choose', tasks: ['best'], help: 'Mask n is the best (submits)' },
+  { keys: ['Tab'], action: 'flip', tasks: ['pairwise', 'best'],
+    help: 'Side by side ↔ one at a time; then flips to the next mask' },
+  { keys: ['Y'], action: 'verdict-yes', tasks: ['point'], help: 'Yes: the mask\'s class is right at this point' },
+  { keys: ['N'], action: 'verdict-no', tasks: ['point'], help: 'No: it is not that class there' },
+  { keys: ['U'], action: 'verdict-unsure', tasks: ['point'], help: 'Can\'t tell (no reward at this point)' },
+  { keys: ['Backspace'], action: 'point-back', tasks: ['point'], help: 'Back one point, to answer it again' },
   { keys: ['S'], action: 'skip', help: 'Skip this task (it goes to another rater)' },
   { keys: ['W'], action: 'tool-wrong', tasks: ['pixel'], help: 'Brush: paint wrong regions (red)' },
   { keys: ['C'], action: 'tool-correct', tasks: ['pixel'], help: 'Brush: paint correct regions (green)' },

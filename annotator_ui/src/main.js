@@ -6,11 +6,13 @@ import { el } from './dom.js';
 import { lookup, renderHelp } from './keys.js';
 import { base64ToBytes, decodeIndexPng } from './png.js';
 import { Session } from './store.js';
+import { BestTask } from './tasks/best.js';
 import { PairwiseTask } from './tasks/pairwise.js';
 import { PixelTask } from './tasks/pixel.js';
+import { PointTask } from './tasks/point.js';
 import { ScoreTask } from './tasks/score.js';
 
-const VIEWS = { score: ScoreTask, pairwise: PairwiseTask, pixel: PixelTask };
+const VIEWS = { score: ScoreTask, pairwise: PairwiseTask, best: BestTask, pixel: PixelTask, point: PointTask };
 const WAIT_S = 10;  // one long poll for a task (the service holds the request, and its shutdown, that long)
 const LEASE_MARGIN_MS = 3000;  // a prefetched task with less lease left than this is not shown
 const RETRY_MS = 2000;  // after a network error while fetching tasks
