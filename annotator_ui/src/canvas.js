@@ -33,6 +33,8 @@ const GAP = 8;  // css px between side-by-side panes
 const FOCUS_GAP = 3;  // css px between a focused cell's edge and the ring drawn around it
 const FOCUS_MIN = 8;  // css px: the ring's half-size at least, so a cell smaller than a pixel is still found
 export const FOCUS_COLOUR = 'rgb(0, 229, 255)';  // the ring (with a black edge): cyan, rare in photos and palettes
+const FOCUS_TICK = [6, 14];  // css px: the ticks pointing at the ring start this far outside it, and are this long
+export const FOCUS_MARGIN = 8;  // css px a scene with a focus keeps around the fitted image: a ring at its edge shows whole
 
 export class Viewer {
   constructor(canvas) {
@@ -70,7 +72,7 @@ export class Viewer {
 
   /**
    * scene: {image (ImageBitmap), overlays: [ImageBitmap], rect, paint (canvas) | null, labels: ['A', 'B'] | null,
-   * focus: {x, y} | null (a mask cell to ring, see setFocus)}
+   * focus: {x, y} | null (a mask cell to ring, see setFocus), margin: css px kept clear around the fitted image (0)}
    */
   setScene(scene, layout = 'single') {
     this.scene = scene;
@@ -112,7 +114,8 @@ export class Viewer {
     if (!this.scene) return;
     const { width, height } = this.scene.image;
     const pane = this.panes()[0];
-    const scale = Math.min(pane.w / width, pane.h / height);
+    const margin = this.scene.margin || 0;
+    const scale = Math.max(1e-3, Math.min((pane.w - 2 * margin) / width, (pane.h - 2 * margin) / height));
     this.view = { scale, x: (pane.w - width * scale) / 2, y: (pane.h - height * scale) / 2 };
   }
 
@@ -197,20 +200,32 @@ export class Viewer {
     ctx.stroke();
   }
 
-  /** A square ring (css px, fixed width at any zoom) around the image pixels of the focused cell. */
+  /**
+   * A square ring (css px, fixed width at any zoom) around the image pixels of the focused cell,
+   * and four white ticks pointing at it from outside, so a small cell is found at a glance.
+   */
   drawFocus(ctx, pane) {
     const { scale, x, y } = this.view;
     const c = this.cellRect(this.scene.focus.x, this.scene.focus.y);
     const cx = pane.x + x + (c.x + c.w / 2) * scale, cy = pane.y + y + (c.y + c.h / 2) * scale;
     const hw = Math.max(FOCUS_MIN, c.w * scale / 2 + FOCUS_GAP + 1.5), hh = Math.max(FOCUS_MIN, c.h * scale / 2 + FOCUS_GAP + 1.5);
-    ctx.beginPath();
-    ctx.rect(cx - hw, cy - hh, 2 * hw, 2 * hh);
-    ctx.lineWidth = 5;
+    const ring = new Path2D();
+    ring.rect(cx - hw, cy - hh, 2 * hw, 2 * hh);
+    const ticks = new Path2D();
+    for (const [dx, dy] of [[1, 0], [-1, 0], [0, 1], [0, -1]]) {
+      const [ax, ay] = [cx + dx * (hw + FOCUS_TICK[0]), cy + dy * (hh + FOCUS_TICK[0])];
+      ticks.moveTo(ax, ay);
+      ticks.lineTo(ax + dx * FOCUS_TICK[1], ay + dy * FOCUS_TICK[1]);
+    }
     ctx.strokeStyle = '#000';
-    ctx.stroke();
+    ctx.lineWidth = 5;
+    ctx.stroke(ring);
+    ctx.stroke(ticks);
     ctx.lineWidth = 3;
     ctx.strokeStyle = FOCUS_COLOUR;
-    ctx.stroke();
+    ctx.stroke(ring);
+    ctx.strokeStyle = '#fff';
+    ctx.stroke(ticks);
   }
 
   maskSize() {

@@ -2,6 +2,7 @@
 // <class>?" (the mask's class there). Y yes, N no, U can't tell, Backspace goes back one point to
 // answer it again; the last answer submits {verdicts: [...]}, one per point in task order.
 
+import { FOCUS_MARGIN } from '../canvas.js';
 import { el } from '../dom.js';
 
 const VERDICTS = { 'verdict-yes': 'yes', 'verdict-no': 'no', 'verdict-unsure': 'unsure' };
@@ -20,7 +21,7 @@ export class PointTask {
 
   mount(panel) {
     const { image, masks, rect } = this.prepared;
-    this.viewer.setScene({ image, overlays: [masks[0].bitmap], rect, paint: null, labels: null });
+    this.viewer.setScene({ image, overlays: [masks[0].bitmap], rect, paint: null, labels: null, margin: FOCUS_MARGIN });
     const button = (action, label, key) => {
       const b = el('button', { type: 'button', className: 'choice', 'data-action': action }, label, el('kbd', {}, key));
       b.addEventListener('click', () => this.handle(action));
