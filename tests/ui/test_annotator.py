@@ -24,6 +24,8 @@ from tests.helpers.ui import sign_in, ui_service, wait_task
 SHOTS = os.environ.get("RSS_UI_SCREENSHOTS")  # a folder: save a screenshot of each task kind there
 PAINT = ((40, 220, 90), (255, 40, 40))  # annotator_ui/src/tasks/pixel.js: correct (1), wrong (2)
 PAINT_ALPHA = 0.75  # the paint layer's opacity over the image and mask (annotator_ui/src/canvas.js)
+NAMES = ["background", "ellipse", "rectangle", "triangle"]  # shapes' classes, as tasks name them
+RING_MARGIN = 8  # css px a point task keeps clear around the fitted image (annotator_ui/src/canvas.js FOCUS_MARGIN)
 
 # In the page, once the next two frames are drawn: the canvas's RGBA at each point (client css px).
 CANVAS_AT_JS = """
@@ -37,6 +39,28 @@ async (points) => {
     const i = 4 * (Math.floor((y - box.top) * sy) * canvas.width + Math.floor((x - box.left) * sx));
     return Array.from(data.subarray(i, i + 4));
   });
+}
+"""
+
+# In the page, once the next two frames are drawn: every canvas pixel in the focus ring's cyan
+# (annotator_ui/src/canvas.js FOCUS_COLOUR, (0, 229, 255), or it blended with the ring's black
+# edge), as client css px of the pixel's centre. Neither the image (red >= 103) nor the palette
+# overlay over it (blue <= 127 at the default opacity) comes near it.
+CYAN_JS = """
+async () => {
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  const canvas = document.querySelector('#canvas');
+  const box = canvas.getBoundingClientRect();
+  const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+  const sx = box.width / canvas.width, sy = box.height / canvas.height;
+  const found = [];
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i] < 60 && data[i + 2] > 170 && data[i + 1] > 0.8 * data[i + 2] && data[i + 3] === 255) {
+      const p = i / 4;
+      found.push([box.left + (p % canvas.width + 0.5) * sx, box.top + (Math.floor(p / canvas.width) + 0.5) * sy]);
+    }
+  }
+  return found;
 }
 """
 
@@ -64,14 +88,18 @@ def shoot(page, name: str) -> None:
         path = Path(SHOTS) / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(path))
-        Image.open(path).convert("RGB").quantize(64).save(path, optimize=True)  # small enough to commit
+        # small enough to commit; an octree palette keeps rare colours (the legend's swatches, the point
+        # ring) exact, where median cut (PIL's default) folded them into their neighbours
+        Image.open(path).convert("RGB").quantize(128, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
 
 
-def mask_to_client(page, mx: float, my: float, size: int = 64, box: dict | None = None) -> tuple[float, float]:
-    """Where mask pixel coordinate (mx, my) is on screen: the view starts fitted and centred, and the
-    mask covers the (size x size) image. Computed from the canvas box, not from the UI's own code."""
+def mask_to_client(page, mx: float, my: float, size: int = 64, box: dict | None = None,
+                   margin: float = 0) -> tuple[float, float]:
+    """Where mask pixel coordinate (mx, my) is on screen: the view starts fitted (``margin`` css px
+    clear around it) and centred, and the mask covers the (size x size) image. Computed from the
+    canvas box, not from the UI's own code."""
     box = box or page.locator("#canvas").bounding_box()
-    scale = min(box["width"], box["height"]) / size
+    scale = (min(box["width"], box["height"]) - 2 * margin) / size
     left = box["x"] + (box["width"] - size * scale) / 2
     top = box["y"] + (box["height"] - size * scale) / 2
     return left + mx * scale, top + my * scale
@@ -113,15 +141,56 @@ def distance_to_segment(shape: tuple[int, int], a: tuple[float, float], b: tuple
     return np.hypot(xs - (ax + t * (bx - ax)), ys - (ay + t * (by - ay)))
 
 
+def reward_map_of(result: dict) -> np.ndarray:
+    return codec.decode_array(codec.ArrayB64(**result["reward_map"]))
+
+
+def cyan_pixels(page) -> np.ndarray:
+    """The client css px (n, 2: x, y) where the canvas shows the point ring's colour, the pointer off it."""
+    page.mouse.move(1, 1)
+    return np.array(page.evaluate(CYAN_JS), np.float64).reshape(-1, 2)
+
+
+def question(page) -> tuple[str, str]:
+    """The point task's progress line and question, as shown."""
+    return page.locator("#point-progress").inner_text(), page.locator("#point-question").inner_text()
+
+
+def assert_ringed(page, x0: float, y0: float, side: float) -> None:
+    """The point ring is drawn around image pixels [x0, x0 + side) x [y0, y0 + side) of the fitted
+    view (where those are on screen comes from the canvas box, not the UI's code): centred on them,
+    closed, close to them, and covering none of them."""
+    box = page.locator("#canvas").bounding_box()
+    (left, top), (right, bottom) = (mask_to_client(page, x, y, box=box, margin=RING_MARGIN)
+                                    for x, y in ((x0, y0), (x0 + side, y0 + side)))
+    cx, cy, size = (left + right) / 2, (top + bottom) / 2, right - left
+    ring = cyan_pixels(page)
+    assert len(ring) > 4 * size, f"no ring drawn around image pixels ({x0}, {y0}) + {side}"
+    xs, ys = ring[:, 0], ring[:, 1]
+    assert abs((xs.min() + xs.max()) / 2 - cx) <= 1 and abs((ys.min() + ys.max()) / 2 - cy) <= 1
+    assert size + 2 < xs.max() - xs.min() <= size + 20 and size + 2 < ys.max() - ys.min() <= size + 20
+    inside = (xs > left - 1) & (xs < right + 1) & (ys > top - 1) & (ys < bottom + 1)
+    assert not inside.any(), "the ring covers the pixels asked about"
+    row, col = np.abs(ys - cy) < 1, np.abs(xs - cx) < 1  # closed: on each side, level with the centre
+    assert (xs[row] < left).any() and (xs[row] > right).any()
+    assert (ys[col] < top).any() and (ys[col] > bottom).any()
+
+
 def test_a_rater_answers_every_task_kind_and_the_learner_reads_each_answer(page, service_url, learner, db) -> None:
     register(learner, "ui-score", scorer="human")
     register(learner, "ui-pair", scorer="human", task_kind="pairwise")
     register(learner, "ui-pix", scorer="human", level="pixel")
+    register(learner, "ui-best", scorer="human", task_kind="best")
+    register(learner, "ui-point", scorer="human", level="pixel", task_kind="point")
     label = label_of()
     post(learner, "ui-score", [noisy(label, 1)])
     skipped_episode = post(learner, "ui-score", [noisy(label, 2)])
     post(learner, "ui-pair", [noisy(label, 3), label])
     post(learner, "ui-pix", [noisy(label, 4)], level="pixel")
+    post(learner, "ui-best", [noisy(label, 5, 0.4), label, noisy(label, 6, 0.1), noisy(label, 7, 0.2)])
+    asked = noisy(label, 8, 0.05)
+    cells = [(13, 17), (7, 39), (40, 10)]  # (y, x): in the ellipse, the triangle, the background
+    post(learner, "ui-point", [asked], level="pixel", points=cells)
 
     sign_in(page, service_url)
     page.wait_for_function("document.querySelector('#queue').textContent.includes('waiting')")
@@ -176,9 +245,32 @@ def test_a_rater_answers_every_task_kind_and_the_learner_reads_each_answer(page,
     assert (near_wrong[reward_map == -1] <= 2).all() and (near_correct[reward_map == 1] <= 2).all()
     assert (reward_map != 0).sum() == ((near_wrong <= 2) | (near_correct <= 2))[reward_map != 0].sum() > 60
 
-    page.wait_for_function("document.querySelector('#rated').textContent === '3'")
+    # best of 4: the masks in panes 1..4, the second chosen with its number key
+    best_task = wait_task(page, "best")
+    assert page.locator("#panel h2").inner_text() == "Which mask is best?"
+    shoot(page, "best")
+    page.keyboard.press("2")
+    assert [r["reward"] for r in read_results(db, "ui-best", 4)] == [0.0, 1.0, 0.0, 0.0]
+
+    # points: yes, no, can't tell, one question at a time
+    point_task = wait_task(page, "point", other_than=best_task)
+    assert question(page) == ("point 1 of 3", f"Is this {NAMES[asked[cells[0]]]}?")
+    page.keyboard.press("y")
+    assert question(page) == ("point 2 of 3", f"Is this {NAMES[asked[cells[1]]]}?")
+    shoot(page, "point")
+    page.keyboard.press("n")
+    page.keyboard.press("u")
+    (point,) = read_results(db, "ui-point", 1)
+    expected = np.full((64, 64), np.nan, np.float32)
+    expected[cells[0]], expected[cells[1]] = 1, -1
+    np.testing.assert_array_equal(reward_map_of(point), expected)
+
+    page.wait_for_function("document.querySelector('#rated').textContent === '5'")
     assert page.locator("#skipped").inner_text() == "1"
     assert float(page.locator("#rate").inner_text()) > 0
+    # every answer timed the same way, the new kinds' too
+    answered = page.evaluate("performance.getEntriesByName('rss:answer').map((e) => e.detail.taskId)")
+    assert answered[-2:] == [best_task, point_task] and len(answered) == 5
 
 
 def test_help_lists_every_hotkey_from_the_handlers_table(page, service_url, db) -> None:
@@ -321,3 +413,97 @@ def test_no_app_global_and_the_answers_timed_in_performance_entries(page, servic
     assert len(measures["rss:lease"]) == len(measures["rss:prepare"]) >= 2
     (result,) = read_results(db, "ui-perf", 1)
     assert result["reward"] == pytest.approx(0.4)
+
+
+def test_a_best_of_n_task_shows_each_mask_and_a_number_key_chooses_one(page, service_url, learner, db) -> None:
+    """Best of 4: a number past N does nothing, Tab shows the masks one at a time (each its own), and
+    a number chooses that mask and submits; the learner reads 1 for it and 0 for the others."""
+    register(learner, "ui-best4", scorer="human", task_kind="best")
+    label = label_of()
+    masks = [noisy(label, 11), noisy(label, 12), label, noisy(label, 13)]
+    post(learner, "ui-best4", masks)
+    sign_in(page, service_url)
+    task_id = wait_task(page, "best")
+    buttons = page.locator("#panel button.choice")
+    assert [t.split(" is best")[0] for t in buttons.all_inner_texts()] == list("1234")
+    page.keyboard.press("5")  # there is no mask 5: nothing is sent
+    page.keyboard.press("Tab")  # one at a time: mask 1, filling the canvas
+    first = on_screen(page)
+    page.keyboard.press("Tab")  # mask 2 in its place
+    second = on_screen(page)
+    same = masks[0] == masks[1]
+    assert same.any() and (~same).any()
+    np.testing.assert_array_equal(first[same], second[same])  # the image, and the masks where they agree
+    assert (first != second).any(-1)[~same].all()  # where they differ, so does what is drawn
+    assert page.evaluate("document.body.dataset.taskId") == task_id
+    assert page.locator("#rated").inner_text() == "0"
+    page.keyboard.press("3")
+    results = read_results(db, "ui-best4", 4)
+    assert [r["sample_index"] for r in results] == [0, 1, 2, 3]
+    assert [r["reward"] for r in results] == [0.0, 0.0, 1.0, 0.0]
+    page.wait_for_function("document.querySelector('#rated').textContent === '1'")
+
+
+def test_a_point_task_answered_with_y_n_u_and_backspace_gives_rewards_at_exactly_those_cells(
+        page, service_url, learner, db) -> None:
+    """Four questions: yes, no, then Backspace back to the second and yes, can't tell, no. The learner
+    reads +1 / -1 at the cells answered yes / no and NaN everywhere else (can't tell included)."""
+    register(learner, "ui-pts", scorer="human", level="pixel", task_kind="point")
+    label = label_of()
+    mask = noisy(label, 21, 0.1)
+    cells = [(13, 17), (7, 39), (40, 10), (33, 60)]
+    post(learner, "ui-pts", [mask], level="pixel", points=cells)
+    sign_in(page, service_url)
+    wait_task(page, "point")
+    asks = [f"Is this {NAMES[mask[c]]}?" for c in cells]
+    assert question(page) == ("point 1 of 4", asks[0])
+    page.keyboard.press("y")
+    page.keyboard.press("n")
+    assert question(page) == ("point 3 of 4", asks[2])
+    assert page.locator("#point-answers li").all_inner_texts() == [f"{NAMES[mask[cells[0]]]}: yes",
+                                                                   f"{NAMES[mask[cells[1]]]}: no"]
+    page.keyboard.press("Backspace")  # changed my mind about the second
+    assert question(page) == ("point 2 of 4", asks[1])
+    assert page.locator("#point-answers li").count() == 1
+    page.keyboard.press("Y")
+    page.keyboard.press("u")
+    assert question(page) == ("point 4 of 4", asks[3])
+    assert page.locator("#rated").inner_text() == "0"  # nothing sent before the last answer
+    page.keyboard.press("n")
+    (result,) = read_results(db, "ui-pts", 1)
+    expected = np.full((64, 64), np.nan, np.float32)
+    expected[cells[0]] = expected[cells[1]] = 1
+    expected[cells[3]] = -1
+    reward_map = reward_map_of(result)
+    assert reward_map.dtype == np.float32
+    np.testing.assert_array_equal(reward_map, expected)
+    page.wait_for_function("document.querySelector('#rated').textContent === '1'")
+
+
+def test_a_point_on_a_lattice_or_resized_mask_is_ringed_at_the_image_pixels_its_cell_covers(
+        page, service_url, learner, db) -> None:
+    """A PSR lattice mask (16 x 16, one pixel every 4 from offset (1, 2)), and a full mask of a run
+    that resizes labels to 32 x 32: each asked cell is ringed, in the canvas's pixels, around the
+    image pixels it stands for (4 x 4 from the offset; 2 x 2), and the ring covers none of them."""
+    register(learner, "ui-pgrid", scorer="human", level="pixel", task_kind="point")
+    register(learner, "ui-p32", scorer="human", level="pixel", task_kind="point", image_size=32)
+    lattice = label_of()[1::4, 2::4][:16, :16]
+    cells = [(9, 5), (3, 12), (14, 0)]
+    post(learner, "ui-pgrid", [lattice], level="pixel", scale=16, grid_mode="grid", offset=[1, 2], points=cells)
+    resized = [(20, 7), (31, 31)]
+    post(learner, "ui-p32", [label_of(size=32)], level="pixel", points=resized)
+    sign_in(page, service_url)
+    shown = None
+    # per task: the image pixel of mask cell (0, 0)'s corner (y, x), the image pixels a cell covers, the cells
+    for origin, side, asked in (((1, 2), 4, cells), ((0, 0), 2, resized)):
+        shown = wait_task(page, "point", other_than=shown)
+        for n, (my, mx) in enumerate(asked):
+            assert question(page)[0] == f"point {n + 1} of {len(asked)}"
+            assert_ringed(page, origin[1] + side * mx, origin[0] + side * my, side)
+            page.keyboard.press("y")
+    for run_id, shape, asked in (("ui-pgrid", (16, 16), cells), ("ui-p32", (32, 32), resized)):
+        (result,) = read_results(db, run_id, 1)
+        expected = np.full(shape, np.nan, np.float32)
+        for c in asked:
+            expected[c] = 1
+        np.testing.assert_array_equal(reward_map_of(result), expected)
