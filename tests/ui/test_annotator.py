@@ -269,8 +269,10 @@ def test_a_rater_answers_every_task_kind_and_the_learner_reads_each_answer(page,
     assert page.locator("#skipped").inner_text() == "1"
     assert float(page.locator("#rate").inner_text()) > 0
     # every answer timed the same way, the new kinds' too
-    answered = page.evaluate("performance.getEntriesByName('rss:answer').map((e) => e.detail.taskId)")
-    assert answered[-2:] == [best_task, point_task] and len(answered) == 5
+    answers = page.evaluate("performance.getEntriesByName('rss:answer').map((e) => [e.detail.taskId, e.startTime])")
+    assert [task for task, _ in answers][-2:] == [best_task, point_task] and len(answers) == 5
+    timed = page.evaluate("performance.getEntriesByName('rss:submit-to-next').map((e) => [e.detail.taskId, e.startTime])")
+    assert timed[-1] == [point_task, answers[-2][1]]  # from the best-of-N answer to the point task drawn
 
 
 def test_help_lists_every_hotkey_from_the_handlers_table(page, service_url, db) -> None:
@@ -446,8 +448,9 @@ def test_a_best_of_n_task_shows_each_mask_and_a_number_key_chooses_one(page, ser
 
 def test_a_point_task_answered_with_y_n_u_and_backspace_gives_rewards_at_exactly_those_cells(
         page, service_url, learner, db) -> None:
-    """Four questions: yes, no, then Backspace back to the second and yes, can't tell, no. The learner
-    reads +1 / -1 at the cells answered yes / no and NaN everywhere else (can't tell included)."""
+    """Four questions: yes (the key held down), no, then Backspace back to the second and yes, can't
+    tell, no. The learner reads +1 / -1 at the cells answered yes / no and NaN everywhere else (can't
+    tell included)."""
     register(learner, "ui-pts", scorer="human", level="pixel", task_kind="point")
     label = label_of()
     mask = noisy(label, 21, 0.1)
@@ -457,7 +460,10 @@ def test_a_point_task_answered_with_y_n_u_and_backspace_gives_rewards_at_exactly
     wait_task(page, "point")
     asks = [f"Is this {NAMES[mask[c]]}?" for c in cells]
     assert question(page) == ("point 1 of 4", asks[0])
-    page.keyboard.press("y")
+    page.keyboard.down("y")
+    page.keyboard.down("y")  # held down: the browser repeats it, and that answers no further point
+    page.keyboard.up("y")
+    assert question(page) == ("point 2 of 4", asks[1])
     page.keyboard.press("n")
     assert question(page) == ("point 3 of 4", asks[2])
     assert page.locator("#point-answers li").all_inner_texts() == [f"{NAMES[mask[cells[0]]]}: yes",

@@ -58,8 +58,9 @@ export class PointTask {
     this.viewer.setFocus({ x: point.x, y: point.y });
   }
 
-  handle(action) {
+  handle(action, event) {
     if (action in VERDICTS) {
+      if (event?.repeat) return true;  // a key held down answers one point, not every point after it
       if (this.verdicts.length >= this.points.length) return true;  // all answered: sending (or Enter resends)
       this.verdicts.push(VERDICTS[action]);
       if (this.verdicts.length === this.points.length) {
