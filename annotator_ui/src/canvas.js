@@ -32,7 +32,7 @@ export function maskRect(grid, maskWidth, maskHeight, imageWidth, imageHeight, i
 const GAP = 8;  // css px between side-by-side panes
 const FOCUS_GAP = 3;  // css px between a focused cell's edge and the ring drawn around it
 const FOCUS_MIN = 8;  // css px: the ring's half-size at least, so a cell smaller than a pixel is still found
-export const FOCUS_COLOUR = 'rgb(0, 229, 255)';  // the ring (with a black edge): cyan, rare in photos and palettes
+const FOCUS_COLOUR = 'rgb(0, 229, 255)';  // the ring (with a black edge): cyan, rare in photos and palettes
 const FOCUS_TICK = [6, 14];  // css px: the ticks pointing at the ring start this far outside it, and are this long
 export const FOCUS_MARGIN = 8;  // css px a scene with a focus keeps around the fitted image: a ring at its edge shows whole
 

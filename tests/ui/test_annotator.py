@@ -269,9 +269,10 @@ def test_a_rater_answers_every_task_kind_and_the_learner_reads_each_answer(page,
     assert page.locator("#skipped").inner_text() == "1"
     assert float(page.locator("#rate").inner_text()) > 0
     # every answer timed the same way, the new kinds' too
-    answers = page.evaluate("performance.getEntriesByName('rss:answer').map((e) => [e.detail.taskId, e.startTime])")
+    entries = "(name) => performance.getEntriesByName(name).map((e) => [e.detail.taskId, e.startTime])"
+    answers = page.evaluate(entries, "rss:answer")
     assert [task for task, _ in answers][-2:] == [best_task, point_task] and len(answers) == 5
-    timed = page.evaluate("performance.getEntriesByName('rss:submit-to-next').map((e) => [e.detail.taskId, e.startTime])")
+    timed = page.evaluate(entries, "rss:submit-to-next")
     assert timed[-1] == [point_task, answers[-2][1]]  # from the best-of-N answer to the point task drawn
 
 

@@ -42,8 +42,6 @@ export class PointTask {
     this.render();
   }
 
-  get current() { return this.points[Math.min(this.verdicts.length, this.points.length - 1)]; }
-
   render() {
     const { class_names: names, palette } = this.prepared.task;
     const i = Math.min(this.verdicts.length, this.points.length - 1);
@@ -63,12 +61,8 @@ export class PointTask {
       if (event?.repeat) return true;  // a key held down answers one point, not every point after it
       if (this.verdicts.length >= this.points.length) return true;  // all answered: sending (or Enter resends)
       this.verdicts.push(VERDICTS[action]);
-      if (this.verdicts.length === this.points.length) {
-        this.render();
-        this.submit();
-      } else {
-        this.render();
-      }
+      this.render();
+      if (this.verdicts.length === this.points.length) this.submit();  // the last answer sends them all
       return true;
     }
     if (action === 'point-back') {
