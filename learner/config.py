@@ -141,7 +141,8 @@ class TrainArgs:
     pairs: Literal["sample", "region"] = "sample"
     """image level, K = 2 (a rater picks the better mask): both masks sampled, or `region`: the policy's most
     likely mask against the same mask with one region where it hesitates switched to its second class,
-    learned from as a Bradley-Terry term on that region (learner/replay.py); needs --no-psr"""
+    learned from as a Bradley-Terry term on that region (learner/replay.py); needs --no-psr. With
+    --human-task best, K masks: the most likely one and K - 1 variants, each with another region switched"""
     region_size: int = 15
     """--pairs region: the region lies in a window this many pixels wide"""
     region_margin: float = 0.5
@@ -236,8 +237,9 @@ class TrainArgs:
         if self.replay and pairwise and ((self.resolved_samples() % 2 and not best) or self.psr):
             raise ValueError("--replay with --reward image keeps preferences between full-resolution masks: "
                              "it needs --no-psr and an even --samples (pairs 0-1, 2-3, ...) or --human-task best")
-        if self.pairs == "region" and not (pairwise and self.resolved_samples() == 2 and not self.psr):
-            raise ValueError("--pairs region needs --reward image, --samples 2 and --no-psr")
+        if self.pairs == "region" and not (pairwise and (self.resolved_samples() == 2 or best) and not self.psr):
+            raise ValueError("--pairs region needs --reward image, --no-psr and --samples 2 (or --human-task best "
+                             "with 2 to 8 samples: the best of k - 1 region variants and the most likely mask)")
         if self.pairs == "region" and self.max_inflight:
             raise ValueError("--pairs region does not work with --max-inflight yet")
         if self.region_size < 1 or not 0 < self.region_margin <= 1:

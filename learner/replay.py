@@ -187,28 +187,35 @@ def hesitation(margin: torch.Tensor) -> torch.Tensor:
 
 
 def region_pairs(logp: torch.Tensor, size: int, generator: torch.Generator | None = None,
-                 max_margin: float = 0.5) -> torch.Tensor:
-    """Pairs a rater answers at a glance, about where the policy hesitates: (B, 2, h, w) of the policy's
-    most likely mask and the same mask with one region switched to its second most likely class.
+                 max_margin: float = 0.5, k: int = 2) -> torch.Tensor:
+    """Masks a rater compares at a glance, about where the policy hesitates: (B, k, h, w) of the policy's
+    most likely mask and k - 1 copies of it, each with one region switched to its second most likely class
+    (k = 2: a pair; k > 2: a best-of-k question, where the chosen mask beats each other where they differ).
 
-    The region grows from a pixel drawn in proportion to (1 - margin)^4, margin = pi(1st) - pi(2nd): the
-    pixels of a ``size`` x ``size`` window around it with the same first and second class and a margin
-    under ``max_margin`` (and the pixel itself)."""
+    Each region grows from a pixel drawn in proportion to (1 - margin)^4, margin = pi(1st) - pi(2nd): the
+    pixels of a ``size`` x ``size`` window around it with the same first and second class and a margin under
+    ``max_margin`` (and the pixel itself). A region's pixels are not drawn again, so the k - 1 variants ask
+    about k - 1 different regions (while the image has that many)."""
     b, _, h, w = logp.shape
     top, cls = logp.detach().exp().topk(2, dim=1)  # (B, 2, h, w)
     margin = top[:, 0] - top[:, 1]
-    centre = torch.multinomial(hesitation(margin), 1, generator=generator).squeeze(1)  # (B,)
-    cy, cx = centre // w, centre % w
+    weights = hesitation(margin)
     ys, xs = torch.arange(h, device=logp.device), torch.arange(w, device=logp.device)
-    window = (((ys[None, :] - cy[:, None]).abs() <= size // 2)[:, :, None]
-              & ((xs[None, :] - cx[:, None]).abs() <= size // 2)[:, None, :])  # (B, h, w)
     rows = torch.arange(b, device=logp.device)
-    first_c, second_c = cls[:, 0][rows, cy, cx], cls[:, 1][rows, cy, cx]
-    region = (window & (cls[:, 0] == first_c[:, None, None]) & (cls[:, 1] == second_c[:, None, None])
-              & (margin < max_margin))
-    region[rows, cy, cx] = True
     mode = cls[:, 0]
-    return torch.stack([mode, torch.where(region, cls[:, 1], mode)], dim=1)
+    masks = [mode]
+    for _ in range(k - 1):
+        centre = torch.multinomial(weights, 1, generator=generator).squeeze(1)  # (B,)
+        cy, cx = centre // w, centre % w
+        window = (((ys[None, :] - cy[:, None]).abs() <= size // 2)[:, :, None]
+                  & ((xs[None, :] - cx[:, None]).abs() <= size // 2)[:, None, :])  # (B, h, w)
+        first_c, second_c = cls[:, 0][rows, cy, cx], cls[:, 1][rows, cy, cx]
+        region = (window & (cls[:, 0] == first_c[:, None, None]) & (cls[:, 1] == second_c[:, None, None])
+                  & (margin < max_margin))
+        region[rows, cy, cx] = True
+        masks.append(torch.where(region, cls[:, 1], mode))
+        weights = torch.where(region.flatten(1), 1e-30, weights)  # asked: the next variant asks elsewhere
+    return torch.stack(masks, dim=1)
 
 
 def point_queries(logp: torch.Tensor, points: int, how: str, generator: torch.Generator | None = None) -> torch.Tensor:

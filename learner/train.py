@@ -124,7 +124,7 @@ def rl_loss(
     k = args.resolved_samples()
     logp = F.log_softmax(action_logits(logits, grid), dim=1)  # (B, C, h, w)
     if args.pairs == "region":
-        actions = region_pairs(logp, args.region_size, generator, args.region_margin)
+        actions = region_pairs(logp, args.region_size, generator, args.region_margin, k)
     else:
         actions = sample_actions(logp, k, generator)
     query = None
@@ -145,7 +145,7 @@ def rl_loss(
         replay.add(indices, actions, rewards.image, grid, rewards.keep, best=args.human_task == "best")
     if args.pairs == "region":
         assert rewards.image is not None
-        rows, win, lose = preferred(actions, rewards.image, rewards.keep)
+        rows, win, lose = preferred(actions, rewards.image, rewards.keep, best=args.human_task == "best")
         loss, pixels = pair_loss(logp[rows], win, lose)
         return loss - entropy_bonus(args, logp), {"reward": float(rewards.image.mean()), "pairs": len(rows),
                                                   "pair_pixels": pixels / max(len(rows), 1)}

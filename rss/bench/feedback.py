@@ -82,6 +82,7 @@ for _warm in (False, True):
     CONFIGS[f"pairwise{_w}_reuse"] = Config("pairwise", _warm, replay=True, reuse=True)
     CONFIGS[f"pairwise{_w}_region"] = Config("pairwise", _warm, replay=True, reuse=True, region=True)
     CONFIGS[f"best{_w}_reuse"] = Config("best", _warm, replay=True, reuse=True)
+    CONFIGS[f"best{_w}_region"] = Config("best", _warm, replay=True, reuse=True, region=True)
     CONFIGS[f"points{_w}"] = Config("points", _warm, replay=True, reuse=True)
     CONFIGS[f"points{_w}_random"] = Config("points", _warm, replay=True, reuse=True, random_points=True)
 
@@ -101,7 +102,8 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     `pairwise_warm_region` ask about one region where the policy hesitates (--pairs region); `points`,
     `points_warm` verify --points-per-image pixels where the policy hesitates (`_random`: anywhere), every
     answer kept and reused; `best_reuse`, `best_warm_reuse` pick the best of --best-of sampled masks, kept as
-    N - 1 preferences and reused"""
+    N - 1 preferences and reused; `best_region`, `best_warm_region` the best of the most likely mask and
+    N - 1 variants with one hesitant region switched each (--pairs region --human-task best)"""
     reuse_updates: int = 24
     """`*_reuse`, `*_region` configurations: updates on kept answers alone after each brush step
     (--replay-updates); the others get as many per second of human time (a pairwise step, 3 s an answer,

@@ -123,6 +123,25 @@ def test_a_region_pair_switches_one_hesitant_region_to_its_second_class() -> Non
     assert (pairs[1, 1] != 0).sum() == 1  # nowhere hesitant: one pixel is the question
 
 
+def test_a_best_of_k_region_question_switches_another_region_in_each_variant() -> None:
+    logits = torch.zeros(1, 3, 12, 12)
+    logits[:, 0] = 3.0
+    logits[0, 2, 1:4, 1:4] = 2.9  # three hesitant blocks, far apart, each its own question
+    logits[0, 1, 8:11, 1:4] = 2.9
+    logits[0, 2, 8:11, 8:11] = 2.9
+    masks = region_pairs(logits.log_softmax(1), 5, torch.Generator().manual_seed(0), k=4)
+    assert masks.shape == (1, 4, 12, 12) and (masks[0, 0] == 0).all()  # the most likely mask first
+    blocks = {(1, 1, 2): 0, (8, 1, 1): 0, (8, 8, 2): 0}
+    for variant in masks[0, 1:]:
+        switched = (variant != 0).nonzero()
+        assert len(switched) == 9  # one whole block, nothing else
+        y, x = switched.min(0).values.tolist()
+        blocks[(y, x, int(variant[y, x]))] += 1  # switched to that block's second class
+    assert list(blocks.values()) == [1, 1, 1]  # centres drawn without replacement: three different regions
+    pairs = region_pairs(logits.log_softmax(1), 5, torch.Generator().manual_seed(0))
+    assert torch.equal(pairs, region_pairs(logits.log_softmax(1), 5, torch.Generator().manual_seed(0), k=2))
+
+
 def test_point_questions_go_where_the_policy_hesitates() -> None:
     logits = torch.zeros(2, 3, 16, 16)
     logits[:, 0] = 6.0  # sure of class 0 everywhere...
@@ -180,6 +199,7 @@ def test_replay_updates_learn_more_from_the_same_answers(tmp_path) -> None:
     ({"replay": 0, "replay_updates": 2}, "--replay-updates needs --replay"),
     ({"reward": "image", "samples": 2, "psr": False, "first_mask": "mode"}, "--first-mask mode needs --reward pixel"),
     ({"reward": "image", "samples": 4, "psr": False, "pairs": "region"}, "--pairs region needs"),
+    ({"reward": "image", "samples": 9, "psr": False, "pairs": "region", "human_task": "best"}, "2 to 8"),
     ({"pairs": "region"}, "--pairs region needs --reward image"),
     ({"points": 4, "samples": 2}, "--points needs --reward pixel and --samples 1"),
 ])
