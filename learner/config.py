@@ -155,6 +155,10 @@ class TrainArgs:
     first_mask: Literal["sample", "mode"] = "sample"
     """pixel level: the first of the K masks raters answer is sampled, or the policy's most likely mask
     (a best guess is what a rater corrects fastest, and sampling noise makes specks a brush misses)"""
+    image_pool: int = 1
+    """on-policy RL: draw this many times --batch-size images and ask about the --batch-size where the policy
+    hesitates most (mean (1 - margin)^4 over the action grid; a forward pass per candidate, no rater time);
+    1: the batch is drawn at random"""
 
     # Running
     device: str = "auto"
@@ -245,6 +249,11 @@ class TrainArgs:
         if self.region_size < 1 or not 0 < self.region_margin <= 1:
             raise ValueError(f"--region-size must be >= 1 and --region-margin in (0, 1], got {self.region_size}, "
                              f"{self.region_margin}")
+        if self.image_pool < 1:
+            raise ValueError(f"--image-pool must be >= 1, got {self.image_pool}")
+        if self.image_pool > 1 and (self.objective != "rl" or self.max_inflight):
+            raise ValueError("--image-pool needs --objective rl without --max-inflight (it chooses the images "
+                             "raters are asked about from the current policy)")
         if self.replay_updates < 0:
             raise ValueError(f"--replay-updates must be >= 0, got {self.replay_updates}")
         if self.replay_updates and not self.replay:

@@ -22,7 +22,16 @@ from learner.evaluate import evaluate
 from learner.model import build_model
 from learner.pipeline import Pipeline
 from learner.policy import ScaleSchedule, action_logits, class_weights, sample_actions
-from learner.replay import AnswerReplay, PairReplay, Ring, pair_loss, point_queries, preferred, region_pairs
+from learner.replay import (
+    AnswerReplay,
+    PairReplay,
+    Ring,
+    hesitation,
+    pair_loss,
+    point_queries,
+    preferred,
+    region_pairs,
+)
 from learner.report import gallery_rows, write_curves, write_gallery
 from learner.rewards import Episodes, LabelStore, LocalRewardSource, Rewards, RewardSource
 from rss_core.data import IGNORE_INDEX, SegDataset, build_dataset
@@ -282,14 +291,30 @@ def optimize(run: Run, loss: torch.Tensor, step: int) -> None:
     run.source.commit(step)  # record (and, unless a checkpoint needs them, acknowledge) the rewards applied
 
 
+@torch.no_grad()
+def hesitant_images(model: torch.nn.Module, indices: torch.Tensor, images: torch.Tensor,
+                    batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``batch`` of ``images`` (with their ``indices``) the policy hesitates most about: highest mean
+    (1 - margin)^4, margin = pi(1st) - pi(2nd) per pixel, the weight region pairs and points draw by."""
+    was_training = model.training
+    model.eval()  # batch-norm statistics are not updated by looking at candidates
+    top = F.softmax(model(images), dim=1).topk(2, dim=1).values
+    model.train(was_training)
+    score = hesitation(top[:, 0] - top[:, 1]).mean(1)
+    chosen = score.topk(batch).indices.sort().values
+    return indices[chosen.cpu()], images[chosen]
+
+
 def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], int]:
     """One step: CE, on-policy RL, or (``--max-inflight``) sample ahead and apply what is due.
 
     Returns the updates applied (loss, statistics) and the PSR scale the step sampled at."""
     args, device = run.args, run.device
     gen = step_generator(args.seed, step, run.rank)
-    indices = torch.randint(len(run.train_ds), (args.batch_size,), generator=gen)
+    indices = torch.randint(len(run.train_ds), (args.batch_size * args.image_pool,), generator=gen)
     images = load_batch(run.train_ds, indices, device)
+    if args.image_pool > 1:  # ask about the images where the policy hesitates most
+        indices, images = hesitant_images(run.model, indices, images, args.batch_size)
     scale = run.schedule.scale if run.use_psr else 0
     sample_gen = gen if device.type == "cpu" else step_generator(args.seed, step, run.rank, device)
     applied: list[tuple[torch.Tensor, dict]] = []

@@ -56,6 +56,7 @@ class Config:
     region: bool = False  # pairwise: the pair is a question about one region (--pairs region)
 
     random_points: bool = False  # points: asked anywhere, not where the policy hesitates
+    image_pool: int = 1  # ask about the images the policy hesitates most about, of this many times a batch
 
     @property
     def reward(self) -> str:
@@ -83,6 +84,8 @@ for _warm in (False, True):
     CONFIGS[f"pairwise{_w}_region"] = Config("pairwise", _warm, replay=True, reuse=True, region=True)
     CONFIGS[f"best{_w}_reuse"] = Config("best", _warm, replay=True, reuse=True)
     CONFIGS[f"best{_w}_region"] = Config("best", _warm, replay=True, reuse=True, region=True)
+    CONFIGS[f"pairwise{_w}_region_active"] = Config("pairwise", _warm, replay=True, reuse=True, region=True,
+                                                    image_pool=4)
     CONFIGS[f"points{_w}"] = Config("points", _warm, replay=True, reuse=True)
     CONFIGS[f"points{_w}_random"] = Config("points", _warm, replay=True, reuse=True, random_points=True)
 
@@ -103,7 +106,9 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     `points_warm` verify --points-per-image pixels where the policy hesitates (`_random`: anywhere), every
     answer kept and reused; `best_reuse`, `best_warm_reuse` pick the best of --best-of sampled masks, kept as
     N - 1 preferences and reused; `best_region`, `best_warm_region` the best of the most likely mask and
-    N - 1 variants with one hesitant region switched each (--pairs region --human-task best)"""
+    N - 1 variants with one hesitant region switched each (--pairs region --human-task best);
+    `pairwise_region_active`, `pairwise_warm_region_active` ask region pairs about the images the policy
+    hesitates most about, of 4 batches drawn (--image-pool 4)"""
     reuse_updates: int = 24
     """`*_reuse`, `*_region` configurations: updates on kept answers alone after each brush step
     (--replay-updates); the others get as many per second of human time (a pairwise step, 3 s an answer,
@@ -307,7 +312,7 @@ def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -
                     points=args.points_per_image if config.kind == "points" else 0,
                     point_query="random" if config.random_points else "uncertain",
                     first_mask="mode" if config.reuse and config.kind == "brush" else "sample",
-                    pairs="region" if config.region else "sample",
+                    pairs="region" if config.region else "sample", image_pool=config.image_pool,
                     psr=args.psr and not (config.replay and config.reward == "image"))
     log.info("bench feedback: %s, %d steps of %d answers (%.0f s each)", name, steps, per_step, cost)
     final = train(run, lambda a, dataset, device: SimulatedRaters(dataset, device, a.metric, config.kind, noise,

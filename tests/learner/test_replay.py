@@ -12,7 +12,7 @@ from learner.checkpoint import load_checkpoint
 from learner.config import TrainArgs
 from learner.replay import AnswerReplay, PairReplay, pair_loss, point_queries, preferred, region_pairs
 from learner.rewards import Episodes, LocalRewardSource, Rewards
-from learner.train import train
+from learner.train import hesitant_images, train
 from rss_core.grid import ActionGrid
 
 TINY = {"train_size": 12, "val_size": 4, "shapes_size": 32, "batch_size": 4, "eval_every": 3, "progress": False,
@@ -140,6 +140,34 @@ def test_a_best_of_k_region_question_switches_another_region_in_each_variant() -
     assert list(blocks.values()) == [1, 1, 1]  # centres drawn without replacement: three different regions
     pairs = region_pairs(logits.log_softmax(1), 5, torch.Generator().manual_seed(0))
     assert torch.equal(pairs, region_pairs(logits.log_softmax(1), 5, torch.Generator().manual_seed(0), k=2))
+
+
+class FixedLogits(torch.nn.Module):
+    """A 'model' whose logits for image i are ``logits[i]``, whatever the pixels (images carry their index)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits[images[:, 0, 0, 0].long()]
+
+
+def test_the_image_pool_asks_about_the_images_the_policy_hesitates_about() -> None:
+    logits = torch.zeros(6, 3, 8, 8)
+    logits[:, 0] = 5.0  # sure of class 0...
+    logits[1, 1, :4] = 5.0  # ...but images 1 and 4 tie classes 0 and 1 on half of their pixels
+    logits[4, 1, :2] = 5.0  # (image 4 on a quarter)
+    images = torch.arange(6.0).view(6, 1, 1, 1).expand(6, 3, 8, 8)
+    indices = torch.tensor([10, 11, 12, 13, 14, 15])
+    model = FixedLogits(logits)
+    chosen, kept = hesitant_images(model, indices, images, 2)
+    assert chosen.tolist() == [11, 14] and torch.equal(kept, images[[1, 4]])  # the batch, in draw order
+    assert model.training  # left as it was
+    with pytest.raises(ValueError, match="--image-pool must be >= 1"):
+        TrainArgs(**TINY, image_pool=0).validate()
+    with pytest.raises(ValueError, match="--image-pool needs --objective rl"):
+        TrainArgs(**TINY, image_pool=2, objective="ce").validate()
 
 
 def test_point_questions_go_where_the_policy_hesitates() -> None:
