@@ -1,9 +1,10 @@
-"""The deployment files (Dockerfile, docker-compose*.yml, deploy/, .env.example), validated without a Docker engine.
+"""The deployment files (Dockerfile, docker-compose*.yml, deploy/, .env.example), checked without a Docker engine.
 
-CI has no engine, so nothing here builds or starts a container. What is checked: the compose
-files pass `docker-compose config` with `.env.example` (and fail without a secret), their
-structure allows `--scale reward_service=N`, and every command the images run (`CMD`,
-`command:`, healthchecks) exists in the real CLI with every flag it passes.
+Nothing here builds or starts a container (tests/deploy/test_compose_up.py does, on a real engine). What
+is checked, in seconds: the compose files pass `docker-compose config` with `.env.example` (and fail
+without a secret), their structure allows `--scale reward_service=N`, every command the images run
+(`CMD`, `command:`, healthchecks) exists in the real CLI with every flag it passes, and the bundled
+Redis's start script requires the password of RSS_REDIS_URL (run against a real redis-server).
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import redis
 import yaml
 
-from rss.procs import RedisProcess
+from rss.procs import RedisProcess, redis_executable
 from tests.helpers import REPO
 from tests.helpers.service import service_env, start_service
 
@@ -108,14 +113,74 @@ def test_durability_readiness_and_volumes() -> None:
     redis_cmd = services["redis"]["command"]
     assert "--appendonly yes" in redis_cmd and "--appendfsync everysec" in redis_cmd
     assert "noeviction" in redis_cmd
-    assert services["redis"]["volumes"] == ["redis-data:/data:rw"]
-    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "redis-data:/data:rw" in services["redis"]["volumes"] and "--dir /data" in redis_cmd
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "sh", "/rss/redis.sh", "ping"]
     depends = {name: {d: c["condition"] for d, c in s.get("depends_on", {}).items()} for name, s in services.items()}
     assert depends["reward_service"]["redis"] == depends["worker"]["redis"] == "service_healthy"
     assert depends["learner"]["reward_service"] == "service_healthy"
     for name in ("reward_service", "worker", "learner"):
         assert "dataset:/data:ro" in services[name]["volumes"], name
     assert "runs:/runs:rw" in services["learner"]["volumes"]
+
+
+def test_redis_requires_the_password_every_client_is_given() -> None:
+    """The bundled Redis takes its password from RSS_REDIS_URL, the URL every other service connects with, and
+    runs as the redis user (no image may run it as root: the official image's entrypoint is replaced)."""
+    url = env_example()["RSS_REDIS_URL"]
+    assert urlsplit(url).password and urlsplit(url).hostname == "redis"
+    services = config(COMPOSE)["services"]
+    redis_service = services["redis"]
+    assert redis_service["entrypoint"] == ["sh", "/rss/redis.sh"] and redis_service["user"] == "redis"
+    assert redis_service["environment"]["RSS_REDIS_URL"] == url
+    assert f"{REPO / 'deploy' / 'redis.sh'}:/rss/redis.sh:ro" in redis_service["volumes"]
+    assert "ports" not in redis_service  # the compose network only
+    learner = shlex.split(services["learner"]["command"])
+    assert learner[learner.index("--redis-url") + 1] == url
+    # the service and the workers read it from the env file (`config` writes its values in)
+    assert services["reward_service"]["environment"]["RSS_REDIS_URL"] == services["worker"]["environment"][
+        "RSS_REDIS_URL"] == url
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_redis_script_starts_a_server_that_refuses_clients_without_the_password(tmp_path: Path) -> None:
+    """deploy/redis.sh against a real redis-server: it refuses a URL without a password, the server it starts
+    answers only clients with the password, and its healthcheck exits 0 only when an authenticated PING
+    answers."""
+    script = str(REPO / "deploy" / "redis.sh")
+    if shutil.which("redis-cli") is None:
+        pytest.fail("redis-cli is not installed (apt-get install redis-server; .ci/run does this)")
+    for url in ("redis://redis:6379/0", "redis://:@redis:6379/0", "redis://user@redis:6379/0", ""):
+        refused = subprocess.run(["sh", script], env={**os.environ, "RSS_REDIS_URL": url}, capture_output=True,
+                                 text=True, timeout=10)
+        assert refused.returncode == 1 and "has no password" in refused.stderr, (url, refused.stderr)
+    port, password = free_port(), "s3cret-Pw_1"
+    env = {**os.environ, "RSS_REDIS_URL": f"redis://:{password}@127.0.0.1:{port}/0"}
+    env["PATH"] = f"{Path(redis_executable()).parent}:{env['PATH']}"  # the redis-server the suite uses
+    server = subprocess.Popen(["sh", script, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                               "no", "--dir", str(tmp_path)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        ping = ["sh", script, "ping", "-p", str(port)]
+        deadline = time.monotonic() + 20
+        while subprocess.run(ping, env=env, capture_output=True, timeout=10).returncode != 0:
+            assert server.poll() is None and time.monotonic() < deadline, "redis.sh's server did not answer PING"
+            time.sleep(0.1)
+        with redis.Redis(port=port, socket_timeout=5) as anonymous:
+            with pytest.raises(redis.AuthenticationError):
+                anonymous.ping()
+        with redis.Redis(port=port, password=password, socket_timeout=5) as client:
+            assert client.ping()
+        wrong = {**env, "RSS_REDIS_URL": f"redis://:wrong@127.0.0.1:{port}/0"}
+        assert subprocess.run(ping, env=wrong, capture_output=True, timeout=10).returncode != 0
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert subprocess.run(ping, env=env, capture_output=True, timeout=10).returncode != 0  # nothing answers
 
 
 def test_gpu_override_reserves_nvidia_devices_with_a_cuda_image() -> None:
@@ -126,6 +191,8 @@ def test_gpu_override_reserves_nvidia_devices_with_a_cuda_image() -> None:
     assert "/whl/cu" in gpu["learner"]["build"]["args"]["TORCH_INDEX_URL"]
     assert gpu["learner"]["image"] != gpu["reward_service"]["image"]
     assert cpu["learner"]["build"]["args"]["TORCH_INDEX_URL"].endswith("/whl/cpu")
+    # the wheelhouse holds the CPU torch: a GPU image never installs from it
+    assert gpu["learner"]["build"]["args"]["WHEELHOUSE_ONLY"] == ""
 
 
 def dockerfile_stages() -> list[list[str]]:
@@ -144,6 +211,11 @@ def dockerfile_stages() -> list[list[str]]:
 def test_dockerfile_is_multi_stage_unprivileged_and_pins_the_cpu_torch() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2
+    # both stages on the base image compose names (PYTHON_IMAGE), the public one by default
+    text = (REPO / "Dockerfile").read_text()
+    assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text
+    assert [line.split()[1] for stage in stages for line in stage[:1]] == ["${PYTHON_IMAGE}"] * len(stages)
+    assert config(COMPOSE)["services"]["worker"]["build"]["args"]["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
     final = stages[-1]
     users = [line.split()[1] for line in final if line.upper().startswith("USER ")]
     assert users and users[-1] not in ("0", "root")
@@ -162,6 +234,23 @@ def test_dockerignore_keeps_the_code_and_the_ui_and_drops_secrets() -> None:
     for needed in needs:
         assert needed not in patterns, needed
     assert {".env", ".venv", ".git", "runs"} <= set(patterns)
+    # the wheelhouse reaches the builder (never the image: the code is copied by name) but never git
+    assert not any(p.startswith("deploy") for p in patterns)
+    assert "/deploy/wheelhouse/*" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_dockerfile_copies_every_package_and_never_the_wheelhouse_into_app() -> None:
+    """The code is copied folder by folder (a `COPY .` would put deploy/wheelhouse/ in the image): every
+    package pyproject.toml installs, and the UI it serves, is among them."""
+    import tomllib
+
+    copies = [line.split()[1:] for stage in dockerfile_stages() for line in stage if line.upper().startswith("COPY ")]
+    sources = {src for args in copies if not args[0].startswith("--from") for src in args[:-1]}
+    assert "." not in sources and "deploy" not in sources and "deploy/" not in sources
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.rstrip("*").rstrip(".") for p in include if "." not in p.rstrip("*").rstrip(".")}
+    assert packages | {"annotator_ui", "README.md", "pyproject.toml"} <= sources, packages - sources
+    assert ["deploy/wheelhouse/", "/wheels/"] in copies  # only the builder's /wheels holds it
 
 
 def image_commands() -> list[list[str]]:
@@ -235,7 +324,7 @@ def test_check_rss_catches_a_flag_that_does_not_exist() -> None:
 
 def test_healthchecks_answer_like_docker_expects(redis_server: RedisProcess, redis_client) -> None:
     """The service's healthcheck command, pointed at a real `rss serve`, exits 0 when ready and 1 when not
-    reachable; the Redis one answers PONG."""
+    reachable."""
     services = config(COMPOSE)["services"]
     test = services["reward_service"]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"] and "http://127.0.0.1:8000/v1/ready" in test[3]
@@ -246,15 +335,12 @@ def test_healthchecks_answer_like_docker_expects(redis_server: RedisProcess, red
     gone = subprocess.run([sys.executable, "-c", test[3].replace("127.0.0.1:8000", f"127.0.0.1:{proc.port}")],
                           capture_output=True, timeout=30)
     assert gone.returncode != 0
-    redis_test = services["redis"]["healthcheck"]["test"][1:]
-    pong = subprocess.run([*redis_test[:1], "-p", str(redis_server.port), *redis_test[1:]],
-                          capture_output=True, text=True, timeout=10)
-    assert pong.stdout.strip() == "PONG"
+    # the Redis healthcheck (deploy/redis.sh ping) is run against a real server by the test above
 
 
 def test_deployment_page_matches_the_files() -> None:
     section = (REPO / "docs" / "deployment.md").read_text()
-    assert "**Validated, not run, in CI.**" in section
+    assert "**Run in CI.**" in section and "tests/deploy/test_compose_up.py" in section
     services = config(GPU)["services"]
     assert {name for name in services if f"| `{name}` |" not in section} == set()
     texts = [(REPO / name).read_text() for name in GPU]

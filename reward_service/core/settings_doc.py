@@ -44,8 +44,9 @@ class Variable(NamedTuple):
 # the Redis URL, and its bundled Redis is not the default's. They are examples, not defaults: tokens are
 # secrets and have none.
 EXAMPLE_VALUES = {
-    "redis_url": ("redis://redis:6379/0", "Set here to compose's bundled `redis` service (for `rss serve` on this "
-                                          "machine, write 127.0.0.1 instead of redis)."),
+    "redis_url": ("redis://:change-me-redis-password@redis:6379/0",
+                  "Set here to compose's bundled `redis` service, which requires the password written in it (replace "
+                  "it; for `rss serve` on this machine, write 127.0.0.1 instead of redis)."),
     "learner_tokens": ('["change-me-learner-token"]', "Replace the example token."),
     "rater_tokens": ('{"alice": "change-me-rater-token"}', "Replace the example token."),
 }
@@ -76,6 +77,11 @@ COMPOSE_VARIABLES = [
     Variable("TRAIN_FLAGS", "--steps 3000", True,
              "More `rss train` flags, e.g. --steps 6000 --reward pixel --threads 2 (rss train --help)."),
     Variable("IMAGE", "rss:cpu", True, "Tag of the built image."),
+    Variable("PYTHON_IMAGE", "python:3.11-slim-bookworm", True,
+             "Base image of the built one (both stages); deploy/local-images.sh builds a local stand-in."),
+    Variable("WHEELHOUSE_ONLY", "1", False,
+             "Set (1): the image installs every Python package from deploy/wheelhouse/ (deploy/wheelhouse.sh fills "
+             "it), asking no index. Unset: the public indexes."),
     Variable("TORCH_INDEX_URL", "https://download.pytorch.org/whl/cpu", True,
              "The torch wheel index the image installs from (CPU by default)."),
     Variable("GPU_IMAGE", "rss:gpu", True, "The GPU learner's image (docker-compose.gpu.yml)."),
