@@ -56,7 +56,7 @@ COPY reward_service /app/reward_service
 COPY rss /app/rss
 COPY annotator_ui /app/annotator_ui
 COPY examples /app/examples
-COPY deploy/__init__.py deploy/nginx.conf /app/deploy/
+COPY deploy/__init__.py /app/deploy/
 RUN if [ -n "$WHEELHOUSE_ONLY" ]; then set -- --no-index --find-links /wheels; fi \
     && pip install --no-deps -e /app "$@"
 
