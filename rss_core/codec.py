@@ -1,7 +1,8 @@
 """Masks and arrays on the wire <-> numpy, with every check that keeps bad bodies out of Redis.
 
 Decoding never trusts a declared size: a PNG's header is read and its size compared with the
-expected shape before a single pixel is decompressed, so a decompression bomb costs nothing.
+expected shape before a single pixel is decompressed, so a decompression bomb costs nothing, and a
+PNG's ancillary chunks (compressed text, say) are dropped unread, or refused beyond a small budget.
 """
 
 from __future__ import annotations
@@ -29,11 +30,48 @@ def _b64(data: str, what: str) -> bytes:
         raise MaskError(f"{what}: data is not valid base64") from exc
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
+MAX_PNG_ANCILLARY_BYTES = 16 * 1024  # text, metadata, colour profiles: nothing a mask needs
+MAX_PNG_CHUNKS = 4096  # 64 KiB IDAT chunks (Pillow's) of a 16 MiB body: 256
+
+
+def critical_png(raw: bytes, what: str = "mask") -> bytes:
+    """``raw`` with only its critical chunks (IHDR, PLTE, IDAT, IEND), so Pillow never decompresses text
+    (zTXt, iTXt) or reads any other ancillary chunk; refused when those exceed MAX_PNG_ANCILLARY_BYTES or the
+    chunks MAX_PNG_CHUNKS. Walks the chunks' lengths only: nothing is decompressed or checksummed here."""
+    if not raw.startswith(PNG_SIGNATURE):
+        return raw  # not a PNG: Pillow says what it is
+    kept, ancillary, offset, count = [PNG_SIGNATURE], 0, len(PNG_SIGNATURE), 0
+    while offset < len(raw):
+        count += 1
+        if count > MAX_PNG_CHUNKS:
+            raise MaskError(f"{what}: PNG has more than {MAX_PNG_CHUNKS} chunks")
+        if offset + 8 > len(raw):
+            raise MaskError(f"{what}: not a readable PNG (truncated chunk header)")
+        length, kind = int.from_bytes(raw[offset:offset + 4], "big"), raw[offset + 4:offset + 8]
+        end = offset + 12 + length  # length, type, data, CRC
+        if end > len(raw):
+            raise MaskError(f"{what}: not a readable PNG (chunk {kind!r} runs past the end of the data)")
+        if kind[:1].isupper():  # the critical bit: an unknown critical chunk is Pillow's to refuse
+            kept.append(raw[offset:end])
+        else:
+            ancillary += end - offset
+            if ancillary > MAX_PNG_ANCILLARY_BYTES:
+                raise MaskError(f"{what}: PNG carries more than {MAX_PNG_ANCILLARY_BYTES} bytes of ancillary "
+                                "chunks (text such as zTXt/iTXt/tEXt, or other metadata); send the mask without "
+                                "them")
+        offset = end
+        if kind == b"IEND":
+            break
+    return b"".join(kept) if ancillary else raw
+
+
 def decode_mask(mask: PngMask | RawMask | RleMask, shape: tuple[int, int], what: str = "mask") -> np.ndarray:
     """The (h, w) uint8 mask, checked to have ``shape``."""
     h, w = shape
     if isinstance(mask, PngMask):
-        raw = _b64(mask.data, what)
+        raw = critical_png(_b64(mask.data, what), what)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)

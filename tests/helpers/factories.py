@@ -1,4 +1,5 @@
-"""Test data: shapes labels and noisy masks, episode bodies, a PNG decompression bomb, a tiny VOC folder."""
+"""Test data: shapes labels and noisy masks, episode bodies, a PNG decompression bomb, PNG chunks, a tiny VOC
+folder."""
 
 from __future__ import annotations
 
@@ -43,6 +44,27 @@ def bomb_png(height: int, width: int) -> str:
     data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
     data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
     return base64.b64encode(bytes(data)).decode()
+
+
+def png_chunk(kind: bytes, data: bytes, crc: int | None = None) -> bytes:
+    """One PNG chunk: length, type, data and its CRC (``crc`` to break it)."""
+    crc = zlib.crc32(kind + data) if crc is None else crc
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def png_with_chunks(png: bytes, before_idat: list[bytes] = (), after_idat: list[bytes] = ()) -> bytes:
+    """``png`` (as `codec.png_mask` writes it) with ``before_idat`` chunks after IHDR, ``after_idat`` before
+    IEND."""
+    ihdr_end = 8 + 12 + 13
+    iend = png.rindex(b"IEND") - 4
+    return png[:ihdr_end] + b"".join(before_idat) + png[ihdr_end:iend] + b"".join(after_idat) + png[iend:]
+
+
+def ztxt_chunks(mib: int) -> list[bytes]:
+    """About ``mib`` MiB of zTXt chunks, each of text that inflates to just under Pillow's 1 MiB limit per chunk
+    (`PngImagePlugin.MAX_TEXT_CHUNK`), so Pillow inflates every one of them: ~0.08 s of CPU for 24 MiB."""
+    text = zlib.compress(np.random.default_rng(0).bytes(1_000_000), 1)
+    return [png_chunk(b"zTXt", b"Comment\0\0" + text)] * mib
 
 
 def write_voc(tmp_path: Path) -> Path:
