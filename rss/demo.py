@@ -17,6 +17,7 @@ sampled pairs or scores instead.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import secrets
@@ -133,6 +134,8 @@ def main(argv: list[str]) -> int:
                "RSS_RATER_TOKENS": f'{{"demo": "{rater_token}"}}', "RSS_HOST": "127.0.0.1", "RSS_PORT": str(port),
                "RSS_LOG_LEVEL": "warning", "RSS_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1",
                **service_dataset(train_args)}
+        if train_args.scorer == "http":  # the demo's user names the endpoint: they are its operator
+            env["RSS_HTTP_ENDPOINT_ALLOW"] = json.dumps([train_args.endpoint.split("?")[0].split("#")[0]])
         procs.append(start_service(env, port, log=out / "service.log", startup_s=90, new_session=True))
         print(f"reward service: {url}  (API docs {url}/docs, metrics {url}/metrics)\n"  # noqa: T201
               f"annotator UI: {url}/ui/  rater token: {rater_token}   logs: {out}/service.log, {out}/redis.log",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_HOST = re.compile(r"[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+")  # a name or an address, no wildcard
 
 
 class Settings(BaseSettings):
@@ -146,11 +149,14 @@ class Settings(BaseSettings):
         5, ge=1, description="Consecutive failed calls that open an endpoint's circuit.")
     breaker_reset_s: float = Field(30.0, gt=0, description="How long an open circuit fails calls fast.")
     http_endpoint_allow: list[str] = Field(
-        default_factory=lambda: ["http://127.0.0.1", "http://localhost", "http://[::1]"],
-        description="JSON list of URL prefixes a run's http endpoint must match (scheme and host exactly, the port "
-                    "if given, the path and below); others are refused at registration (422). [\"*\"] allows "
-                    "any. The default, loopback only, keeps a learner token from making the service call into "
-                    "its network (SSRF); add your scorer's prefix, e.g. [\"http://scorer:9000/score\"].")
+        default_factory=lambda: ["http://127.0.0.1:9000", "http://localhost:9000"],
+        description="JSON list of the external endpoints a run's http endpoint may name, each "
+                    "scheme://host:port[/path]: scheme, host and port must match exactly (no port: the scheme's, "
+                    "80 or 443), the path is a prefix (that path and below); others are refused at registration "
+                    "(422) and by the worker. The service's own address and Redis's are refused even when listed. "
+                    "The default is examples/external_scorer's address; list your scorer's, e.g. "
+                    "[\"http://scorer:9000/score\"], so a learner token cannot make the service call into its "
+                    "network (SSRF).")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -171,10 +177,16 @@ class Settings(BaseSettings):
                 f"RSS_RATE_LIMIT_EPISODES_BURST ({self.rate_limit_episodes_burst}) must be at least RSS_MAX_BATCH "
                 f"({self.max_batch}), or a full batch could never be accepted")
         for prefix in self.http_endpoint_allow:
-            parts = urlsplit(prefix)
-            if prefix != "*" and (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
-                                  or parts.query or parts.fragment):
-                raise ValueError(f"RSS_HTTP_ENDPOINT_ALLOW: {prefix!r} is not an http(s)://host[:port][/path] prefix")
+            try:
+                parts = urlsplit(prefix)
+                parts.port  # noqa: B018 (a port that is not a number raises)
+            except ValueError as exc:
+                raise ValueError(f"RSS_HTTP_ENDPOINT_ALLOW: {prefix!r} is not a URL ({exc})") from exc
+            if (parts.scheme not in ("http", "https") or not _HOST.fullmatch(parts.hostname or "")
+                    or parts.username is not None
+                    or parts.password is not None or parts.query or parts.fragment):
+                raise ValueError(f"RSS_HTTP_ENDPOINT_ALLOW: {prefix!r} is not an http(s)://host[:port][/path] entry "
+                                 "(list each endpoint's scheme, host and port; there is no wildcard)")
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)

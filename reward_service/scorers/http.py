@@ -11,12 +11,15 @@ opens after `breaker_failures` consecutive failed calls, so a dead endpoint is f
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import math
 import random
+import socket
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -33,34 +36,105 @@ log = logging.getLogger(__name__)
 BreakerState = Literal["closed", "open", "half_open"]
 MAX_BACKOFF_S = 30.0
 OFFLOAD_BYTES = 1 << 20  # answers larger than this are parsed in a thread, off the event loop
+REFUSAL_TTL_S = 60.0  # how long the worker trusts an endpoint's check (names resolve to other addresses)
 JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
 
-def endpoint_allowed(endpoint: str, allow: list[str]) -> bool:
-    """Whether ``endpoint`` matches one prefix of ``allow`` (RSS_HTTP_ENDPOINT_ALLOW), compared parsed, not as
-    text: `http://127.0.0.1` must not admit `http://127.0.0.1.evil.example/` or `http://127.0.0.1@evil.example/`.
-    A prefix matches the same scheme and host, its port if it names one, and its path and anything below it."""
-    if "*" in allow:
-        return True
+DEFAULT_PORTS = {"http": 80, "https": 443}
+BODY_LOG_CHARS = 500  # of an endpoint's refusal or bad answer, in the worker's log (never in a result)
+
+
+def _origin(url: str) -> tuple[str, str, int, str] | None:
+    """(scheme, host, port, path) of an http(s) URL, the port defaulted by the scheme; None if it has none, a
+    user part, or parses differently in httpx (parser differentials are how SSRF filters fail)."""
     try:
-        url = urlsplit(endpoint)
-        port = url.port
+        parts = urlsplit(url)
+        port = parts.port
     except ValueError:
-        return False
-    if url.username is not None or url.password is not None or not url.hostname:
-        return False
-    try:  # the client that makes the call must read the same host (parser differentials are how SSRF filters fail)
-        if httpx.URL(endpoint).host != url.hostname.strip("[]"):
-            return False
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.username is not None \
+            or parts.password is not None:
+        return None
+    try:  # the client that makes the call must read the same host and port
+        parsed = httpx.URL(url)
     except httpx.InvalidURL:
+        return None
+    port = DEFAULT_PORTS[parts.scheme] if port is None else port
+    if parsed.host != parts.hostname.strip("[]") or (parsed.port or DEFAULT_PORTS[parts.scheme]) != port:
+        return None
+    return parts.scheme, parts.hostname, port, parts.path
+
+
+def endpoint_allowed(endpoint: str, allow: list[str]) -> bool:
+    """Whether ``endpoint`` matches one entry of ``allow`` (RSS_HTTP_ENDPOINT_ALLOW), compared parsed, not as
+    text: `http://127.0.0.1:9000` must not admit `http://127.0.0.1.evil.example:9000/` or
+    `http://127.0.0.1:9000@evil.example/`. An entry matches the same scheme, host and port exactly (a URL
+    without a port has its scheme's) and its path and anything below it."""
+    url = _origin(endpoint)
+    if url is None:
         return False
-    for prefix in allow:
-        p = urlsplit(prefix)
-        path = p.path.rstrip("/")
-        if (url.scheme == p.scheme and url.hostname == p.hostname and (p.port is None or port == p.port)
-                and (not path or url.path == path or url.path.startswith(path + "/"))):
+    for entry in allow:
+        p = _origin(entry)
+        if p is None:
+            continue
+        path = p[3].rstrip("/")
+        if url[:3] == p[:3] and (not path or url[3] == path or url[3].startswith(path + "/")):
             return True
     return False
+
+
+@lru_cache(maxsize=1)
+def _own_addresses() -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """This machine's addresses as its name resolves (a container's own address, say)."""
+    return frozenset(_resolve(socket.gethostname()))
+
+
+def _resolve(host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    host = host.strip("[]")
+    try:
+        return {ipaddress.ip_address(host)}
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return set()
+    return {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
+
+
+def _local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_loopback or ip.is_unspecified or ip in _own_addresses()
+
+
+def same_host(a: str, b: str) -> bool:
+    """Whether hosts ``a`` and ``b`` may be the same machine: the same name, an address in common, or both
+    this machine (loopback, the wildcard a server binds, this machine's own addresses). Resolves names: call it
+    off the event loop."""
+    if a.strip("[]").lower() == b.strip("[]").lower():
+        return True
+    ours, theirs = _resolve(a), _resolve(b)
+    return bool(ours & theirs) or (any(map(_local, ours)) and any(map(_local, theirs)))
+
+
+def forbidden_targets(settings: Settings) -> list[tuple[str, int, str]]:
+    """(host, port, what) of the addresses no endpoint may name: the service's own and Redis's."""
+    targets = [(settings.host, settings.port, "the reward service's own address")]
+    redis = urlsplit(settings.redis_url)
+    if redis.scheme in ("redis", "rediss") and redis.hostname:
+        targets.append((redis.hostname, redis.port or 6379, "Redis's address"))
+    return targets
+
+
+def endpoint_refusal(endpoint: str, settings: Settings) -> str | None:
+    """Why a run may not name ``endpoint`` (None: it may): not in RSS_HTTP_ENDPOINT_ALLOW, or the service's
+    own or Redis's address, listed or not. Resolves names: call it off the event loop."""
+    if not endpoint_allowed(endpoint, settings.http_endpoint_allow):
+        return "is not allowed by RSS_HTTP_ENDPOINT_ALLOW"
+    _, host, port, _ = _origin(endpoint)
+    for target_host, target_port, what in forbidden_targets(settings):
+        if port == target_port and same_host(host, target_host):
+            return f"is {what} (RSS_PORT / RSS_REDIS_URL), which no endpoint may name, even one listed"
+    return None
 
 
 class ScorerError(RuntimeError):
@@ -182,7 +256,8 @@ class HttpScorer:
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
         self._breakers: dict[str, CircuitBreaker] = {}
-        self.allow = list(settings.http_endpoint_allow) if settings is not None else ["*"]
+        self.settings = settings  # None: no allowlist (a library caller that picks its own endpoints)
+        self._refusals: dict[str, tuple[str | None, float]] = {}  # endpoint -> (why refused, when checked)
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -205,8 +280,9 @@ class HttpScorer:
 
     async def score(self, endpoint: str, request: ExternalScoreRequest) -> ExternalScoreResponse:
         """The endpoint's checked answer for one episode; raises `ScorerError` (or a subclass) with the reason."""
-        if not endpoint_allowed(endpoint, self.allow):  # a run registered before the allowlist was narrowed
-            raise Rejected("endpoint is not allowed by RSS_HTTP_ENDPOINT_ALLOW; not called")
+        refusal = await self.refusal(endpoint)  # a run registered before the allowlist was narrowed, say
+        if refusal is not None:
+            raise Rejected(f"endpoint {refusal}; not called")
         breaker = self.breaker(endpoint)
         if not breaker.allow():
             raise CircuitOpen(f"endpoint circuit is open after {breaker.failures} failed calls; not called")
@@ -224,6 +300,16 @@ class HttpScorer:
         finally:
             (verdict or breaker.release)()
 
+    async def refusal(self, endpoint: str) -> str | None:
+        """`endpoint_refusal` under this scorer's settings, checked again after REFUSAL_TTL_S (names resolve)."""
+        if self.settings is None:
+            return None
+        cached = self._refusals.get(endpoint)
+        if cached is None or self.clock() - cached[1] > REFUSAL_TTL_S:
+            cached = (await asyncio.to_thread(endpoint_refusal, endpoint, self.settings), self.clock())
+            self._refusals[endpoint] = cached
+        return cached[0]
+
     async def _call(self, endpoint: str, request: ExternalScoreRequest) -> ExternalScoreResponse:
         body = request.model_dump_json().encode()
         tries = self.retries + 1
@@ -233,22 +319,33 @@ class HttpScorer:
                 resp = await asyncio.wait_for(
                     self.client.post(endpoint, content=body, headers=JSON_HEADERS, timeout=self.timeout), self.timeout)
             except (httpx.TimeoutException, asyncio.TimeoutError):
-                reason = f"endpoint timed out after {self.timeout:g} s"
+                reason, said = f"endpoint timed out after {self.timeout:g} s", ""
             except httpx.TransportError as exc:
-                reason = f"endpoint unreachable ({type(exc).__name__}: {str(exc)[:120]})"
+                # the exception's text can quote what the other end sent (h11 quotes a status line that is not
+                # HTTP, a Redis error say): the log gets it, the reason a client reads only the exception's type
+                reason, said = f"endpoint unreachable ({type(exc).__name__})", repr(str(exc)[:BODY_LOG_CHARS])
             else:
+                # an answer's body is the endpoint's, not the client's to read (an internal service's answer would
+                # come back through the episode's reason): the reason says the status, the log gets the body, cut
+                said = repr(resp.content[:BODY_LOG_CHARS])
                 if resp.status_code == 429 or resp.status_code >= 500:
                     reason = f"endpoint returned {resp.status_code}"
                 elif resp.status_code >= 300:
-                    raise Rejected(f"endpoint returned {resp.status_code}: {resp.text[:200]}")
+                    log.warning("POST %s: %d, not retried; body: %s", endpoint, resp.status_code, said)
+                    raise Rejected(f"endpoint returned {resp.status_code}; not retried (its body is in the "
+                                   "worker's log)")
                 elif len(resp.content) > OFFLOAD_BYTES:
                     return await asyncio.to_thread(check_answer, resp.content, request)
                 else:
                     return check_answer(resp.content, request)
+            said = f"; it said {said}" if said else ""
             if attempt + 1 < tries:
                 delay = backoff_delay(attempt, self.backoff, self.rng)
-                log.warning("POST %s: %s; retry %d of %d in %.2f s", endpoint, reason, attempt + 1, self.retries, delay)
+                log.warning("POST %s: %s; retry %d of %d in %.2f s%s", endpoint, reason, attempt + 1, self.retries,
+                            delay, said)
                 await asyncio.sleep(delay)
+            else:
+                log.warning("POST %s: %s; no tries left%s", endpoint, reason, said)
         raise ScorerError(f"{reason} ({tries} {'try' if tries == 1 else 'tries'})")
 
 
@@ -257,11 +354,13 @@ def check_answer(content: bytes, request: ExternalScoreRequest) -> ExternalScore
     try:
         data = json.loads(content)
     except ValueError:
+        log.warning("endpoint answered with invalid JSON: %.*r", BODY_LOG_CHARS, content[:BODY_LOG_CHARS])
         raise ScorerError("endpoint answered with invalid JSON") from None
     try:
         answer = ExternalScoreResponse.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        log.warning("endpoint answer does not fit the contract: %.*r", BODY_LOG_CHARS, content[:BODY_LOG_CHARS])
+        error = exc.errors(include_url=False, include_input=False)[0]  # where and what, from the schema
         where = ".".join(str(p) for p in error["loc"]) or "body"
         raise ScorerError(f"endpoint answer does not fit the contract: {where}: {error['msg']}") from None
     n = len(request.samples)
@@ -284,10 +383,14 @@ def check_answer(content: bytes, request: ExternalScoreRequest) -> ExternalScore
         try:
             array = decode_array(reward_map, f"reward map {i}")
         except ValueError as exc:  # MaskError, or numpy's own for a shape whose size overflows
-            raise ScorerError(f"endpoint returned a bad reward map: {exc}") from None
+            log.warning("endpoint answer: reward map %d: %.*s", i, BODY_LOG_CHARS, exc)
+            raise ScorerError(f"endpoint returned a reward map for sample {i} that is not a float32 array "
+                              "(the worker's log says why)") from None
         if array.shape != tuple(sample.shape):
+            log.warning("endpoint answer: reward map %d has shape %.*s", i, BODY_LOG_CHARS, array.shape)
             raise ScorerError(
-                f"endpoint returned a {array.shape} reward map for sample {i} of shape {tuple(sample.shape)}")
+                f"endpoint returned a reward map for sample {i} that is not of the sample's shape "
+                f"{tuple(sample.shape)}")
         if np.isinf(array).any():
             raise ScorerError(f"endpoint returned an infinite reward in the map of sample {i}")
     return answer

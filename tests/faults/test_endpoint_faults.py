@@ -10,11 +10,19 @@ import numpy as np
 import pytest
 import redis
 
-from rss.procs import RedisProcess, free_port
+from rss.procs import RedisProcess
 from rss_core import codec
 from rss_core.schemas import ExternalScoreRequest, Grid
 from tests.helpers.cli import run_rss
-from tests.helpers.service import DATABASES, LEARNER_TOKEN, service_env, start_service, start_uvicorn
+from tests.helpers.service import (
+    DATABASES,
+    LEARNER_TOKEN,
+    allow,
+    reserved_port,
+    service_env,
+    start_service,
+    start_uvicorn,
+)
 
 DB = DATABASES["faults_endpoint"]
 STEPS, BATCH, SAMPLES = 3, 4, 4
@@ -61,12 +69,14 @@ def test_a_faulty_endpoint_costs_only_its_episodes(redis_server: RedisProcess, r
     monkeypatch.setenv("RSS_LEARNER_TOKEN", LEARNER_TOKEN)
     url = redis_server.db_url(DB)
     r = redis.Redis.from_url(url)
-    with start_service(service_env(redis_server, redis_url=url, **SETTINGS)) as service, \
-            start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"}) as scorer:
+    down_port = reserved_port()  # nothing listens there
+    with start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"}) as scorer, \
+            start_service(service_env(redis_server, redis_url=url, http_endpoint_allow=allow(scorer.port, down_port),
+                                      **SETTINGS)) as service:
         warm_up(scorer.url)
         final = train(tmp_path / "sometimes", f"{scorer.url}/sometimes?fail_every=3&delay=1", service.url, url)
         seen = httpx.get(f"{scorer.url}/calls", timeout=10).json()
-        down = f"http://127.0.0.1:{free_port()}/score"  # nothing listens there
+        down = f"http://127.0.0.1:{down_port}/score"
         dead = train(tmp_path / "down", down, service.url, url, steps=2)
     counts, faults, calls = final["rewards"], seen["faults"], seen["calls"]
     failing = {e: f for e, f in faults.items() if f}

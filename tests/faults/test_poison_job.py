@@ -19,7 +19,7 @@ from rss_core import codec
 from tests.helpers import REPO
 from tests.helpers.client import register
 from tests.helpers.factories import episode, label_of
-from tests.helpers.service import DATABASES, LEARNER_TOKEN, service_env, start_service
+from tests.helpers.service import DATABASES, LEARNER_TOKEN, allow, service_env, start_service
 
 DB = DATABASES["faults_poison"]
 POISON = "train/000007"
@@ -70,7 +70,8 @@ def test_a_job_that_kills_its_worker_every_time_ends_failed_and_spares_its_batch
     r.flushdb()
     killer = Killer()
     env = service_env(redis_server, redis_url=url, worker_processes=0, max_attempts=MAX_ATTEMPTS, retry_idle_s=1.5,
-                      http_timeout_s=0.5, http_retries=0, worker_batch=16)
+                      http_timeout_s=0.5, http_retries=0, worker_batch=16,
+                      http_endpoint_allow=allow(killer.server.server_port))
     worker_env = {**os.environ, **env}
 
     def start_worker() -> subprocess.Popen:

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from rss.procs import RedisProcess, ServiceProcess
+import json
+import random
+
+from rss.procs import RedisProcess, ServiceProcess, free_port
 from rss.procs import start_service as _start_service
 from tests.helpers import REPO
 
@@ -14,7 +17,7 @@ RATERS = {"alice": "alice-secret", "bob": "bob-secret"}
 # (reward_service.store.claim_database), so two modules' services must never share one.
 DATABASES = {"service": 0, "voc": 1, "ui": 2, "remote": 3, "honeypots": 4, "ddp": 5, "remote_limited": 6,
              "faults_replicas": 7, "faults_endpoint": 8, "security_poison": 9, "security_voc": 10,
-             "security_limited": 11, "fuzz": 12, "faults_poison": 13, "security_address": 14,
+             "security_limited": 11, "fuzz": 12, "faults_poison": 13, "security_address": 14, "security_big": 15,
              "memory": 16}
 
 
@@ -31,14 +34,33 @@ def service_env(redis_server: RedisProcess, **settings: object) -> dict[str, str
     return env
 
 
-def start_service(env: dict[str, str] | None = None, *, startup_s: float = 60.0) -> ServiceProcess:
-    """`rss serve` with ``env`` on a free loopback port, started from the repository root; waits for /v1/ready.
-    A context manager (leaving it stops the service); ``url`` is its base URL, ``log()`` its output."""
-    return _start_service(env, cwd=REPO, startup_s=startup_s)
+def start_service(env: dict[str, str] | None = None, *, startup_s: float = 60.0, port: int = 0) -> ServiceProcess:
+    """`rss serve` with ``env`` on ``port`` (a free loopback port when 0), started from the repository root;
+    waits for /v1/ready. A context manager (leaving it stops the service); ``url`` is its base URL, ``log()``
+    its output."""
+    return _start_service(env, port, cwd=REPO, startup_s=startup_s)
 
 
 def start_uvicorn(app: str, env: dict[str, str] | None = None, *, startup_s: float = 30.0,
-                  health_path: str = "/health") -> ServiceProcess:
-    """``python -m uvicorn app`` ("module:attribute", importable from the repository root) on a free loopback
-    port; waits until ``health_path`` answers 200."""
-    return _start_service(env, app=app, ready_path=health_path, cwd=REPO, startup_s=startup_s)
+                  health_path: str = "/health", port: int = 0) -> ServiceProcess:
+    """``python -m uvicorn app`` ("module:attribute", importable from the repository root) on ``port`` (a free
+    loopback port when 0); waits until ``health_path`` answers 200."""
+    return _start_service(env, port, app=app, ready_path=health_path, cwd=REPO, startup_s=startup_s)
+
+
+def reserved_port() -> int:
+    """A free loopback port for an external scorer a test starts after the service that calls it: the
+    service's RSS_HTTP_ENDPOINT_ALLOW names the exact port, so it is picked first. Picked below the ephemeral
+    range (32768 and up on Linux), where the system hands out the ports of outgoing connections, so it stays
+    free until the scorer binds it."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20_000, 32_000)
+        if free_port(port) == port:
+            return port
+    return free_port()
+
+
+def allow(*ports: int) -> str:
+    """RSS_HTTP_ENDPOINT_ALLOW for endpoints on these loopback ports (any path)."""
+    return json.dumps([f"http://127.0.0.1:{port}" for port in ports])

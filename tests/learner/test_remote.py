@@ -20,19 +20,34 @@ from learner.remote import read_jsonl
 from tests.helpers import REPO
 from tests.helpers.audit import ledger, wait_until_scored
 from tests.helpers.cli import SMALL, run_rss
-from tests.helpers.service import DATABASES, LEARNER_TOKEN, RATERS, service_env, start_service, start_uvicorn
+from tests.helpers.service import (
+    DATABASES,
+    LEARNER_TOKEN,
+    RATERS,
+    allow,
+    reserved_port,
+    service_env,
+    start_service,
+    start_uvicorn,
+)
 
 DB = DATABASES["remote"]
 
 
 @pytest.fixture(scope="module")
-def shapes32_service(redis_server) -> Iterator[str]:
+def scorer_port() -> int:
+    """The port of the external scorer tests start after `shapes32_service`, which allows it."""
+    return reserved_port()
+
+
+@pytest.fixture(scope="module")
+def shapes32_service(redis_server, scorer_port: int) -> Iterator[str]:
     """A service serving the learner's small shapes split, in its own Redis database.
 
     Acknowledged results are never trimmed here, so a test can audit a whole results stream."""
     env = service_env(redis_server, shapes_size=32, shapes_length=64, redis_url=redis_server.db_url(DB),
                       max_attempts=1, http_timeout_s=5.0, http_retries=0, retry_idle_s=10.0,
-                      results_trim_every_s=3600)
+                      results_trim_every_s=3600, http_endpoint_allow=allow(scorer_port))
     with start_service(env) as proc:
         yield proc.url
 
@@ -77,9 +92,11 @@ def test_remote_pixel_level_and_a_clear_error_without_a_token(
     assert result.returncode == 2 and "RSS_LEARNER_TOKEN" in result.stderr
 
 
-def test_failed_rewards_are_counted_and_training_goes_on(shapes32_service, redis_server, tmp_path) -> None:
+def test_failed_rewards_are_counted_and_training_goes_on(shapes32_service, redis_server, tmp_path,
+                                                        scorer_port) -> None:
     """An external scorer that always fails: every image is left out of its step, counted, and the run ends."""
-    with start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"}) as scorer:
+    with start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"},
+                       port=scorer_port) as scorer:
         final = train(tmp_path / "failing", "--scorer", "http", "--endpoint", f"{scorer.url}/fail", "--steps", "3",
                       "--eval-every", "3", service=shapes32_service, redis_url=redis_server.db_url(DB))
     counts = final["rewards"]
@@ -217,11 +234,13 @@ def test_killed_learner_counts_what_its_lost_updates_applied(shapes32_service, r
         assert sorted(line["posted_step"] for line in audit["lost"]) == list(range(8, audit["killed_at"] - 1))
 
 
-def test_slow_scorer_pipelined_updates_are_corrected_or_dropped(shapes32_service, redis_server, tmp_path) -> None:
+def test_slow_scorer_pipelined_updates_are_corrected_or_dropped(shapes32_service, redis_server, tmp_path,
+                                                              scorer_port) -> None:
     """A slow external scorer with two batches in flight: updates are applied two policy versions late,
     through the clipped importance ratio (it clips), and with --max-staleness 1 they are dropped, counted."""
     url = redis_server.db_url(DB)
-    with start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"}) as scorer:
+    with start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"},
+                       port=scorer_port) as scorer:
         slow = ["--scorer", "http", "--endpoint", f"{scorer.url}/slow?delay=0.2", "--steps", "8", "--eval-every", "8",
                 "--max-inflight", "2", "--lr", "0.01"]
         late = train(tmp_path / "late", *slow, service=shapes32_service, redis_url=url)

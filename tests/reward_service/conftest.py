@@ -12,14 +12,23 @@ import redis
 from rss.procs import RedisProcess
 from tests.helpers.client import client
 from tests.helpers.factories import write_voc
-from tests.helpers.service import DATABASES, service_env, start_service
+from tests.helpers.service import DATABASES, allow, reserved_port, service_env, start_service
 
 
 @pytest.fixture(scope="session")
-def service(redis_server: RedisProcess) -> Iterator[str]:
-    """`rss serve` on shapes with short retry/lease settings; yields its base URL."""
+def scorer_ports() -> dict[str, int]:
+    """The loopback ports of the external scorers the service tests start (`example`, `faulty`) and of one
+    nobody listens on (`down`), picked before the service, whose RSS_HTTP_ENDPOINT_ALLOW lists exactly these."""
+    return {name: reserved_port() for name in ("example", "faulty", "down")}
+
+
+@pytest.fixture(scope="session")
+def service(redis_server: RedisProcess, scorer_ports: dict[str, int]) -> Iterator[str]:
+    """`rss serve` on shapes with short retry/lease settings, allowing the `scorer_ports` endpoints; yields its
+    base URL."""
     with start_service(service_env(redis_server, max_body_bytes=2_000_000, retry_idle_s=2.0, http_timeout_s=0.5,
-                                   http_retries=0, max_attempts=2, lease_s=30)) as proc:
+                                   http_retries=0, max_attempts=2, lease_s=30,
+                                   http_endpoint_allow=allow(*scorer_ports.values()))) as proc:
         yield proc.url
 
 

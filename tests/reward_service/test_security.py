@@ -7,6 +7,8 @@ import asyncio
 import json
 import re
 import socket
+import socketserver
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +26,15 @@ from reward_service.scorers.http import HttpScorer, Rejected, endpoint_allowed
 from rss.procs import RedisProcess, ServiceProcess
 from rss_core import codec
 from rss_core.schemas import ExternalScoreRequest, Grid
-from tests.helpers.client import client, rater, register
-from tests.helpers.factories import IMAGE, bomb_png, episode, label_of, write_voc
-from tests.helpers.service import DATABASES, LEARNER_TOKEN, RATERS, service_env, start_service
+from tests.helpers.client import client, rater, read_results, register, wait_status
+from tests.helpers.factories import (
+    IMAGE,
+    bomb_png,
+    episode,
+    label_of,
+    write_voc,
+)
+from tests.helpers.service import DATABASES, LEARNER_TOKEN, RATERS, reserved_port, service_env, start_service
 
 LEARNER_A, LEARNER_B = "learner-a-secret", "learner-b-secret"
 ALLOWED_ENDPOINT = "http://127.0.0.1:9000/score"
@@ -317,16 +325,7 @@ def test_http_endpoints_outside_the_allowlist_are_refused_at_registration(limite
         assert ok.status_code in (200, 201), ok.text
 
 
-def test_the_default_allowlist_is_loopback_and_the_scorer_checks_it_too() -> None:
-    default = Settings(_env_file=None).http_endpoint_allow
-    assert endpoint_allowed("http://127.0.0.1:9000/score", default)  # examples/external_scorer
-    assert endpoint_allowed("http://localhost:1234/x", default) and endpoint_allowed("http://[::1]:80/", default)
-    for endpoint in ("http://10.0.0.7/score", "http://169.254.169.254/", "http://localhost.evil.example/",
-                     "http://127.0.0.1@evil.example/", "http://127.0.0.1\\@evil.example/"):
-        assert not endpoint_allowed(endpoint, default), endpoint
-    assert endpoint_allowed("http://anything.example/", ["*"])
-    with pytest.raises(ValueError, match="RSS_HTTP_ENDPOINT_ALLOW"):
-        Settings(_env_file=None, http_endpoint_allow=["ftp://x"])
+def test_the_scorer_checks_the_allowlist_too() -> None:
     # a run registered before the allowlist was narrowed: the worker's scorer refuses to call it
     scorer = HttpScorer(Settings(_env_file=None, http_endpoint_allow=["http://127.0.0.1:9000/score"]))
     request = ExternalScoreRequest(episode_id="e", run_id="r", image_id=IMAGE, dataset="shapes", level="image",
@@ -659,3 +658,163 @@ def test_polls_and_client_addresses_are_limited_and_forwarded_for_is_believed_on
                 assert answers == [200] * 3, (forwarded, answers)
     r.flushdb()
     r.close()
+
+
+# --- issue 19 items 3-6: a service with big bodies allowed, an endpoint that leaks, its own and Redis's address ---
+
+BIG_DB = DATABASES["security_big"]
+SECRET = "SECRET-" + "s" * 3000  # what an internal service would answer: it must never reach a client
+
+
+class LeakyEndpoint:
+    """An endpoint on loopback that answers like an internal service a learner should not read, by path:
+    ``/forbidden`` a 403 with a secret body, ``/server-error`` a 500 with one, ``/redirect`` a 302 with one,
+    ``/contract`` a 200 whose JSON holds the secret where the rewards go, ``/redis`` what Redis answers an HTTP
+    request (an error line quoting it, not HTTP at all: h11's exception text quotes that line)."""
+
+    def __init__(self) -> None:
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                line = self.rfile.readline(65536).decode("latin-1")
+                length = 0
+                while (header := self.rfile.readline(65536)) not in (b"\r\n", b""):
+                    name, _, value = header.decode("latin-1").partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                self.rfile.read(length)
+                path = line.split(" ")[1] if " " in line else ""
+                secret = SECRET.encode()
+                answers = {
+                    "/forbidden": (b"403 Forbidden", secret), "/server-error": (b"500 Internal Server Error", secret),
+                    "/redirect": (b"302 Found", secret),
+                    "/contract": (b"200 OK", json.dumps({"rewards": SECRET}).encode()),
+                }
+                if path in answers:
+                    status, body = answers[path]
+                    self.wfile.write(b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nlocation: "
+                                     b"http://127.0.0.1:1/\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+                                     % len(body) + body)
+                else:  # Redis reads the request line as a command
+                    self.wfile.write(f"-ERR unknown command '{SECRET[:60]}'\r\n".encode() * 3 + b"\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", reserved_port()), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Hardened:
+    url: str
+    r: redis.Redis
+    proc: ServiceProcess
+    port: int
+    redis_port: int
+    leaky: LeakyEndpoint
+    settings: Settings
+
+
+@pytest.fixture(scope="module")
+def hardened(redis_server: RedisProcess) -> Iterator[Hardened]:
+    """`rss serve` on a port picked first, in its own Redis database, with 64 MiB bodies, no rate limits, a 2 s
+    head timeout, one quick attempt per external call, and an allowlist naming the leaky endpoint, the
+    service's own address and Redis's (the last two must be refused all the same)."""
+    r = redis.Redis(port=redis_server.port, db=BIG_DB)
+    r.flushdb()
+    leaky, port = LeakyEndpoint(), reserved_port()
+    allowed = [leaky.url, f"http://127.0.0.1:{port}", f"http://localhost:{port}",
+               f"http://127.0.0.1:{redis_server.port}", f"http://localhost:{redis_server.port}/"]
+    settings = {"redis_url": redis_server.db_url(BIG_DB), "max_body_bytes": 64 << 20, "header_timeout_s": 2,
+                "rate_limit_episodes_per_s": 0, "rate_limit_ratings_per_min": 0, "rate_limit_polls_per_min": 0,
+                "rate_limit_address_per_s": 0, "http_timeout_s": 2, "http_retries": 0, "max_attempts": 1,
+                "retry_idle_s": 3, "http_endpoint_allow": json.dumps(allowed)}
+    try:
+        with start_service(service_env(redis_server, **settings), port=port) as proc:
+            yield Hardened(proc.url, r, proc, port, redis_server.port, leaky,
+                           Settings(_env_file=None, port=port, **{**settings, "http_endpoint_allow": allowed}))
+    finally:
+        leaky.close()
+        r.flushdb()
+        r.close()
+
+
+def test_endpoints_are_allowed_by_exact_scheme_host_and_port() -> None:
+    """Before, the default admitted every port on loopback (Redis's, the service's own, any internal one)."""
+    default = Settings(_env_file=None).http_endpoint_allow
+    assert endpoint_allowed("http://127.0.0.1:9000/score", default)  # examples/external_scorer
+    assert endpoint_allowed("http://localhost:9000/score", default)
+    for endpoint in ("http://127.0.0.1:9001/score", "http://127.0.0.1/score", "http://localhost:6379/",
+                     "http://[::1]:9000/", "https://127.0.0.1:9000/score", "http://127.0.0.2:9000/",
+                     "http://127.0.0.1:9000@evil.example/", "http://127.0.0.1.evil.example:9000/"):
+        assert not endpoint_allowed(endpoint, default), endpoint
+    # a URL without a port has its scheme's; a path in an entry is a prefix
+    assert endpoint_allowed("http://scorer/score", ["http://scorer:80"])
+    assert endpoint_allowed("https://scorer:443/score/v2", ["https://scorer/score"])
+    assert not endpoint_allowed("https://scorer:8443/score", ["https://scorer/score"])
+    assert not endpoint_allowed("http://scorer/scorer", ["http://scorer/score"])
+    for entry in ("*", "http://*", "ftp://x", "http://x:port", "http://user@x:1", "http://x:1/?q"):
+        with pytest.raises(ValueError, match="RSS_HTTP_ENDPOINT_ALLOW"):
+            Settings(_env_file=None, http_endpoint_allow=[entry])
+
+
+def test_the_services_own_and_redis_addresses_are_refused_even_when_listed(hardened) -> None:
+    """The allowlist names both (the fixture's), and still: a 422 at registration naming which it is, nothing
+    written, and the worker's scorer refuses to call them for a run registered before."""
+    own = [f"http://127.0.0.1:{hardened.port}/v1/runs", f"http://localhost:{hardened.port}/"]
+    redis_ = [f"http://127.0.0.1:{hardened.redis_port}/", f"http://localhost:{hardened.redis_port}/x"]
+    with client(hardened.url) as learner:
+        before = snapshot(hardened.r)
+        for endpoints, what in ((own, "the reward service's own address"), (redis_, "Redis's address")):
+            for endpoint in endpoints:
+                response = learner.post("/v1/runs", json={"run_id": "self", "dataset": "shapes", "level": "image",
+                                                          "scorer": "http", "endpoint": endpoint})
+                assert response.status_code == 422, response.text
+                assert what in response.json()["detail"], response.text
+        assert snapshot(hardened.r) == before
+        register(learner, "leaky-ok", scorer="http", endpoint=f"{hardened.leaky.url}/score")  # listed, elsewhere
+    request = ExternalScoreRequest(episode_id="e", run_id="r", image_id=IMAGE, dataset="shapes", level="image",
+                                   metric="miou", grid=Grid(), samples=[codec.raw_mask(label_of())])
+
+    async def score(endpoint: str) -> None:
+        async with HttpScorer(hardened.settings) as scorer:
+            await scorer.score(endpoint, request)
+
+    for endpoint, what in ((own[0], "own address"), (redis_[1], "Redis's address")):
+        with pytest.raises(Rejected, match=what):
+            asyncio.run(score(endpoint))
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("/forbidden", "endpoint returned 403; not retried (its body is in the worker's log)"),
+    ("/redirect", "endpoint returned 302; not retried (its body is in the worker's log)"),
+    ("/server-error", "endpoint returned 500 (1 try)"),
+    ("/contract", "endpoint answer does not fit the contract: rewards: Input should be a valid list"),
+    ("/redis", "endpoint unreachable (RemoteProtocolError) (1 try)"),
+])
+def test_an_endpoints_answer_never_reaches_what_a_client_reads(hardened, path, reason) -> None:
+    """The episode's reason, the results stream and the dead letter say the status and a fixed reason; the
+    body is in the service's log, cut at 500 characters. Before, the first 200 characters of an error body
+    were stored in the reason, and a transport error's text (which quotes a line that is not HTTP, as Redis
+    answers) too: a learner token could read an internal service's answer back."""
+    run_id = "leak" + path.replace("/", "-")
+    start = len(hardened.proc.log())
+    with client(hardened.url) as learner:
+        register(learner, run_id, scorer="http", endpoint=hardened.leaky.url + path)
+        accepted = learner.post("/v1/episodes", json=episode(run_id, [codec.raw_mask(label_of())]))
+        assert accepted.status_code == 202, accepted.text
+        status = wait_status(learner, accepted.json()["episode_id"], ("failed",))
+        stats = learner.get("/v1/stats").text
+    (result,) = read_results(hardened.r, run_id, 1)
+    letters = [json.loads(f[b"payload"]) for _, f in hardened.r.xrange("rss:v1:deadletter")]
+    letter = next(x for x in letters if x["run_id"] == run_id)
+    assert status["reason"] == result["error"] == letter["reason"] == reason, (status, result, letter)
+    for readable in (json.dumps(status), json.dumps(result), json.dumps(letter), stats):
+        assert "SECRET" not in readable
+    log = hardened.proc.log()[start:]
+    assert "SECRET-sss" in log, log[-2000:]  # the operator sees it ...
+    assert "s" * 600 not in log  # ... cut short

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from rss.procs import ServiceProcess, free_port
+from rss.procs import ServiceProcess
 from rss_core import codec, scoring
 from tests.helpers.client import read_results, register, wait_status
 from tests.helpers.factories import episode, label_of, noisy
@@ -18,14 +18,16 @@ from tests.helpers.service import start_uvicorn
 
 
 @pytest.fixture(scope="module")
-def example_scorer() -> Iterator[ServiceProcess]:
-    with start_uvicorn("examples.external_scorer.app:app", env={"OMP_NUM_THREADS": "1"}) as proc:
+def example_scorer(scorer_ports: dict[str, int]) -> Iterator[ServiceProcess]:
+    with start_uvicorn("examples.external_scorer.app:app", env={"OMP_NUM_THREADS": "1"},
+                       port=scorer_ports["example"]) as proc:
         yield proc
 
 
 @pytest.fixture(scope="module")
-def faulty_scorer() -> Iterator[ServiceProcess]:
-    with start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"}) as proc:
+def faulty_scorer(scorer_ports: dict[str, int]) -> Iterator[ServiceProcess]:
+    with start_uvicorn("tests.reward_service.faulty_scorer:app", env={"OMP_NUM_THREADS": "1"},
+                       port=scorer_ports["faulty"]) as proc:
         yield proc
 
 
@@ -79,11 +81,11 @@ def test_a_flaky_endpoint_recovers_on_the_next_attempt(learner, redis_client, fa
     assert wait_status(learner, accepted.json()["episode_id"], ("scored",))["attempts"] == 2
 
 
-def test_circuit_states_show_in_readiness_and_stats(learner, redis_client) -> None:
+def test_circuit_states_show_in_readiness_and_stats(learner, redis_client, scorer_ports) -> None:
     """An endpoint nobody listens on: after RSS_BREAKER_FAILURES (5) failed calls in a row its circuit opens,
     and /v1/stats names it open, /v1/ready counts it (without naming it: that route needs no token) and
     stays 200. Before, the breakers' states were only in the worker's log."""
-    endpoint = f"http://127.0.0.1:{free_port()}/score"
+    endpoint = f"http://127.0.0.1:{scorer_ports['down']}/score"
     register(learner, "circuit", scorer="http", endpoint=endpoint)
     for _ in range(6):
         assert learner.post("/v1/episodes", json=episode("circuit", [codec.raw_mask(label_of())])).status_code == 202

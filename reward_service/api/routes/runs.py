@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from reward_service.api.deps import AnyToken, Learner, ServicesDep, json_body, json_body_openapi
 from reward_service.api.errors import AUTH, JSON_BODY, errors
-from reward_service.scorers.http import endpoint_allowed
+from reward_service.scorers.http import endpoint_refusal
 from reward_service.services import Services
 from reward_service.store import DatabaseClaimed, RunConflict, claim_database
 from rss_core import keys
@@ -46,10 +46,12 @@ async def create_run(_: Learner, body: Annotated[RunCreate, Depends(json_body(Ru
             raise HTTPException(409, detail=f"The learner's data (fingerprint {body.dataset_fingerprint}) is not the "
                                             f"data this service scores against: {described}. Start both with the "
                                             "same dataset settings (dataset, split, seed, size, labels).")
-    allow = services.settings.http_endpoint_allow
-    if body.scorer == "http" and not endpoint_allowed(body.endpoint or "", allow):
-        raise HTTPException(422, detail=f"Endpoint {body.endpoint[:200]!r} is not allowed by RSS_HTTP_ENDPOINT_ALLOW "
-                                        f"({', '.join(allow)}); ask the operator to add its prefix.")
+    if body.scorer == "http":
+        refusal = await run_in_threadpool(endpoint_refusal, body.endpoint or "", services.settings)  # resolves
+        if refusal is not None:
+            allow = services.settings.http_endpoint_allow
+            raise HTTPException(422, detail=f"Endpoint {body.endpoint[:200]!r} {refusal} ({', '.join(allow)}); "
+                                            "ask the operator to list its scheme://host:port.")
     run = RunPublic(**body.model_dump(), num_classes=dataset.num_classes, class_names=dataset.class_names,
                     results_stream=keys.results(body.run_id), created_at=time.time())
     try:
