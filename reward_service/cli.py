@@ -44,6 +44,8 @@ def main(argv: list[str]) -> int:
 
     import uvicorn
 
+    from reward_service.http_limits import LimitedHttpToolsProtocol
+
     settings = load_settings()
     if not settings.learner_tokens:
         raise ValueError("no learner token configured: set RSS_LEARNER_TOKENS='[\"<secret>\"]' (see .env.example)")
@@ -56,6 +58,7 @@ def main(argv: list[str]) -> int:
     try:
         uvicorn.run("reward_service.main:create_app", factory=True, host=settings.host, port=settings.port,
                     workers=settings.workers, log_level=settings.log_level, access_log=False,
+                    http=LimitedHttpToolsProtocol,  # limits on the request head: RSS_MAX_HEADER_BYTES, ...
                     proxy_headers=False)  # uvicorn's would believe X-Forwarded-For from 127.0.0.1: client_address
     finally:
         for proc in scorers:  # all at once, then wait for each

@@ -70,6 +70,17 @@ class Settings(BaseSettings):
 
     # limits
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body in bytes (413 above it).")
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Largest request head (request line and headers) in bytes; 431 above it, "
+                                        "counted while it arrives, before the app sees the request (uvicorn's "
+                                        "protocol, reward_service.http_limits).")
+    max_url_bytes: int = Field(
+        8 * 1024, ge=256, description="Longest request URL (path and query) in bytes; 414 above it, as the head "
+                                      "arrives.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a request's head (request line and headers) may take to arrive, from "
+                                "the connection's opening or the request's first byte; then 408 and the "
+                                "connection is closed (a connection that sent nothing is closed).")
     max_samples: int = Field(64, ge=1, description="Most samples (masks) per episode.")
     max_batch: int = Field(256, ge=1, description="Most episodes in one POST /v1/episodes/batch.")
     max_mask_pixels: int = Field(

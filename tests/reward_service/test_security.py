@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import select
 import socket
 import socketserver
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from reward_service.scorers.http import HttpScorer, Rejected, endpoint_allowed
 from rss.procs import RedisProcess, ServiceProcess
 from rss_core import codec
 from rss_core.schemas import ExternalScoreRequest, Grid
+from tests.helpers import REPO
 from tests.helpers.client import client, rater, read_results, register, wait_status
 from tests.helpers.factories import (
     IMAGE,
@@ -743,6 +746,52 @@ def hardened(redis_server: RedisProcess) -> Iterator[Hardened]:
         r.close()
 
 
+class HealthProbe:
+    """GET /v1/health in a loop on its own connection while an attack runs; ``latencies`` in seconds."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.latencies, self.failures = url, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as c:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                try:
+                    status = c.get("/v1/health").status_code
+                except httpx.TransportError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                self.latencies.append(time.perf_counter() - started)
+                if status != 200:
+                    self.failures.append(status)
+                time.sleep(0.02)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.latencies and not self.failures and time.monotonic() < deadline:
+            time.sleep(0.01)  # probing before the attack starts
+        self.latencies.clear()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def report(self, what: str) -> str:
+        lat = sorted(self.latencies)
+        line = (f"/v1/health during {what}: {len(lat)} answered, median {statistics.median(lat) * 1000:.1f} ms, "
+                f"max {lat[-1] * 1000:.1f} ms")
+        print(line)  # noqa: T201 (the latencies are reported, not asserted)
+        return line
+
+    def check(self, what: str) -> None:
+        assert not self.failures and self.latencies, (what, self.failures[:5])
+        self.report(what)
+
+
 def test_endpoints_are_allowed_by_exact_scheme_host_and_port() -> None:
     """Before, the default admitted every port on loopback (Redis's, the service's own, any internal one)."""
     default = Settings(_env_file=None).http_endpoint_allow
@@ -818,3 +867,98 @@ def test_an_endpoints_answer_never_reaches_what_a_client_reads(hardened, path, r
     log = hardened.proc.log()[start:]
     assert "SECRET-sss" in log, log[-2000:]  # the operator sees it ...
     assert "s" * 600 not in log  # ... cut short
+
+
+def raw_attack(url: str, first: bytes, filler: bytes, total: int = 64 << 20) -> tuple[bytes, int, float]:
+    """Send ``first``, then ``filler`` in 1 MiB pieces up to ``total`` bytes, stopping once the service answers
+    or drops the connection: (what it answered, or b"" / the error for a dropped one; MiB sent; seconds)."""
+    host, port = url.removeprefix("http://").split(":")
+    piece = filler * ((1 << 20) // len(filler))
+    sent, started = 0, time.perf_counter()
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        try:
+            s.sendall(first)
+            while sent < total and not select.select([s], [], [], 0)[0]:
+                s.sendall(piece)
+                sent += len(piece)
+            answer = s.recv(65536)
+        except OSError as exc:  # the service closed with the attack unread: the kernel resets the connection
+            answer = repr(exc).encode()
+    return answer, sent >> 20, time.perf_counter() - started
+
+
+def test_huge_and_slow_request_heads_are_refused_before_the_app(hardened) -> None:
+    """A 64 MiB header and a 64 MiB URL are refused after the first MiB with 431 / 414 (or the connection reset,
+    when the service closes with the rest unread), and a head that never ends is answered 408 after
+    RSS_HEADER_TIMEOUT_S (2 s here), a connection that sends nothing is closed; health is answered meanwhile.
+    Before, the header was read and answered (3.5 s of CPU, other requests stalled up to 1.4 s), the URL too,
+    and a head that never ended kept its connection for minutes."""
+    url, pid = hardened.url, hardened.proc.popen.pid
+    peak = peak_rss_mb(pid)
+    cpu = hardened.proc.cpu_seconds()
+    with HealthProbe(url) as probe:
+        header = raw_attack(url, b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: ", b"a")
+        path = raw_attack(url, b"GET /v1/health?", b"a")
+        many = raw_attack(url, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n", b"X-Many: " + b"b" * 1014 + b"\r\n")
+    for (answer, mib, seconds), status in ((header, 431), (path, 414), (many, 431)):
+        assert mib < 64, (status, mib)  # refused while it arrived, not read whole
+        assert answer.startswith(b"HTTP/1.1 %d " % status) or b"ConnectionResetError" in answer \
+            or b"BrokenPipeError" in answer, answer[:300]
+        print(f"{status}: refused after {mib} MiB in {seconds:.3f} s: {answer[:40]!r}")  # noqa: T201
+    probe.check("64 MiB header / URL attacks")
+    print(f"service CPU during the three: {hardened.proc.cpu_seconds() - cpu:.2f} s")  # noqa: T201
+    assert peak_rss_mb(pid) - peak < 50  # nothing was kept
+    # just over the limit in one piece: the exact count of the head, and the answer's text
+    host, port = url.removeprefix("http://").split(":")
+    for head, status, words in (
+            (b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (32 << 10) + b"\r\n\r\n", 431,
+             "headers exceed the limit of 32768 bytes (RSS_MAX_HEADER_BYTES)"),
+            (b"GET /v1/health?" + b"a" * (8 << 10) + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414,
+             "URL exceeds the limit of 8192 bytes (RSS_MAX_URL_BYTES)")):
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(head)
+            answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+        assert words in answer.decode() and b"connection: close" in answer.lower(), answer
+    with client(url) as c:  # a large head within the limits is fine
+        assert c.get("/v1/health", headers={"X-Fine": "f" * (16 << 10)}).status_code == 200
+    # a head that never ends, a byte every half second; a connection that sends nothing
+    with HealthProbe(url) as probe:
+        with socket.create_connection((host, int(port)), timeout=30) as slow, \
+                socket.create_connection((host, int(port)), timeout=30) as silent:
+            started = time.perf_counter()
+            slow.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            answer = b""
+            while time.perf_counter() - started < 20:
+                if select.select([slow], [], [], 0.5)[0]:
+                    answer = slow.recv(65536)
+                    break
+                slow.sendall(b"z")
+            slow_s = time.perf_counter() - started
+            assert silent.recv(65536) == b""  # closed, nothing to answer
+            silent_s = time.perf_counter() - started
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"RSS_HEADER_TIMEOUT_S" in answer, answer[:300]
+    assert slow_s < 20 and silent_s < 20
+    print(f"slow head answered 408 after {slow_s:.2f} s, silent connection closed after {silent_s:.2f} s")  # noqa: T201
+    probe.check("a slow head and a silent connection")
+    assert "Traceback" not in hardened.proc.log()
+
+
+def nginx_directive(name: str) -> str:
+    found = re.findall(rf"^\s*{name}\s+([^;]+);", (REPO / "deploy" / "nginx.conf").read_text(), re.M)
+    assert len(found) == 1, (name, found)
+    return found[0].strip()
+
+
+def test_the_proxy_limits_request_heads_as_the_service_does() -> None:
+    """deploy/nginx.conf (compose's proxy) refuses what the service would, before it reaches a replica: a request
+    line or a header line over 8 KiB, at most 4 of those buffers (32 KiB, RSS_MAX_HEADER_BYTES), a head slower
+    than RSS_HEADER_TIMEOUT_S, and a body pausing over 30 s. Checked against nginx 1.22 by hand: 64 MiB header
+    400 and URL 414 after 1 MiB, a slow head closed after 10.0 s (see docs/security.md)."""
+    defaults = Settings(_env_file=None)
+    count, size = nginx_directive("large_client_header_buffers").split()
+    assert int(size.removesuffix("k")) * 1024 == defaults.max_url_bytes
+    assert int(count) * int(size.removesuffix("k")) * 1024 == defaults.max_header_bytes
+    assert nginx_directive("client_header_buffer_size") == "1k"
+    assert nginx_directive("client_header_timeout") == f"{defaults.header_timeout_s:g}s"
+    assert nginx_directive("client_body_timeout") == "30s"
