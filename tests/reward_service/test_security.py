@@ -4,6 +4,7 @@ per-token rate limits, the external endpoint allowlist."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import select
@@ -35,7 +36,10 @@ from tests.helpers.factories import (
     bomb_png,
     episode,
     label_of,
+    png_chunk,
+    png_with_chunks,
     write_voc,
+    ztxt_chunks,
 )
 from tests.helpers.service import DATABASES, LEARNER_TOKEN, RATERS, reserved_port, service_env, start_service
 
@@ -962,3 +966,38 @@ def test_the_proxy_limits_request_heads_as_the_service_does() -> None:
     assert nginx_directive("client_header_buffer_size") == "1k"
     assert nginx_directive("client_header_timeout") == f"{defaults.header_timeout_s:g}s"
     assert nginx_directive("client_body_timeout") == "30s"
+
+
+def test_pngs_with_tens_of_mib_of_text_chunks_are_refused_before_decompressing(hardened) -> None:
+    """24 MiB of zTXt chunks (each inflating to just under Pillow's 1 MiB cap) around a 64x64 mask: a 422 naming
+    the ancillary chunks, as an episode's sample and as a rater's pixel answer, nothing written. Before, the
+    header check passed them and Pillow inflated every chunk (0.08 s of CPU each time)."""
+    label = label_of()
+    png = base64.b64decode(codec.png_mask(label).data)
+    bomb = codec.PngMask(data=base64.b64encode(png_with_chunks(png, ztxt_chunks(12), ztxt_chunks(12))).decode())
+    with client(hardened.url) as learner, rater(hardened.url, "alice") as alice:
+        register(learner, "ztxt", scorer="human", level="pixel")
+        assert learner.post("/v1/episodes", json=episode("ztxt", [codec.raw_mask(label)], level="pixel")
+                            ).status_code == 202
+        task = alice.get("/v1/tasks/next", params={"wait_s": 10}).json()
+        before = snapshot(hardened.r)
+        with HealthProbe(hardened.url) as probe:
+            started = time.perf_counter()
+            refused = learner.post("/v1/episodes", json=episode("ztxt", [bomb], level="pixel"))
+            episode_s = time.perf_counter() - started
+            answer = alice.post(f"/v1/tasks/{task['task_id']}/rating", json={
+                "lease_id": task["lease_id"], "pixels": {"format": "png", "data": bomb.data}})
+        for response in (refused, answer):
+            assert response.status_code == 422, response.text[:500]
+            assert "more than 16384 bytes of ancillary chunks (text such as zTXt/iTXt/tEXt" in response.json()[
+                "detail"], response.text[:500]
+        assert snapshot(hardened.r) == before  # no episode, no rating
+        assert hardened.r.llen(f"rss:v1:task:{task['task_id']}:ratings") == 0
+        assert hardened.r.hget(f"rss:v1:lease:{task['lease_id']}", "state") == b"open"
+        # the same mask with a small text chunk is decoded as if it had none
+        small = png_with_chunks(png, [png_chunk(b"tEXt", b"Software\0painter")])
+        fine = learner.post("/v1/episodes", json=episode(
+            "ztxt", [codec.PngMask(data=base64.b64encode(small).decode())], level="pixel"))
+        assert fine.status_code == 202, fine.text
+    print(f"32 MiB episode body refused in {episode_s:.3f} s")  # noqa: T201
+    probe.check("posting 24 MiB-of-zTXt PNGs")
