@@ -13,11 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json
+from starlette.concurrency import run_in_threadpool
 
 from reward_service.core.config import Settings
 from reward_service.ratelimit import Limit, RateLimited, retry_after_header, token_id
 from reward_service.services import Services
 
+OFFLOAD_BYTES = 256 * 1024  # bodies larger than this are parsed in a thread (~1 ms of parsing)
 _bearer = HTTPBearer(auto_error=False, description="A learner or rater token from the service's settings.")
 
 
@@ -148,7 +150,10 @@ def json_body(model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
 
     async def parse(request: Request) -> Model:
         require_json(request)
-        return parse_json(model, await request.body())
+        body = await request.body()
+        if len(body) > OFFLOAD_BYTES:  # parsing megabytes is CPU work: off the event loop other requests share
+            return await run_in_threadpool(parse_json, model, body)
+        return parse_json(model, body)
 
     return parse
 

@@ -1001,3 +1001,31 @@ def test_pngs_with_tens_of_mib_of_text_chunks_are_refused_before_decompressing(h
         assert fine.status_code == 202, fine.text
     print(f"32 MiB episode body refused in {episode_s:.3f} s")  # noqa: T201
     probe.check("posting 24 MiB-of-zTXt PNGs")
+
+
+def test_health_is_answered_while_large_tasks_are_leased(hardened) -> None:
+    """Leasing a task encodes its masks as PNG (0.3 s for a 4096x4096 one): in a thread now, so the event loop
+    answers /v1/health meanwhile. Before, the encoding ran on the loop and every request waited for it."""
+    rng = np.random.default_rng(0)
+    masks = [rng.integers(0, 4, (4096, 4096), dtype=np.uint8) for _ in range(3)]
+    with client(hardened.url) as learner, rater(hardened.url, "bob") as bob:
+        register(learner, "large", scorer="human", image_size=4096)
+        for mask in masks:
+            accepted = learner.post("/v1/episodes", json=episode("large", [codec.png_mask(mask)]))
+            assert accepted.status_code == 202, accepted.text[:300]
+        leased = []
+        with HealthProbe(hardened.url) as probe:
+            started = time.perf_counter()
+            while len(leased) < len(masks) and time.perf_counter() - started < 60:
+                task = bob.get("/v1/tasks/next", params={"wait_s": 10})
+                assert task.status_code == 200, task.text[:300]
+                if task.json()["run_id"] == "large":
+                    leased.append(task.json())
+                else:  # another test's task
+                    bob.post(f"/v1/tasks/{task.json()['task_id']}/skip", json={"lease_id": task.json()["lease_id"]})
+            lease_s = time.perf_counter() - started
+    shown = {t["episode_id"]: codec.decode_mask(codec.PngMask(**t["samples"][0]["mask"]), (4096, 4096))
+             for t in leased}
+    assert len(shown) == 3 and all(any(np.array_equal(m, s) for m in masks) for s in shown.values())
+    print(f"3 leases of 4096x4096 tasks in {lease_s:.2f} s")  # noqa: T201
+    probe.check("leasing 4096x4096 tasks")

@@ -106,13 +106,13 @@ async def accept(services: Services, bodies: list[EpisodeCreate], batch: bool,
     where = [f"episodes[{i}]: " if batch else "" for i in range(len(bodies))]
     checked = [check_episode(b, runs[b.run_id], settings, w) for b, w in zip(bodies, where, strict=True)]
 
-    def decode_all() -> list[np.ndarray]:
+    def decode_all() -> list[tuple[bytes, tuple[int, ...]]]:  # CPU work, the copies to bytes included
         decoded, left = [], settings.max_request_pixels
         for b, run, w in zip(bodies, checked, where, strict=True):
             decoded.append(decode_samples(services.dataset, b, run, settings.max_mask_pixels, w,
                                           (left, settings.max_request_pixels)))
             left -= decoded[-1].size
-        return decoded
+        return [(m.tobytes(), m.shape) for m in decoded]
 
     masks = await run_in_threadpool(decode_all)
 
@@ -120,9 +120,9 @@ async def accept(services: Services, bodies: list[EpisodeCreate], batch: bool,
         return [EpisodeAccepted(episode_id=i, status="queued", results_stream=run.results_stream)
                 for i, run in zip(ids, checked, strict=True)]
 
-    ids = await store.add_episodes([(run, b.image_id, b.grid, b.policy_version, m.tobytes(), m.shape,
+    ids = await store.add_episodes([(run, b.image_id, b.grid, b.policy_version, data, shape,
                                      [list(p) for p in b.points] if b.points is not None else None)
-                                    for b, run, m in zip(bodies, checked, masks, strict=True)], idem,
+                                    for b, run, (data, shape) in zip(bodies, checked, masks, strict=True)], idem,
                                    lambda ids: EpisodeBatchAccepted(episodes=answers(ids)).model_dump_json())
     if isinstance(ids, str):
         return ids
@@ -161,7 +161,7 @@ async def create_episode_batch(learner: Learner,
     """Validate and persist several episodes (a learner's step) in one transaction: all or none."""
     idem = None
     if idempotency_key is not None:
-        digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+        digest = await run_in_threadpool(lambda: hashlib.sha256(body.model_dump_json().encode()).hexdigest())
         idem = Idempotent(keys.idempotency(learner, idempotency_key), digest)
         try:
             answer = await services.store.replayed(idem)
