@@ -32,6 +32,10 @@ RESULTS_GROUP = "learner"
 
 RUNS = f"{PREFIX}:runs"  # set of run ids
 
+# Sorted set: task id -> when its finalize job is due. A task whose last rating arrived waits RSS_AMEND_S here
+# (the answer may still be amended), then the worker's sweep queues its finalize job.
+FINALIZE_LATER = f"{PREFIX}:finalize-later"
+
 # Sorted set: scoring worker -> time of its last poll (readiness: is any worker alive?).
 WORKERS = f"{PREFIX}:workers"
 
@@ -98,3 +102,9 @@ def idempotency(who: str, key: str) -> str:
     """Hash: what one ``Idempotency-Key`` of one learner token was first used for (``digest`` of the batch,
     ``answer`` JSON); expires with the episodes (``RSS_EPISODE_TTL_S``)."""
     return f"{PREFIX}:idempotency:{who}:{key}"
+
+
+def rater_seconds(scope: str) -> str:
+    """List: the latest ``rater_seconds`` of answers (newest first, the last 1000), per ``kind:<task kind>``
+    and per ``rater:<name>``; GET /v1/stats shows their medians."""
+    return f"{PREFIX}:seconds:{scope}"

@@ -24,6 +24,7 @@ TaskKind = Literal["score", "pairwise", "best", "pixel", "point"]
 PIXEL_KINDS = ("pixel", "point")  # the task kinds of pixel-level runs
 BEST_OF = (2, 8)  # a best-of-N task shows an episode's N samples: this many at least and at most
 MAX_POINTS = 256  # point questions per episode
+MAX_RATER_SECONDS = 86400.0  # the most seconds one answer may say its task was on screen (a day)
 Verdict = Literal["yes", "no", "unsure"]
 Cell = Annotated[int, Field(ge=0, le=4095)]  # a row or column of a mask
 EpisodeStatus = Literal["queued", "scoring", "waiting_for_rater", "scored", "failed"]
@@ -216,6 +217,11 @@ class Result(BaseModel):
     policy_version: int
     scored_at: float
     error: str | None = Field(None, description="Why the sample could not be scored (reward fields are empty).")
+    rater_seconds: float | None = Field(
+        None, description="Human scorer: the people-seconds this sample cost: the seconds its task was on screen "
+        "(first draw to answer, tab hidden not counted), summed over the ratings combined here and split evenly "
+        "over the task's samples (a pairwise task's two results carry half each), so summing a run's results "
+        "gives the raters' time. None when a rating did not say (`rater_seconds` is optional in a rating).")
 
 
 # --- human rating tasks ---------------------------------------------------------------------
@@ -271,6 +277,11 @@ class RatingCreate(BaseModel):
     verdicts: list[Verdict] | None = Field(
         None, max_length=MAX_POINTS, description="`point` tasks: one answer per point, in the order of the task's "
         "`points`: yes (the class is right there), no, or unsure.")
+    rater_seconds: float | None = Field(
+        None, gt=0, le=MAX_RATER_SECONDS, allow_inf_nan=False, strict=True, description="Seconds the task was on "
+        "screen before "
+        "this answer (from its first draw, not counting time with the tab hidden), as the rater's client measured "
+        "it: it reaches the results (`Result.rater_seconds`) and the medians of GET /v1/stats.")
 
     @model_validator(mode="after")
     def _one_answer(self) -> RatingCreate:
@@ -284,11 +295,28 @@ class LeaseRef(BaseModel):
     lease_id: str
 
 
+class LeaseRelease(BaseModel):
+    """Give a lease back unanswered (sign-out, a closed tab, a prefetched task not shown): its slot waits again
+    at once, for any rater, this one included, and it counts as no skip. ``token`` is the rater's token, for a
+    client that cannot send an Authorization header (`navigator.sendBeacon` when a page closes)."""
+
+    lease_id: str = Field(min_length=1, max_length=64)
+    token: str | None = Field(None, max_length=1024, description="The rater's token, when no Authorization header "
+                              "is sent; it must be the token of the rater who holds the lease.")
+
+
 class QueueDepth(BaseModel):
-    """Rating slots waiting for a rater, and slots leased but not answered yet."""
+    """Rating slots waiting for a rater, and slots leased but not answered yet; for a rater token, also how many
+    of the waiting tasks that rater may lease now, and how many they skipped that come back to them later."""
 
     waiting: int
     leased: int
+    available: int | None = Field(
+        None, description="Rater tokens: tasks this rater may lease now (not rated or skipped by them, not held "
+        "by them), what GET /v1/tasks/next would hand them.")
+    skipped_later: int | None = Field(
+        None, description="Rater tokens: tasks this rater skipped that wait unanswered: each is offered to them "
+        "again RSS_SKIP_RETRY_S after their skip if no other rater took it (given up after RSS_MAX_SKIPS skips).")
 
 
 class RaterPublic(BaseModel):
@@ -304,6 +332,9 @@ class RatingAccepted(BaseModel):
     ratings_done: int
     ratings_needed: int
     complete: bool
+    amend_until: float | None = Field(
+        None, description="Until when (epoch seconds) this answer may be replaced, once, with PUT "
+        "/v1/tasks/{id}/rating and the same lease (RSS_AMEND_S after it arrived); null when amending is off.")
 
 
 # --- external scorer (http) -----------------------------------------------------------------
@@ -362,8 +393,12 @@ class Stats(BaseModel):
     results_last_minute: int
     results_per_minute_5m: float
     raters: dict[str, dict[str, float | None]] = Field(
-        description="Per rater: rated, skipped, per_minute_5m, honeypots (answered), honeypots_agreed, and "
-        "agreement (honeypots_agreed / honeypots; null before the first honeypot).")
+        description="Per rater: rated, skipped, per_minute_5m, honeypots (answered), honeypots_agreed, "
+        "agreement (honeypots_agreed / honeypots; null before the first honeypot), and median_rater_seconds "
+        "(the median `rater_seconds` of their last 1000 answers that carried it; null before the first).")
+    median_rater_seconds: dict[str, float | None] = Field(
+        default_factory=dict, description="Per task kind: the median `rater_seconds` of the last 1000 answers "
+        "to tasks of that kind that carried it (null before the first).")
     circuits: dict[str, CircuitState] = Field(
         default_factory=dict, description="External endpoint -> the state of its circuit breaker, the worst "
         "over the live workers (each worker process keeps its own breakers): closed, half_open (one trial call "

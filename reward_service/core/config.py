@@ -143,6 +143,15 @@ class Settings(BaseSettings):
         3, ge=1, description="Skips after which a rating task is given up: its samples get error results (the "
                              "learner counts them failed) and a dead-letter entry. A task every rater has rated "
                              "or skipped is given up as well.")
+    skip_retry_s: float = Field(
+        30.0, gt=0, description="Seconds after a rater skipped a task before it is offered to that rater again, "
+                                "when no other rater has taken it meanwhile: one rater alone can finish a queue "
+                                "(each skip counts toward RSS_MAX_SKIPS).")
+    amend_s: float = Field(
+        5.0, ge=0, description="Seconds a rater may replace an answer (once: the UI's Undo; PUT "
+                               "/v1/tasks/{id}/rating with the same lease). A task's last rating waits this long "
+                               "before it is finalized into results, so the window is real; 0 turns amending off "
+                               "and finalizes at once.")
     honeypot_fraction: float = Field(
         0.0, ge=0, le=1, description="Chance that a human task gets a honeypot twin whose answer ground truth knows. "
                                      "Answers to twins update the rater's agreement (GET /v1/stats) and never reach "

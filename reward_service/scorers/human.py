@@ -60,35 +60,106 @@ HONEYPOT_SCORE_TOLERANCE = 0.2
 HONEYPOT_PIXEL_AGREEMENT = 0.8
 PIXEL_CLEAN = 0.95
 
-# KEYS: lease, task, ratings, raters, TASKS, JOBS, rater stats.
-# ARGV: now, rating JSON, rater, entry id, task id, honeypot agreement (1 / 0; '' for a real task), key TTL.
+# KEYS: lease, task, ratings, raters, TASKS, JOBS, rater stats, FINALIZE_LATER, seconds of the kind, of the rater.
+# ARGV: now, rating JSON, rater, entry id, task id, honeypot agreement (1 / 0; '' for a real task), key TTL,
+# amend_s (the last rating's finalize waits that long: the answer may be amended meanwhile), rater_seconds ('').
+# The lease keeps where its rating is (index), when it came (at) and its seconds, for an amendment.
 _ANSWER = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return -1 end
 if tonumber(redis.call('HGET', KEYS[1], 'expires')) < tonumber(ARGV[1]) then return -2 end
 if redis.call('HGET', KEYS[2], 'status') == 'abandoned' then return -3 end
-redis.call('HSET', KEYS[1], 'state', 'answered')
-redis.call('RPUSH', KEYS[3], ARGV[2])
+local index = redis.call('RPUSH', KEYS[3], ARGV[2]) - 1
+redis.call('HSET', KEYS[1], 'state', 'answered', 'index', index, 'at', ARGV[1], 'seconds', ARGV[9])
 redis.call('SADD', KEYS[4], ARGV[3])
-redis.call('HDEL', KEYS[2], 'holder:' .. ARGV[3])
+redis.call('HDEL', KEYS[2], 'holder:' .. ARGV[3], 'skipped:' .. ARGV[3])
 redis.call('XACK', KEYS[5], 'raters', ARGV[4])
 redis.call('HINCRBY', KEYS[7], 'rated', 1)
+if ARGV[9] ~= '' then
+  for i = 9, 10 do
+    redis.call('LPUSH', KEYS[i], ARGV[9])
+    redis.call('LTRIM', KEYS[i], 0, 999)
+  end
+end
 local done = redis.call('HINCRBY', KEYS[2], 'done', 1)
 if ARGV[6] ~= '' then
   redis.call('HINCRBY', KEYS[7], 'honeypots', 1)
   redis.call('HINCRBY', KEYS[7], 'honeypots_agreed', tonumber(ARGV[6]))
-  redis.call('HSET', KEYS[2], 'status', 'checked')
+  redis.call('HSET', KEYS[2], 'status', 'checked', 'agreed', ARGV[6])
   for i = 2, 4 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
   return done
 end
 if done >= tonumber(redis.call('HGET', KEYS[2], 'needed')) and redis.call('HGET', KEYS[2], 'status') == 'open' then
   redis.call('HSET', KEYS[2], 'status', 'complete')
-  redis.call('XADD', KEYS[6], '*', 'kind', 'finalize', 'id', ARGV[5])
+  if tonumber(ARGV[8]) > 0 then
+    redis.call('ZADD', KEYS[8], tonumber(ARGV[1]) + tonumber(ARGV[8]), ARGV[5])
+  else
+    redis.call('XADD', KEYS[6], '*', 'kind', 'finalize', 'id', ARGV[5])
+  end
 end
 return done
 """
 
+# Replace an answer, once, within RSS_AMEND_S of it and before its task's finalize job is queued (a complete
+# task waits in FINALIZE_LATER until then; the sweep moving it to JOBS is a script too, so the two never
+# interleave). The time is checked first, so a honeypot twin answers exactly like a real task.
+# KEYS: lease, task, ratings, FINALIZE_LATER, rater stats, seconds of the kind, of the rater.
+# ARGV: now, rating JSON, task id, amend_s, honeypot agreement ('' for a real task), rater_seconds ('').
+_AMEND = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'amended' then return -4 end
+if state ~= 'answered' then return -5 end
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'at')) + tonumber(ARGV[4]) then return -6 end
+local status = redis.call('HGET', KEYS[2], 'status')
+local waiting = status == 'open' or status == 'checked'
+if status == 'complete' and redis.call('ZSCORE', KEYS[4], ARGV[3]) then waiting = true end
+if not waiting then return -7 end
+redis.call('LSET', KEYS[3], tonumber(redis.call('HGET', KEYS[1], 'index')), ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'amended')
+local old = redis.call('HGET', KEYS[1], 'seconds')
+for i = 6, 7 do
+  if old and old ~= '' then redis.call('LREM', KEYS[i], 1, old) end
+  if ARGV[6] ~= '' then
+    redis.call('LPUSH', KEYS[i], ARGV[6])
+    redis.call('LTRIM', KEYS[i], 0, 999)
+  end
+end
+redis.call('HSET', KEYS[1], 'seconds', ARGV[6])
+if ARGV[5] ~= '' then
+  local before = tonumber(redis.call('HGET', KEYS[2], 'agreed') or '0')
+  redis.call('HINCRBY', KEYS[5], 'honeypots_agreed', tonumber(ARGV[5]) - before)
+  redis.call('HSET', KEYS[2], 'agreed', ARGV[5])
+end
+return 1
+"""
+
+# Queue the finalize jobs of complete tasks whose amend window is over. KEYS: FINALIZE_LATER, JOBS. ARGV: now.
+_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 200)
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('XADD', KEYS[2], '*', 'kind', 'finalize', 'id', id)
+end
+return #due
+"""
+
+# Give a lease back unanswered: no skip is counted and the rater is not excluded, its entry waits again at once
+# (handed to TASKS_RETURNED, idle long enough that the next XAUTOCLAIM takes it).
+# KEYS: lease, task, TASKS. ARGV: now, rater, entry id, idle ms.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return -1 end
+if tonumber(redis.call('HGET', KEYS[1], 'expires')) < tonumber(ARGV[1]) then return -2 end
+redis.call('HSET', KEYS[1], 'state', 'released')
+redis.call('HDEL', KEYS[2], 'holder:' .. ARGV[2])
+local held = redis.call('XPENDING', KEYS[3], 'raters', ARGV[3], ARGV[3], 1)
+if #held == 0 or held[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[3], 'raters', '""" + keys.TASKS_RETURNED + """', 0, ARGV[3], 'IDLE', ARGV[4], 'JUSTID')
+return 1
+"""
+
 # A skip returns the slot to the queue, unless the task has now been skipped RSS_MAX_SKIPS times or every
 # rater has rated or skipped it: then it is given up (status abandoned, a finalize job writes error results).
+# The task remembers when this rater skipped it (skipped:<rater>): RSS_SKIP_RETRY_S later, if it still waits,
+# it is offered to them again (`_takeable`), so one rater alone still finishes a queue.
 # KEYS: lease, task, raters, TASKS, rater stats, JOBS. ARGV: now, rater, entry id, task id, max skips, raters.
 _SKIP = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return -1 end
@@ -96,6 +167,7 @@ if tonumber(redis.call('HGET', KEYS[1], 'expires')) < tonumber(ARGV[1]) then ret
 redis.call('HSET', KEYS[1], 'state', 'skipped')
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('HDEL', KEYS[2], 'holder:' .. ARGV[2])
+redis.call('HSET', KEYS[2], 'skipped:' .. ARGV[2], ARGV[1])
 redis.call('XACK', KEYS[4], 'raters', ARGV[3])
 redis.call('HINCRBY', KEYS[5], 'skipped', 1)
 local skips = redis.call('HINCRBY', KEYS[2], 'skips', 1)
@@ -251,6 +323,9 @@ class HumanTasks:
         self._skip = self.r.register_script(_SKIP)
         self._give_up = self.r.register_script(_GIVE_UP)
         self._return = self.r.register_script(_RETURN)
+        self._amend = self.r.register_script(_AMEND)
+        self._due = self.r.register_script(_DUE)
+        self._release = self.r.register_script(_RELEASE)
 
     # --- from the worker --------------------------------------------------------------------
     async def create_tasks(self, episode_id: str, run: RunPublic, samples: int, job_id: bytes) -> int:
@@ -316,10 +391,12 @@ class HumanTasks:
         points = json.loads(ep["points"]) if ep["points"] else None
         combined = await asyncio.to_thread(combine, task["kind"], ratings, members, shape, points)  # CPU: off the loop
         now = time.time()
+        seconds = [r.get("rater_seconds") for r in ratings]
+        share = sum(seconds) / len(members) if None not in seconds else None  # people-seconds per sample
         results = [
             Result(episode_id=episode_id, run_id=task["run_id"], sample_index=index, level=_s(ep["level"]),
                    ratings=len(ratings), source="human", rater_ids=[r["rater"] for r in ratings],
-                   policy_version=int(ep["policy_version"]), scored_at=now, **fields)
+                   policy_version=int(ep["policy_version"]), scored_at=now, rater_seconds=share, **fields)
             for index, fields in zip(members, combined, strict=True)
         ]
         done = await self._close(task_id, task, job_id, results, "complete")
@@ -465,7 +542,11 @@ class HumanTasks:
             await self.r.xack(keys.TASKS, keys.TASKS_GROUP, entry_id)  # done, or a honeypot outliving its data
             return None
         answered = await self.r.sismember(keys.task_raters(task_id), rater)
-        if not answered and float(task.get(f"holder:{rater}") or 0) <= time.time():
+        free = float(task.get(f"holder:{rater}") or 0) <= time.time()
+        if not answered and free:
+            return task
+        skipped = task.get(f"skipped:{rater}")  # skipped, and nobody else took it since: ask this rater again
+        if answered and free and skipped and time.time() - float(skipped) >= self.settings.skip_retry_s:
             return task
         raters = len(self.settings.rater_tokens)
         if answered and raters and await self.r.scard(keys.task_raters(task_id)) >= raters:
@@ -510,7 +591,9 @@ class HumanTasks:
     async def sweep(self) -> int:
         """Return every task entry whose lease expired to the queue, before anyone asks (the worker calls
         this about once a second): queue depths say what waits, and a rater waiting for a task finds it.
-        Returns how many were returned."""
+        Returns how many were returned. It also queues the finalize jobs of complete tasks whose RSS_AMEND_S
+        window is over."""
+        await self._due(keys=[keys.FINALIZE_LATER, keys.JOBS], args=[time.time()])
         idle_ms = int(self.settings.lease_s * 1000)
         try:
             held = await self.r.xpending_range(keys.TASKS, keys.TASKS_GROUP, min="-", max="+", count=200,
@@ -566,7 +649,8 @@ class HumanTasks:
             ratings_needed=int(task["needed"]), ratings_done=int(task["done"]), points=points,
         )
 
-    async def _lease(self, rater: str, task_id: str, lease_id: str) -> dict[str, str]:
+    async def _lease(self, rater: str, task_id: str, lease_id: str, state: str | None = "open") -> dict[str, str]:
+        """The lease, if it is ``rater``'s on ``task_id`` (and, unless ``state`` is None, open and unexpired)."""
         lease = {_s(k): _s(v) for k, v in (await self.r.hgetall(keys.lease(lease_id))).items()}
         if not lease:
             raise TaskError(404, f"lease {lease_id!r} is unknown (never granted, or long expired)")
@@ -574,6 +658,8 @@ class HumanTasks:
             raise TaskError(409, f"lease {lease_id!r} is for task {lease['task']!r}, not {task_id!r}")
         if lease["rater"] != rater:
             raise TaskError(403, "this lease belongs to another rater")
+        if state is None:
+            return lease
         if lease["state"] != "open":
             raise TaskError(409, f"this lease was already {lease['state']}")
         if float(lease["expires"]) < time.time():
@@ -585,19 +671,104 @@ class HumanTasks:
         lease = await self._lease(rater, task_id, rating.lease_id)
         task = {_s(k): _s(v) for k, v in (await self.r.hgetall(keys.task(task_id))).items()}
         answer = await self._answer_fields(task, rating)
-        record = json.dumps({"rater": rater, "at": time.time(), **answer})
-        agreed = ""
-        if task.get("honeypot") == "1":
-            agreed = int(await asyncio.to_thread(agrees, task["kind"], answer, json.loads(task["truth"])))
+        record, agreed, seconds = await self._record(rater, task, answer, rating)
+        now = time.time()
         done = await self._answer(
             keys=[keys.lease(rating.lease_id), keys.task(task_id), keys.task_ratings(task_id),
-                  keys.task_raters(task_id), keys.TASKS, keys.JOBS, keys.rater_stats(rater)],
-            args=[time.time(), record, rater, lease["entry"], task_id, agreed, self.settings.episode_ttl_s])
+                  keys.task_raters(task_id), keys.TASKS, keys.JOBS, keys.rater_stats(rater), keys.FINALIZE_LATER,
+                  keys.rater_seconds(f"kind:{task['kind']}"), keys.rater_seconds(f"rater:{rater}")],
+            args=[now, record, rater, lease["entry"], task_id, agreed, self.settings.episode_ttl_s,
+                  self.settings.amend_s, seconds])
         self._raise_for(int(done))
         counter = keys.stats_minute(f"ratings:{rater}", int(time.time() // 60))
         await self.r.incr(counter)
         await self.r.expire(counter, 3600)
-        return int(done), int(task["needed"])
+        return int(done), int(task["needed"]), (now + self.settings.amend_s if self.settings.amend_s > 0 else None)
+
+    async def _record(self, rater: str, task: dict[str, str], answer: dict[str, Any],
+                      rating: RatingCreate) -> tuple[str, int | str, str]:
+        """(the rating's JSON record, honeypot agreement 1 / 0 or '' for a real task, rater_seconds or '')."""
+        record = {"rater": rater, "at": time.time(), **answer}
+        if rating.rater_seconds is not None:
+            record["rater_seconds"] = rating.rater_seconds
+        agreed: int | str = ""
+        if task.get("honeypot") == "1":
+            agreed = int(await asyncio.to_thread(agrees, task["kind"], answer, json.loads(task["truth"])))
+        seconds = repr(float(rating.rater_seconds)) if rating.rater_seconds is not None else ""
+        return json.dumps(record), agreed, seconds
+
+    async def amend(self, rater: str, task_id: str, rating: RatingCreate) -> None:
+        """Replace this rater's answer to a task, once, within RSS_AMEND_S of it and before the task is
+        finalized: the results will carry only the amended answer."""
+        lease = await self._lease(rater, task_id, rating.lease_id, state=None)
+        if self.settings.amend_s <= 0:
+            raise TaskError(409, "amending answers is off on this service (RSS_AMEND_S is 0)")
+        task = {_s(k): _s(v) for k, v in (await self.r.hgetall(keys.task(task_id))).items()}
+        answer = await self._answer_fields(task, rating)
+        record, agreed, seconds = await self._record(rater, task, answer, rating)
+        code = await self._amend(
+            keys=[keys.lease(rating.lease_id), keys.task(task_id), keys.task_ratings(task_id), keys.FINALIZE_LATER,
+                  keys.rater_stats(rater), keys.rater_seconds(f"kind:{task['kind']}"),
+                  keys.rater_seconds(f"rater:{rater}")],
+            args=[time.time(), record, task_id, self.settings.amend_s, agreed, seconds])
+        code = int(code)
+        if code == -4:
+            raise TaskError(409, "this answer was already amended (an answer may be replaced once)")
+        if code == -5:
+            raise TaskError(409, f"this lease was {lease['state']}, not answered: there is no answer to amend "
+                                 "(POST the rating instead)")
+        if code == -6:
+            raise TaskError(409, f"the time to amend this answer is over (RSS_AMEND_S is {self.settings.amend_s:g} "
+                                 "s); the answer stands")
+        if code == -7:
+            raise TaskError(409, "the task was already finalized into results; the answer stands")
+
+    async def release(self, rater: str, task_id: str, lease_id: str) -> None:
+        """Give a lease back unanswered (sign-out, a closed tab, a prefetched task not shown): its slot waits
+        again at once for any rater, this one included; no skip is counted."""
+        lease = await self._lease(rater, task_id, lease_id)
+        code = await self._release(keys=[keys.lease(lease_id), keys.task(task_id), keys.TASKS],
+                                   args=[time.time(), rater, lease["entry"], RETURNED_IDLE_MS])
+        if int(code) == -1:
+            raise TaskError(409, "this lease was already answered, skipped or released")
+        self._raise_for(int(code))
+
+    async def queue_for(self, rater: str, limit: int = 1000) -> tuple[int, int]:
+        """(tasks ``rater`` may lease now, tasks they skipped that still wait and come back to them), over the
+        waiting entries (never delivered, or returned to the queue; at most ``limit`` looked at)."""
+        try:
+            info = next((g for g in await self.r.xinfo_groups(keys.TASKS) if _s(g["name"]) == keys.TASKS_GROUP), None)
+        except ResponseError:
+            return 0, 0
+        last = _s(info["last-delivered-id"]) if info else "0-0"
+        fresh = await self.r.xrange(keys.TASKS, min=f"({last}", max="+", count=limit)
+        ids = [_s(fields[b"task"]) for _, fields in fresh if fields.get(b"task")]
+        returned = await self.r.xpending_range(keys.TASKS, keys.TASKS_GROUP, min="-", max="+", count=limit,
+                                               consumername=keys.TASKS_RETURNED) if info else []
+        if returned:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for h in returned:
+                    pipe.xrange(keys.TASKS, min=h["message_id"], max=h["message_id"], count=1)
+                for entry in await pipe.execute():
+                    if entry and entry[0][1].get(b"task"):
+                        ids.append(_s(entry[0][1][b"task"]))
+        tasks = list(dict.fromkeys(ids))
+        if not tasks:
+            return 0, 0
+        async with self.r.pipeline(transaction=False) as pipe:
+            for task_id in tasks:
+                pipe.hmget(keys.task(task_id), ["status", f"holder:{rater}", f"skipped:{rater}"])
+                pipe.sismember(keys.task_raters(task_id), rater)
+            replies = await pipe.execute()
+        now, available, later = time.time(), 0, 0
+        for (status, holder, skipped), answered in zip(replies[::2], replies[1::2], strict=True):
+            if _s(status) != "open" or float(holder or 0) > now:
+                continue
+            if not answered:
+                available += 1
+            elif skipped:
+                later += 1
+        return available, later
 
     async def skip(self, rater: str, task_id: str, lease_id: str) -> None:
         lease = await self._lease(rater, task_id, lease_id)

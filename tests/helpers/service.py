@@ -29,6 +29,9 @@ def service_env(redis_server: RedisProcess, **settings: object) -> dict[str, str
         "RSS_RATER_TOKENS": "{" + ", ".join(f'"{k}": "{v}"' for k, v in RATERS.items()) + "}",
         "RSS_WORKER_BLOCK_MS": "200", "RSS_LOG_LEVEL": "warning", "OMP_NUM_THREADS": "1",
         "RSS_WARM_LABELS": "false",  # 2000 shapes labels per service start would cost CI minutes (test_datasets)
+        # results at once: the default holds every human task's finalize RSS_AMEND_S (5 s) for an Undo; the tests
+        # of amending (test_human, tests/ui) start services with it on
+        "RSS_AMEND_S": "0",
     }
     env.update({f"RSS_{k.upper()}": str(v) for k, v in settings.items()})
     return env

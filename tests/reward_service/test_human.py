@@ -39,7 +39,8 @@ def test_scores_from_two_raters_are_averaged_with_their_spread(learner, raters, 
     assert wait_status(learner, episode_id, ("waiting_for_rater",))["status"] == "waiting_for_rater"
     first = answer(alice, task, score=0.9)
     assert first.status_code == 200 and first.json() == {
-        "task_id": task["task_id"], "ratings_done": 1, "ratings_needed": 2, "complete": False}
+        "task_id": task["task_id"], "ratings_done": 1, "ratings_needed": 2, "complete": False,
+        "amend_until": None}
     second_task = lease(bob)
     assert second_task["task_id"] == task["task_id"]
     assert answer(bob, second_task, score=0.5).json()["complete"] is True
@@ -195,7 +196,7 @@ def test_a_rater_polling_for_a_task_they_rated_leaves_it_in_its_place(learner, r
     assert redis_client.xlen("rss:v1:tasks") == entries  # nothing queued again
     assert lease(bob)["task_id"] == task["task_id"]  # A's second slot kept its place, ahead of B's second slot
     assert learner.get("/v1/tasks/queue", headers={"Authorization": alice.headers["Authorization"]}).json() == {
-        "waiting": 1, "leased": 2}
+        "waiting": 1, "leased": 2, "available": 0, "skipped_later": 0}  # B is hers already
 
 
 def test_a_task_every_rater_skipped_is_given_up_with_a_reason(learner, raters, redis_client) -> None:
@@ -226,11 +227,12 @@ def test_expired_leases_are_swept_and_a_task_skipped_max_skips_times_is_given_up
             register(learner, "sweep", scorer="human")
             episode_id = post(learner, "sweep", [label_of()])
         task = lease(alice)
-        assert alice.get("/v1/tasks/queue").json() == {"waiting": 0, "leased": 1}
+        assert alice.get("/v1/tasks/queue").json() == {"waiting": 0, "leased": 1, "available": 0, "skipped_later": 0}
+        back = {"waiting": 1, "leased": 0, "available": 1, "skipped_later": 0}  # alice's lease expired: hers again
         deadline = time.monotonic() + 10
-        while alice.get("/v1/tasks/queue").json() != {"waiting": 1, "leased": 0} and time.monotonic() < deadline:
+        while alice.get("/v1/tasks/queue").json() != back and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert alice.get("/v1/tasks/queue").json() == {"waiting": 1, "leased": 0}  # nobody polled
+        assert alice.get("/v1/tasks/queue").json() == back  # nobody polled
         assert answer(alice, task, score=0.5).status_code == 410
         again = lease(bob)
         assert again["task_id"] == task["task_id"]
@@ -254,3 +256,185 @@ def test_a_rater_sees_only_their_own_counters_in_stats(learner, raters, redis_cl
     assert mine.json() == {"rater": "alice", "rated": 1.0, "skipped": 0.0, "per_minute_5m": 0.0}
     full = learner.get("/v1/stats").json()
     assert set(full["raters"]) == {"alice", "bob"} and "honeypots" in full["raters"]["alice"]
+
+
+def test_rater_seconds_reach_the_results_and_the_medians_and_bad_values_are_refused(
+        learner, raters, redis_client) -> None:
+    """Each answer's rater_seconds goes into its result (a pairwise task's time split over its two samples, so a
+    run's results sum to the raters' time) and into /v1/stats's medians per task kind and per rater. A value
+    that is not a finite number in (0, 86400] is a 422 naming the field, and nothing is written."""
+    alice, bob = raters
+    register(learner, "secs", scorer="human")
+    register(learner, "secs-pair", scorer="human", task_kind="pairwise")
+    post(learner, "secs", [label_of()])
+    task = lease(alice)
+    for bad in (0, -1.5, 86400.5, "soon", True):
+        refused = answer(alice, task, score=0.5, rater_seconds=bad)
+        assert refused.status_code == 422, (bad, refused.text)
+        assert refused.json()["detail"][0]["loc"] == ["body", "rater_seconds"], refused.text
+    raw = alice.post(f"/v1/tasks/{task['task_id']}/rating", content=b'{"lease_id": "%s", "score": 0.5, '
+                     b'"rater_seconds": Infinity}' % task["lease_id"].encode(),
+                     headers={"Content-Type": "application/json"})
+    assert raw.status_code == 422
+    assert learner.get("/v1/stats").json()["raters"]["alice"]["rated"] == 0  # nothing half-written
+    assert answer(alice, task, score=0.5, rater_seconds=4.25).status_code == 200
+    (result,) = read_results(redis_client, "secs", 1)
+    assert result["rater_seconds"] == 4.25
+    post(learner, "secs-pair", [label_of(), noisy(label_of(), 1)])
+    pair = lease(bob)
+    assert answer(bob, pair, preference="a", rater_seconds=3.0).status_code == 200
+    assert [r["rater_seconds"] for r in read_results(redis_client, "secs-pair", 2)] == [1.5, 1.5]
+    post(learner, "secs", [noisy(label_of(), 2)])
+    assert answer(alice, lease(alice), score=0.1).status_code == 200  # rater_seconds is optional
+    (unsaid,) = read_results(redis_client, "secs", 1)
+    assert "rater_seconds" not in unsaid  # results leave out empty fields
+    post(learner, "secs", [noisy(label_of(), 3)])
+    assert answer(alice, lease(alice), score=0.1, rater_seconds=10.0).status_code == 200
+    stats = learner.get("/v1/stats").json()
+    assert stats["median_rater_seconds"]["score"] == pytest.approx((4.25 + 10.0) / 2)
+    assert stats["median_rater_seconds"]["pairwise"] == 3.0 and stats["median_rater_seconds"]["pixel"] is None
+    assert stats["raters"]["alice"]["median_rater_seconds"] == pytest.approx(7.125)
+    assert stats["raters"]["bob"]["median_rater_seconds"] == 3.0
+
+
+def test_a_released_lease_waits_again_at_once_and_the_release_needs_the_lease_and_its_raters_token(
+        learner, raters, redis_client) -> None:
+    """The UI releases leases on sign-out and, with navigator.sendBeacon (no Authorization header), when the
+    page closes: the body carries the lease id and the rater's token, as text/plain. The task is then the
+    next rater's at once (not after RSS_LEASE_S), counts as no skip, and may come back to the same rater."""
+    alice, bob = raters
+    register(learner, "rel", scorer="human")
+    post(learner, "rel", [label_of()])
+    task = lease(alice)
+    assert lease(bob, wait_s=0) is None
+    url = f"/v1/tasks/{task['task_id']}/release"
+    with httpx.Client(base_url=str(alice.base_url)) as anonymous:
+        assert anonymous.post(url, json={"lease_id": task["lease_id"]}).status_code == 401
+        wrong = anonymous.post(url, json={"lease_id": task["lease_id"], "token": "guess"})
+        assert wrong.status_code == 401 and "Unknown rater token" in wrong.text
+        others = anonymous.post(url, json={"lease_id": task["lease_id"], "token": "bob-secret"})
+        assert others.status_code == 403 and "another rater" in others.text
+        form = anonymous.post(url, data={"lease_id": task["lease_id"], "token": "alice-secret"})
+        assert form.status_code == 415
+        missing = anonymous.post(url, content=b'{"token": "alice-secret"}', headers={"Content-Type": "text/plain"})
+        assert missing.status_code == 422 and "lease_id" in missing.text
+        assert lease(bob, wait_s=0) is None  # none of that released it
+        beacon = anonymous.post(url, content=json.dumps({"lease_id": task["lease_id"], "token": "alice-secret"}),
+                                headers={"Content-Type": "text/plain;charset=UTF-8"})
+        assert beacon.status_code == 204, beacon.text
+        again = anonymous.post(url, content=json.dumps({"lease_id": task["lease_id"], "token": "alice-secret"}),
+                               headers={"Content-Type": "text/plain"})
+        assert again.status_code == 409 and "released" in again.text
+    late = answer(alice, task, score=0.5)
+    assert late.status_code == 409 and "released" in late.text
+    taken = lease(bob, wait_s=0)
+    assert taken is not None and taken["task_id"] == task["task_id"]
+    assert bob.post(f"/v1/tasks/{taken['task_id']}/release", json={"lease_id": taken["lease_id"]}).status_code == 204
+    back = lease(alice, wait_s=0)  # a release is no skip: alice may have it again
+    assert back is not None and back["task_id"] == task["task_id"]
+    assert answer(alice, back, score=0.75).status_code == 200
+    done = alice.post(f"/v1/tasks/{back['task_id']}/release", json={"lease_id": back["lease_id"]})
+    assert done.status_code == 409 and "already answered" in done.text
+    assert [r["reward"] for r in read_results(redis_client, "rel", 1)] == [0.75]
+    stats = learner.get("/v1/stats").json()["raters"]
+    assert stats["alice"]["skipped"] == 0 and stats["bob"]["skipped"] == 0
+
+
+def test_one_rater_skipping_everything_still_finishes_the_queue_and_the_queue_says_what_they_can_lease(
+        redis_server, redis_client) -> None:
+    """Two raters configured, only alice there. A task she skipped is offered to her again RSS_SKIP_RETRY_S
+    later (nobody else took it); the third skip (RSS_MAX_SKIPS) gives it up, so the queue ends. The queue
+    counts say what she can lease now, and what she skipped that comes back."""
+    with start_service(service_env(redis_server, skip_retry_s=1.0, max_skips=3)) as proc, \
+            rater(proc.url, "alice") as alice:
+        with client(proc.url) as learner:
+            register(learner, "alone", scorer="human")
+            first = post(learner, "alone", [label_of()])
+            second = post(learner, "alone", [noisy(label_of(), 1)])
+            wait_status(learner, second, ("waiting_for_rater",))
+        assert alice.get("/v1/tasks/queue").json() == {"waiting": 2, "leased": 0, "available": 2, "skipped_later": 0}
+        skips = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            task = lease(alice, wait_s=3)
+            if task is None:
+                break
+            queue = alice.get("/v1/tasks/queue").json()
+            assert queue["available"] + queue["skipped_later"] <= 1  # the other task; this one is leased
+            assert alice.post(f"/v1/tasks/{task['task_id']}/skip", json={"lease_id": task["lease_id"]}
+                              ).status_code == 204
+            skips += 1
+            if skips == 1:
+                queue = alice.get("/v1/tasks/queue").json()
+                assert queue == {"waiting": 2, "leased": 0, "available": 1, "skipped_later": 1}, queue
+        assert skips == 6  # each task skipped three times
+        results = read_results(redis_client, "alone", 2)
+        assert all("RSS_MAX_SKIPS is 3" in r["error"] for r in results), results
+        with client(proc.url) as learner:
+            for episode_id in (first, second):
+                assert wait_status(learner, episode_id, ("failed",))["status"] == "failed"
+        assert alice.get("/v1/tasks/queue").json() == {"waiting": 0, "leased": 0, "available": 0, "skipped_later": 0}
+
+
+def test_an_answer_is_amended_once_before_its_task_is_finalized_and_only_the_amendment_is_a_result(
+        redis_server, redis_client) -> None:
+    """RSS_AMEND_S 2: the task's finalize waits 2 s after its last rating. Within that an answer may be
+    replaced once (PUT, the same lease); the results stream carries only the amended answer. A bad
+    amendment is a 422 and changes nothing; after the window, and after finalize, a 409."""
+    with start_service(service_env(redis_server, amend_s=2.0)) as proc, \
+            rater(proc.url, "alice") as alice, rater(proc.url, "bob") as bob:
+        with client(proc.url) as learner:
+            register(learner, "amend", scorer="human")
+            register(learner, "amend2", scorer="human", ratings_per_task=2)
+            post(learner, "amend", [label_of()])
+        task = lease(alice)
+        url = f"/v1/tasks/{task['task_id']}/rating"
+        early = alice.put(url, json={"lease_id": task["lease_id"], "score": 0.9})
+        assert early.status_code == 409 and "not answered" in early.text
+        sent = time.time()
+        accepted = answer(alice, task, score=0.2, rater_seconds=2.0)
+        assert accepted.status_code == 200
+        assert accepted.json()["amend_until"] == pytest.approx(sent + 2.0, abs=1.0)
+        bad = alice.put(url, json={"lease_id": task["lease_id"], "score": 1.5})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "score"]
+        kind = alice.put(url, json={"lease_id": task["lease_id"], "preference": "a"})
+        assert kind.status_code == 422 and "answer with 'score'" in kind.text
+        stolen = bob.put(url, json={"lease_id": task["lease_id"], "score": 0.0})
+        assert stolen.status_code == 403
+        amended = alice.put(url, json={"lease_id": task["lease_id"], "score": 0.9, "rater_seconds": 3.5})
+        assert amended.status_code == 204, amended.text
+        twice = alice.put(url, json={"lease_id": task["lease_id"], "score": 0.4})
+        assert twice.status_code == 409 and "already amended" in twice.text
+        (result,) = read_results(redis_client, "amend", 1)
+        assert result["reward"] == pytest.approx(0.9) and result["rater_seconds"] == 3.5
+        assert result["scored_at"] >= sent + 2.0  # held for the amend window
+        with client(proc.url) as learner:
+            stats = learner.get("/v1/stats").json()
+        assert stats["raters"]["alice"]["rated"] == 1 and stats["median_rater_seconds"]["score"] == 3.5
+
+        # two ratings per task: the first rater's window is its own 2 s; finalize waits for the last one's
+        with client(proc.url) as learner:
+            post(learner, "amend2", [noisy(label_of(), 3)])
+        first = lease(alice)
+        assert answer(alice, first, score=0.1).status_code == 200
+        time.sleep(2.2)
+        over = alice.put(f"/v1/tasks/{first['task_id']}/rating", json={"lease_id": first["lease_id"], "score": 0.3})
+        assert over.status_code == 409 and "time to amend this answer is over" in over.text
+        second = lease(bob)
+        assert answer(bob, second, score=0.5).status_code == 200
+        assert bob.put(f"/v1/tasks/{second['task_id']}/rating",
+                       json={"lease_id": second["lease_id"], "score": 0.7}).status_code == 204
+        (combined,) = read_results(redis_client, "amend2", 1)
+        assert combined["reward"] == pytest.approx(0.4)  # (0.1 + 0.7) / 2: bob's amendment replaced his 0.5
+
+
+def test_amending_is_refused_when_the_service_turns_it_off(learner, raters, redis_client) -> None:
+    alice, _ = raters  # the tests' service runs with RSS_AMEND_S 0: results at once, no amending
+    register(learner, "noamend", scorer="human")
+    post(learner, "noamend", [label_of()])
+    task = lease(alice)
+    accepted = answer(alice, task, score=0.2)
+    assert accepted.json()["amend_until"] is None
+    refused = alice.put(f"/v1/tasks/{task['task_id']}/rating", json={"lease_id": task["lease_id"], "score": 0.9})
+    assert refused.status_code == 409 and "RSS_AMEND_S is 0" in refused.text
+    assert [r["reward"] for r in read_results(redis_client, "noamend", 1)] == [pytest.approx(0.2)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from contextlib import suppress
 
@@ -12,7 +13,15 @@ from reward_service.api.deps import Role, ServicesDep, limit_address
 from reward_service.api.errors import AUTH, errors
 from reward_service.store import DatabaseClaimed, _s, claim_database
 from rss_core import keys
-from rss_core.schemas import Health, RaterStats, Ready, Stats
+from rss_core.schemas import Health, RaterStats, Ready, Stats, TaskKind
+
+TASK_KINDS: tuple[str, ...] = TaskKind.__args__  # type: ignore[attr-defined]
+
+
+async def median_seconds(r, scope: str) -> float | None:
+    """The median of the latest `rater_seconds` kept for ``scope`` (`kind:<kind>`, `rater:<name>`)."""
+    values = [float(v) for v in await r.lrange(keys.rater_seconds(scope), 0, -1)]
+    return statistics.median(values) if values else None
 
 router = APIRouter(tags=["operations"])
 
@@ -81,10 +90,12 @@ async def read_stats(services: ServicesDep, role: Role) -> Stats | RaterStats:
         honeypots, agreed = counts.get("honeypots", 0.0), counts.get("honeypots_agreed", 0.0)
         raters[name] = {"rated": counts.get("rated", 0.0), "skipped": counts.get("skipped", 0.0),
                         "per_minute_5m": sum(per_minute[1:]) / 5, "honeypots": honeypots,
-                        "honeypots_agreed": agreed, "agreement": agreed / honeypots if honeypots else None}
+                        "honeypots_agreed": agreed, "agreement": agreed / honeypots if honeypots else None,
+                        "median_rater_seconds": await median_seconds(store.r, f"rater:{name}")}
     return Stats(
         jobs_waiting=jobs_waiting, jobs_pending=jobs_pending, tasks_waiting=tasks_waiting, leases_pending=leases,
         dead_letters=int(await store.r.xlen(keys.DEAD_LETTER)), results_last_minute=results[0],
         results_per_minute_5m=sum(results[1:]) / 5, raters=raters,
+        median_rater_seconds={kind: await median_seconds(store.r, f"kind:{kind}") for kind in TASK_KINDS},
         circuits=await store.circuits(3 * services.settings.worker_block_ms / 1000 + 10),
     )

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials
 
 from reward_service import metrics
-from reward_service.api.deps import PollingRater, Rater, RatingRater, ServicesDep, json_body, json_body_openapi
+from reward_service.api.deps import (
+    Credentials,
+    PollingRater,
+    Rater,
+    RatingRater,
+    ServicesDep,
+    is_json,
+    json_body,
+    json_body_openapi,
+    parse_json,
+    rating_limit,
+    require_rater,
+    spend,
+)
 from reward_service.api.errors import AUTH, JSON_BODY, errors
 from reward_service.scorers.human import TaskError
 from rss_core import keys
-from rss_core.schemas import LeaseRef, QueueDepth, RatingAccepted, RatingCreate, TaskPublic
+from rss_core.schemas import LeaseRef, LeaseRelease, QueueDepth, RatingAccepted, RatingCreate, TaskPublic
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -26,10 +41,12 @@ async def read_next_task(services: ServicesDep, rater: PollingRater,
 
 
 @router.get("/queue", response_model=QueueDepth, responses=errors(*AUTH))
-async def read_queue(services: ServicesDep, _: Rater) -> QueueDepth:
-    """How many rating slots wait for a rater, and how many are leased."""
+async def read_queue(services: ServicesDep, rater: Rater) -> QueueDepth:
+    """How many rating slots wait for a rater, and how many are leased; how many tasks this rater may lease
+    now, and how many they skipped that will be offered to them again."""
     waiting, leased = await services.store.group_depth(keys.TASKS, keys.TASKS_GROUP)
-    return QueueDepth(waiting=waiting, leased=leased)
+    available, later = await services.human.queue_for(rater)
+    return QueueDepth(waiting=waiting, leased=leased, available=available, skipped_later=later)
 
 
 ANSWER_ERRORS = errors(*AUTH, *JSON_BODY, 404, 409, 410, 429)
@@ -42,11 +59,62 @@ async def create_rating(rater: RatingRater, task_id: str,
                         services: ServicesDep) -> RatingAccepted:
     """Answer a leased task: a score, a preference, or a per-pixel map, by the task's kind."""
     try:
-        done, needed = await services.human.rate(rater, task_id, body)
+        done, needed, amend_until = await services.human.rate(rater, task_id, body)
     except TaskError as exc:
         raise HTTPException(exc.status, detail=exc.detail) from exc
     metrics.RATINGS.labels("rating").inc()
-    return RatingAccepted(task_id=task_id, ratings_done=done, ratings_needed=needed, complete=done >= needed)
+    return RatingAccepted(task_id=task_id, ratings_done=done, ratings_needed=needed, complete=done >= needed,
+                          amend_until=amend_until)
+
+
+@router.put("/{task_id}/rating", status_code=204, responses=ANSWER_ERRORS,
+            openapi_extra=json_body_openapi(RatingCreate))
+async def amend_rating(rater: RatingRater, task_id: str,
+                       body: Annotated[RatingCreate, Depends(json_body(RatingCreate))],
+                       services: ServicesDep) -> Response:
+    """Replace this rater's answer to the task (same lease, a whole new answer), once, within RSS_AMEND_S of
+    it and before the task is finalized (409 after): the results carry only the amended answer."""
+    try:
+        await services.human.amend(rater, task_id, body)
+    except TaskError as exc:
+        raise HTTPException(exc.status, detail=exc.detail) from exc
+    metrics.RATINGS.labels("amend").inc()
+    return Response(status_code=204)
+
+
+def _release_rater(services, credentials: HTTPAuthorizationCredentials | None, token: str | None) -> str:
+    """The rater of the Authorization header, else of the body's token (sendBeacon cannot set headers)."""
+    if credentials is not None or token is None:
+        return require_rater(services, credentials)
+    found = None
+    for name, known in services.settings.rater_tokens.items():  # compare every token: no early exit to time
+        if secrets.compare_digest(token.encode(), known.encode()):
+            found = name
+    if found is None:
+        raise HTTPException(401, detail="Unknown rater token in the body.")
+    return found
+
+
+@router.post("/{task_id}/release", status_code=204, responses=errors(*AUTH, 404, 409, 410, 415, 422, 429),
+             openapi_extra=json_body_openapi(LeaseRelease))
+async def release_lease(request: Request, task_id: str, services: ServicesDep, credentials: Credentials) -> Response:
+    """Give a leased task back unanswered: it waits again at once, for any rater (this one too), and counts as
+    no skip. The UI calls it on sign-out, for a prefetched task it will not show, and from
+    `navigator.sendBeacon` when the page closes: a beacon cannot set an Authorization header, so the body may
+    carry the rater's token instead (`text/plain` accepted as JSON, what a beacon sends). The lease id is a
+    128-bit random capability only its rater was given, and the token must be that rater's."""
+    content_type = request.headers.get("content-type")
+    if not (is_json(content_type) or (content_type or "").split(";")[0].strip().lower() == "text/plain"):
+        raise HTTPException(415, detail=f"Content-Type must be application/json or text/plain, not {content_type!r}.")
+    body = parse_json(LeaseRelease, await request.body())
+    rater = _release_rater(services, credentials, body.token)
+    await spend(services, rating_limit(services.settings), rater)
+    try:
+        await services.human.release(rater, task_id, body.lease_id)
+    except TaskError as exc:
+        raise HTTPException(exc.status, detail=exc.detail) from exc
+    metrics.RATINGS.labels("release").inc()
+    return Response(status_code=204)
 
 
 @router.post("/{task_id}/skip", status_code=204, responses=ANSWER_ERRORS, openapi_extra=json_body_openapi(LeaseRef))
