@@ -64,7 +64,22 @@ export class Api {
     return this.request('POST', `/v1/tasks/${encodeURIComponent(task.task_id)}/rating`,
       { json: { lease_id: task.lease_id, ...answer } });
   }
+  /** Replace the answer to an answered task, once, within the service's RSS_AMEND_S (the Undo). */
+  amend(task, answer) {
+    return this.request('PUT', `/v1/tasks/${encodeURIComponent(task.task_id)}/rating`,
+      { json: { lease_id: task.lease_id, ...answer } });
+  }
   skip(task) {
     return this.request('POST', `/v1/tasks/${encodeURIComponent(task.task_id)}/skip`, { json: { lease_id: task.lease_id } });
+  }
+  /** Give a leased task back unanswered: it waits again at once, for anyone (no skip counted). */
+  release(task) {
+    return this.request('POST', `/v1/tasks/${encodeURIComponent(task.task_id)}/release`, { json: { lease_id: task.lease_id } });
+  }
+  /** The same from a closing page: a beacon outlives the page but cannot set the Authorization header, so the
+   * token travels in the body (text/plain, a beacon's type), beside the lease id, to the same origin only. */
+  releaseBeacon(task) {
+    const url = `${this.base}/v1/tasks/${encodeURIComponent(task.task_id)}/release`;
+    return navigator.sendBeacon(url, JSON.stringify({ lease_id: task.lease_id, token: this.token }));
   }
 }

@@ -1,5 +1,7 @@
 // Every hotkey in one table: the key handler dispatches from it and the help overlay renders
 // it, so the two never drift. `tasks` limits an entry to those task kinds (absent: always).
+// `answers`: the key sends (or is part of) an answer, so a held key's auto-repeat and a press in a task's
+// first ANSWER_GUARD_MS (annotator_ui/src/main.js) are ignored.
 
 const DIGITS = Array.from({ length: 10 }, (_, d) => String(d));
 const BEST_OF = 8;  // a best-of-N task shows at most this many masks (rss_core/schemas.py BEST_OF)
@@ -9,19 +11,21 @@ export const HOTKEYS = [
   { keys: ['?'], action: 'help', help: 'Show or hide this help' },
   { keys: DIGITS, label: '0 – 9', action: 'score', tasks: ['score'], help: 'Set the score (10: slider or buttons)' },
   { keys: ['ArrowUp', 'ArrowDown'], label: '↑ / ↓', action: 'nudge', tasks: ['score'], help: 'Score one up / down' },
-  { keys: ['Enter'], action: 'submit', tasks: ['score', 'pairwise', 'best', 'pixel', 'point'],
+  { keys: ['Enter'], action: 'submit', answers: true, tasks: ['score', 'pairwise', 'best', 'pixel', 'point'],
     help: 'Submit the answer (a choice submits by itself; Enter sends it again after an error)' },
-  { keys: ['A', 'ArrowLeft'], label: 'A / ←', action: 'prefer-a', tasks: ['pairwise'], help: 'Mask A is better (submits)' },
-  { keys: ['B', 'ArrowRight'], label: 'B / →', action: 'prefer-b', tasks: ['pairwise'], help: 'Mask B is better (submits)' },
-  { keys: ['='], action: 'prefer-tie', tasks: ['pairwise'], help: 'Tie: neither is better (submits)' },
-  { keys: MASK_NUMBERS, label: `1 – ${BEST_OF}`, action: 'choose', tasks: ['best'], help: 'Mask n is the best (submits)' },
+  { keys: ['A', 'ArrowLeft'], label: 'A / ←', action: 'prefer-a', answers: true, tasks: ['pairwise'], help: 'Mask A is better (submits)' },
+  { keys: ['B', 'ArrowRight'], label: 'B / →', action: 'prefer-b', answers: true, tasks: ['pairwise'], help: 'Mask B is better (submits)' },
+  { keys: ['='], action: 'prefer-tie', answers: true, tasks: ['pairwise'], help: 'Tie: neither is better (submits)' },
+  { keys: MASK_NUMBERS, label: `1 – ${BEST_OF}`, action: 'choose', answers: true, tasks: ['best'], help: 'Mask n is the best (submits)' },
   { keys: ['Tab'], action: 'flip', tasks: ['pairwise', 'best'],
     help: 'Side by side ↔ one at a time; then flips to the next mask' },
-  { keys: ['Y'], action: 'verdict-yes', tasks: ['point'], help: 'Yes: the mask\'s class is right at this point' },
-  { keys: ['N'], action: 'verdict-no', tasks: ['point'], help: 'No: it is not that class there' },
-  { keys: ['U'], action: 'verdict-unsure', tasks: ['point'], help: 'Can\'t tell (no reward at this point)' },
+  { keys: ['Y'], action: 'verdict-yes', answers: true, tasks: ['point'], help: 'Yes: the mask\'s class is right at this point' },
+  { keys: ['N'], action: 'verdict-no', answers: true, tasks: ['point'], help: 'No: it is not that class there' },
+  { keys: ['U'], action: 'verdict-unsure', answers: true, tasks: ['point'], help: 'Can\'t tell (no reward at this point)' },
   { keys: ['Backspace'], action: 'point-back', tasks: ['point'], help: 'Back one point, to answer it again' },
-  { keys: ['S'], action: 'skip', help: 'Skip this task (it goes to another rater)' },
+  { keys: ['S'], action: 'skip', answers: true, help: 'Skip this task (it goes to another rater)' },
+  { keys: ['Z'], action: 'undo-answer',
+    help: 'Undo the last answer, for a few seconds after it: that task again, to answer anew' },
   { keys: ['W'], action: 'tool-wrong', tasks: ['pixel'], help: 'Brush: paint wrong regions (red)' },
   { keys: ['C'], action: 'tool-correct', tasks: ['pixel'], help: 'Brush: paint correct regions (green)' },
   { keys: ['E'], action: 'tool-erase', tasks: ['pixel'], help: 'Eraser' },

@@ -5,6 +5,7 @@ import { Viewer, maskBitmap, maskRect } from './canvas.js';
 import { el } from './dom.js';
 import { lookup, renderHelp } from './keys.js';
 import { base64ToBytes, decodeIndexPng } from './png.js';
+import { Stopwatch } from './stopwatch.js';
 import { Session } from './store.js';
 import { BestTask } from './tasks/best.js';
 import { PairwiseTask } from './tasks/pairwise.js';
@@ -18,6 +19,13 @@ const LEASE_MARGIN_MS = 3000;  // a prefetched task with less lease left than th
 const RETRY_MS = 2000;  // after a network error while fetching tasks
 const QUEUE_EVERY_MS = 5000;
 const TAP_MS = 250;  // Space held longer than this peeks; shorter toggles
+// A new task takes answers only once it has been on screen this long: a key pressed twice sends one answer,
+// not one to the task after it (earlier presses are ignored, silently; body[data-accepting] says when).
+const ANSWER_GUARD_MS = 150;
+const UNDO_MARGIN_MS = 800;  // the Undo is offered until this long before the service's amend window closes
+const MAX_RATER_SECONDS = 86400;  // rss_core/schemas.py
+// While a slider has focus its own keys move it and answer nothing; every other hotkey reaches the task.
+const SLIDER_KEYS = new Set(['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'Home', 'End', 'PageUp', 'PageDown']);
 
 const $ = (selector) => document.querySelector(selector);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -32,6 +40,10 @@ class App {
     this.next = null;  // Promise of the prefetched, prepared task
     this.abort = new AbortController();  // ends the loops of a signed-out session
     this.busy = false;
+    this.held = new Map();  // task_id -> task: leases this page holds, not answered, skipped or released
+    this.front = [];  // prepared tasks to show before the prefetched one (the task an Undo put aside)
+    this.lastAnswer = null;  // {prepared, view, until}: the answer an Undo may replace, until `until` (ms)
+    this.acceptAt = Infinity;  // performance.now() from which the current task takes answers
     renderHelp($('#help-table'));
     this.bind();
     this.session.addEventListener('change', () => this.renderStatus());
@@ -96,6 +108,13 @@ class App {
   }
 
   signOut() {
+    const api = this.api;
+    const held = [...this.held.values()];  // the shown and the prefetched task: back to the queue at once
+    this.held.clear();
+    for (const task of held) api.release(task).catch(() => {});  // best effort: unreleased, a lease expires
+    this.front = [];
+    this.lastAnswer = null;
+    this.renderUndo();
     this.abort.abort();
     this.abort = new AbortController();
     clearTimeout(this.expiryTimer);
@@ -140,6 +159,8 @@ class App {
         continue;
       }
       if (!task) continue;  // none within WAIT_S: ask again
+      if (signal.aborted) { this.api.release(task).catch(() => {}); return null; }
+      this.held.set(task.task_id, task);
       task.leaseMs = task.lease_expires_at * 1000 - Date.now();  // how long this lease lasts
       try {
         const leased = performance.now();
@@ -152,6 +173,7 @@ class App {
       } catch (err) {
         if (signal.aborted) return null;
         this.message(`Task ${task.task_id} could not be shown (${err.message}); it was skipped.`);
+        this.held.delete(task.task_id);
         await this.api.skip(task).catch((e) => this.message(e.message));
       }
     }
@@ -191,8 +213,12 @@ class App {
     const { signal } = this.abort;
     document.body.dataset.state = 'waiting';
     for (;;) {
-      const pending = this.next || this.fetchPrepared(signal);
-      this.next = null;
+      let pending;
+      if (this.front.length) pending = Promise.resolve(this.front.shift());
+      else {
+        pending = this.next || this.fetchPrepared(signal);
+        this.next = null;
+      }
       if (!this.current) this.showWaiting(true);
       const prepared = await pending;
       if (!prepared || signal.aborted) return;
@@ -201,9 +227,18 @@ class App {
         this.show(prepared, submittedAt);
         break;
       }
-      // held too long while the rater worked on the previous one: the service takes it back
+      // held too long while the rater worked on the previous one: give it back now, for someone else
+      this.release(prepared.task);
     }
-    this.next = this.fetchPrepared(signal);
+    if (!this.next) this.next = this.fetchPrepared(signal);
+  }
+
+  /** Give a leased task back unanswered (it waits again at once); an error only when it says something. */
+  release(task) {
+    this.held.delete(task.task_id);
+    this.api.release(task).catch((err) => {
+      if (![404, 409, 410].includes(err.status)) this.message(`Giving task ${task.task_id} back: ${err.message}`);
+    });
   }
 
   showWaiting(waiting) {
@@ -215,22 +250,40 @@ class App {
     }
   }
 
-  show(prepared, submittedAt) {
+  /** Draw a task. ``amend``: an answered task shown again by Undo (``view``: the view to keep, a pixel task's
+   * paint); its next answer replaces the first. */
+  show(prepared, submittedAt, { amend = false, view = null } = {}) {
     const { task } = prepared;
+    if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
     this.viewer.tool = null;
-    const view = new VIEWS[task.kind]({ prepared, viewer: this.viewer, submit: () => this.submit() });
-    this.current = { prepared, view };
+    view = view || new VIEWS[task.kind]({ prepared, viewer: this.viewer, submit: () => this.submit() });
+    this.current = { prepared, view, amend };
+    prepared.watch = prepared.watch || new Stopwatch();
     this.showWaiting(false);
     view.mount($('#panel'));  // draws the scene synchronously
+    if (amend) {
+      $('#panel').prepend(el('p', { id: 'amending', className: 'amending' },
+        'Undo: answer this task again; your new answer replaces the first. S keeps the first.'));
+    }
     this.renderLegend(task);
     $('#task-info').textContent = `${task.kind} task ${task.task_id} · image ${task.image_id} · run ${task.run_id}` +
       ` · ratings ${task.ratings_done}/${task.ratings_needed}`;
     document.body.dataset.state = 'task';
     document.body.dataset.taskId = task.task_id;
     document.body.dataset.kind = task.kind;
-    this.expiryTimer = setTimeout(() => this.onLeaseExpired(task), Math.max(0, this.leaseLeft(task)));
-    requestAnimationFrame(() => {  // the first frame with the task drawn
+    document.body.dataset.amending = amend ? '1' : '';
+    delete document.body.dataset.accepting;
+    this.acceptAt = Infinity;
+    if (!amend) this.expiryTimer = setTimeout(() => this.onLeaseExpired(task), Math.max(0, this.leaseLeft(task)));
+    requestAnimationFrame(() => {  // the first frame with the task drawn (none while the tab is hidden)
       const shown = performance.mark('rss:task-shown', { detail: { taskId: task.task_id } });
+      if (this.current && this.current.prepared === prepared) {
+        prepared.watch.start(shown.startTime);
+        this.acceptAt = shown.startTime + ANSWER_GUARD_MS;
+        setTimeout(() => {
+          if (this.current && this.current.prepared === prepared) document.body.dataset.accepting = task.task_id;
+        }, ANSWER_GUARD_MS);
+      }
       if (submittedAt === null) return;
       performance.measure('rss:submit-to-next', {
         start: submittedAt, end: shown.startTime,
@@ -254,10 +307,14 @@ class App {
     this.advance();
   }
 
+  /** Whether the current task takes answers: drawn ANSWER_GUARD_MS ago, and the help is closed. */
+  accepting() { return performance.now() >= this.acceptAt && $('#help').hidden; }
+
   async submit() {
-    if (!this.current || this.busy) return;
-    const { prepared, view } = this.current;
-    const started = this.mark('rss:answer', prepared.task);
+    if (!this.current || this.busy || !this.accepting()) return;
+    const { prepared, view, amend } = this.current;
+    const { task } = prepared;
+    const started = this.mark('rss:answer', task);
     let answer;
     try {
       answer = await view.answer();
@@ -265,13 +322,48 @@ class App {
       this.message(err.message);
       return;
     }
-    await this.send(prepared.task, () => this.api.rate(prepared.task, answer), 'rated', started);
+    // time on task: first draw to this answer, the tab's hidden time left out (an Undo's time added)
+    const seconds = Math.min(MAX_RATER_SECONDS, Math.max(0.001, Math.round(prepared.watch.seconds * 1000) / 1000));
+    answer = { ...answer, rater_seconds: seconds };
+    if (amend) await this.send(task, () => this.api.amend(task, answer), 'amended', started);
+    else await this.send(task, () => this.api.rate(task, answer), 'rated', started);
   }
 
   async skip() {
-    if (!this.current || this.busy) return;
+    if (!this.current || this.busy || !this.accepting()) return;
+    if (this.current.amend) {  // S during an Undo: the first answer stands
+      this.current.prepared.watch.stop();
+      this.advance();
+      return;
+    }
     const { task } = this.current.prepared;
     await this.send(task, () => this.api.skip(task), 'skipped', this.mark('rss:skip', task));
+  }
+
+  /** Z or the Undo button: show the task answered last again, to answer anew (the service keeps its
+   * finalize RSS_AMEND_S, so the new answer replaces the first); the task on screen waits in front. */
+  undo() {
+    const last = this.lastAnswer;
+    if (!last || this.busy || Date.now() > last.until - UNDO_MARGIN_MS) return;
+    this.lastAnswer = null;
+    this.renderUndo();
+    clearTimeout(this.expiryTimer);
+    if (this.current) {
+      this.current.prepared.watch.stop();
+      this.front.unshift(this.current.prepared);
+    }
+    this.show(last.prepared, null, { amend: true, view: last.prepared.task.kind === 'pixel' ? last.view : null });
+  }
+
+  renderUndo() {
+    const button = $('#undo-answer');
+    const last = this.lastAnswer;
+    const left = last ? last.until - UNDO_MARGIN_MS - Date.now() : 0;
+    button.hidden = left <= 0;
+    if (left > 0) button.firstChild.textContent = `Undo (${Math.ceil(left / 1000)} s) `;
+    clearTimeout(this.undoTimer);
+    if (left > 0) this.undoTimer = setTimeout(() => this.renderUndo(), Math.min(left, 1000));
+    else this.lastAnswer = null;
   }
 
   /** A performance mark of the rater's action on ``task`` (the start of its rss:submit-to-next); its time. */
@@ -281,11 +373,20 @@ class App {
 
   async send(task, call, counter, started) {
     this.busy = true;
+    const { prepared, view } = this.current;
+    let accepted;
     try {
-      await call();
+      accepted = await call();
     } catch (err) {
       this.busy = false;
       if (!(err instanceof ApiError)) throw err;
+      if (counter === 'amended' && (err.status === 409 || err.status === 404)) {
+        this.message(`Undo came too late (${err.message}): your first answer to task ${task.task_id} stands.`, 'info');
+        prepared.watch.stop();
+        this.advance();
+        return;
+      }
+      if ([404, 409, 410].includes(err.status)) this.held.delete(task.task_id);
       if (err.status === 410) {
         this.message(`Your lease on task ${task.task_id} expired before the answer arrived: the task went back ` +
           'to the queue and the answer was not counted. Here is the next task.', 'info');
@@ -301,7 +402,12 @@ class App {
       return;
     }
     this.clearErrors();
-    this.session.count(counter);
+    prepared.watch.stop();
+    this.held.delete(task.task_id);
+    if (counter !== 'amended') this.session.count(counter);
+    this.lastAnswer = counter === 'rated' && accepted && accepted.amend_until
+      ? { prepared, view, until: accepted.amend_until * 1000 } : null;
+    this.renderUndo();
     this.advance(started);
     this.pollQueue();
   }
@@ -313,9 +419,17 @@ class App {
     $('#rated').textContent = String(s.rated);
     $('#skipped').textContent = String(s.skipped);
     $('#rate').textContent = s.perMinute.toFixed(1);
-    $('#queue').textContent = s.queue ? `${s.queue.waiting} waiting, ${s.queue.leased} leased` : '–';
-    const task = this.current && this.current.prepared.task;
+    const q = s.queue;
+    // what this rater can lease now (GET /v1/tasks/queue counts it for them), and what they skipped comes back
+    $('#queue').textContent = q ? `${q.available ?? q.waiting} for you` +
+      (q.skipped_later ? ` · ${q.skipped_later} skipped, back later` : '') : '–';
+    $('#queue').title = q ? `${q.waiting} waiting and ${q.leased} leased, for all raters` : '';
+    const left = q ? (q.available ?? q.waiting) + (q.skipped_later || 0) + this.held.size : null;
+    $('#progress').textContent = `${s.rated} answered · ${left === null ? '–' : left} left`;
+    const current = this.current;
+    const task = current && !current.amend && current.prepared.task;
     $('#lease').textContent = task ? `${Math.max(0, Math.round(this.leaseLeft(task) / 1000))} s` : '–';
+    $('#timer').textContent = current && current.prepared.watch ? `${Math.floor(current.prepared.watch.seconds)} s` : '–';
   }
 
   toggleHelp(show = $('#help').hidden) { $('#help').hidden = !show; }
@@ -329,11 +443,19 @@ class App {
     if (event.target.closest && event.target.closest('#signin-view')) return;
     if (event.key === 'Escape') { this.toggleHelp(false); return; }
     if (!this.session.signedIn) return;
+    const target = event.target;
+    if (target instanceof HTMLInputElement && target.type === 'range' && SLIDER_KEYS.has(event.key)) return;
     const kind = this.current ? this.current.prepared.task.kind : null;
     const entry = lookup(event, kind);
     if (!entry) return;
-    event.preventDefault();
+    event.preventDefault();  // handled here, in the capture phase: a focused button or slider never sees it
     const { action } = entry;
+    if (!$('#help').hidden && action !== 'help') return;  // under the help only ? and Esc do anything
+    if (entry.answers && (event.repeat || !this.accepting())) return;  // a held key, or the task not seen yet
+    if (action === 'undo-answer') {
+      if (!event.repeat) this.undo();
+      return;
+    }
     if (action === 'peek') {
       if (!event.repeat) { this.peekFrom = performance.now(); this.peekWas = this.viewer.hidden; this.viewer.setHidden(!this.peekWas); }
     } else if (action === 'help') this.toggleHelp();
@@ -365,7 +487,21 @@ class App {
     $('#opacity').addEventListener('input', (e) => this.viewer.setOpacity(Number(e.target.value) / 100));
     $('#skip-button').addEventListener('click', () => this.skip());
     $('#submit-button').addEventListener('click', () => this.submit());
-    window.addEventListener('keydown', (e) => this.onKeyDown(e));
+    $('#undo-answer').addEventListener('click', () => this.undo());
+    // a clicked button keeps no focus (Space or Enter would press it again), and the image takes it back
+    document.addEventListener('click', (e) => { const b = e.target.closest && e.target.closest('button'); if (b) b.blur(); });
+    $('#canvas').addEventListener('pointerdown', () => {
+      if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
+    });
+    document.addEventListener('visibilitychange', () => {
+      if (this.current && this.current.prepared.watch) this.current.prepared.watch.visible(!document.hidden);
+    });
+    // a closing or reloading page gives its leases back (the service would otherwise hold them RSS_LEASE_S)
+    window.addEventListener('pagehide', () => {
+      for (const task of this.held.values()) this.api.releaseBeacon(task);
+      this.held.clear();
+    });
+    window.addEventListener('keydown', (e) => this.onKeyDown(e), { capture: true });
     window.addEventListener('keyup', (e) => this.onKeyUp(e));
     window.addEventListener('unhandledrejection', (e) => this.message(`Unexpected error: ${e.reason}`));
     setInterval(() => this.renderStatus(), 1000);

@@ -21,8 +21,10 @@ def sign_in(page, url: str, name: str = "alice") -> None:
 
 
 def wait_task(page, kind: str | None = None, other_than: str | None = None, timeout: float = 30_000) -> str:
-    """Wait until a task (of ``kind``; not ``other_than``) is drawn; returns its task id."""
-    condition = "document.body.dataset.state === 'task'"
+    """Wait until a task (of ``kind``; not ``other_than``) is drawn and takes answers (the UI ignores answers in
+    a task's first ANSWER_GUARD_MS on screen); returns its task id."""
+    condition = ("document.body.dataset.state === 'task' && "
+                 "document.body.dataset.accepting === document.body.dataset.taskId")
     if kind:
         condition += f" && document.body.dataset.kind === {kind!r}"
     if other_than:

@@ -193,7 +193,7 @@ def test_a_rater_answers_every_task_kind_and_the_learner_reads_each_answer(page,
     post(learner, "ui-point", [asked], level="pixel", points=cells)
 
     sign_in(page, service_url)
-    page.wait_for_function("document.querySelector('#queue').textContent.includes('waiting')")
+    page.wait_for_function("document.querySelector('#queue').textContent.includes('for you')")
 
     # image-level, keyboard only: a 7, then Enter
     first = wait_task(page, "score")
@@ -336,7 +336,8 @@ def test_an_expired_lease_shows_a_message_and_the_next_task(page, redis_server, 
         # the next task is shown with a fresh lease (the expired ones went back to the queue): the bar
         # shows at least 2 s left
         page.wait_for_function(
-            "document.body.dataset.state === 'task' && parseInt(document.querySelector('#lease').textContent) > 1",
+            "document.body.dataset.state === 'task' && parseInt(document.querySelector('#lease').textContent) > 1 "
+            "&& document.body.dataset.accepting === document.body.dataset.taskId",
             timeout=30_000)
         page.keyboard.press("5")
         page.keyboard.press("Enter")

@@ -77,6 +77,7 @@ export class PixelTask {
 
   // --- the brush (called by the viewer with mask coordinates) ----------------------------
   down(mx, my) {
+    this.emptyConfirmed = false;
     this.undoStack.push(this.marks.slice());
     if (this.undoStack.length > HISTORY) this.undoStack.shift();
     this.redoStack = [];
@@ -133,6 +134,11 @@ export class PixelTask {
   }
 
   async answer() {
+    if (!this.marks.some((v) => v !== 0) && !this.emptyConfirmed) {  // an Enter before any paint: ask first
+      this.emptyConfirmed = true;
+      throw new Error('Nothing is painted. Press Enter again to send it so (no pixel marked: no opinion anywhere), ' +
+        'or paint what is wrong or correct first.');
+    }
     const png = await encodeGrayPng(this.width, this.height, this.marks);
     return { pixels: { format: 'png', data: bytesToBase64(png) } };
   }
