@@ -161,6 +161,7 @@ class App {
       if (!task) continue;  // none within WAIT_S: ask again
       if (signal.aborted) { this.api.release(task).catch(() => {}); return null; }
       this.held.set(task.task_id, task);
+      this.pollQueue();  // the count of what is left for this rater changed
       task.leaseMs = task.lease_expires_at * 1000 - Date.now();  // how long this lease lasts
       try {
         const leased = performance.now();
@@ -504,7 +505,7 @@ class App {
     window.addEventListener('keydown', (e) => this.onKeyDown(e), { capture: true });
     window.addEventListener('keyup', (e) => this.onKeyUp(e));
     window.addEventListener('unhandledrejection', (e) => this.message(`Unexpected error: ${e.reason}`));
-    setInterval(() => this.renderStatus(), 1000);
+    setInterval(() => this.renderStatus(), 250);  // the task timer and lease countdown
   }
 }
 

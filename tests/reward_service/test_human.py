@@ -438,3 +438,18 @@ def test_amending_is_refused_when_the_service_turns_it_off(learner, raters, redi
     refused = alice.put(f"/v1/tasks/{task['task_id']}/rating", json={"lease_id": task["lease_id"], "score": 0.9})
     assert refused.status_code == 409 and "RSS_AMEND_S is 0" in refused.text
     assert [r["reward"] for r in read_results(redis_client, "noamend", 1)] == [pytest.approx(0.2)]
+
+
+def test_a_task_leased_to_a_long_poll_whose_client_left_goes_back_at_once(learner, raters, redis_client) -> None:
+    """Alice's page closes during a long poll; a task posted then is granted to that poll, whose answer nobody
+    reads: the service sees the client gone and releases it, so bob gets it now rather than after the lease."""
+    alice, bob = raters
+    register(learner, "ghost", scorer="human")
+    with pytest.raises(httpx.ReadTimeout):
+        with httpx.Client(base_url=str(alice.base_url), headers=dict(alice.headers), timeout=0.5) as leaving:
+            leaving.get("/v1/tasks/next", params={"wait_s": 4})  # the client gives up after 0.5 s
+    post(learner, "ghost", [label_of()])  # the abandoned poll still waits server-side, and gets it
+    time.sleep(1.5)
+    taken = lease(bob, wait_s=5)
+    assert taken is not None, "the task stayed leased to a poll nobody was reading"
+    assert learner.get("/v1/stats").json()["raters"]["alice"]["skipped"] == 0

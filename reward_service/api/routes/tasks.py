@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from contextlib import suppress
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -33,10 +34,16 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 @router.get("/next", response_model=TaskPublic, responses={204: {"description": "No task is waiting."},
                                                          **errors(*AUTH, 422, 429)})
-async def read_next_task(services: ServicesDep, rater: PollingRater,
+async def read_next_task(request: Request, services: ServicesDep, rater: PollingRater,
                          wait_s: float = Query(0, ge=0, le=30, description="Wait up to this long for a task.")):
     """Lease the next task for this rater; it returns to the queue if not answered in time."""
     task = await services.human.lease(rater, wait_s)
+    if task is not None and await request.is_disconnected():
+        # the client left during the long poll (a closed tab, a sign-out): nobody will see this lease, so it
+        # goes back at once rather than after RSS_LEASE_S
+        with suppress(TaskError):
+            await services.human.release(rater, task.task_id, task.lease_id)
+        return Response(status_code=204)
     return task if task is not None else Response(status_code=204)
 
 
