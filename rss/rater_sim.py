@@ -24,7 +24,7 @@ from rss_core import codec, scoring
 from rss_core.data import IGNORE_INDEX, build_dataset
 from rss_core.grid import ActionGrid, as_action_grid, masks_for_scoring
 from rss_core.labels import label_at_grid, learner_label
-from rss_core.schemas import RunPublic, TaskPublic
+from rss_core.schemas import MAX_RATER_SECONDS, RunPublic, TaskPublic
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "RSS_RATER_TOKEN"
@@ -55,7 +55,7 @@ class RaterSimArgs:
     point_error: float = 0.0
     """point tasks: probability that a yes/no answer is wrong"""
     latency_s: float = 0.0
-    """seconds 'thinking' before each answer"""
+    """seconds 'thinking' before each answer (sent as its rater_seconds)"""
     max_tasks: int = 1_000_000
     """stop after this many answers"""
     idle_s: float = 30.0
@@ -143,7 +143,10 @@ class RaterSim:
             task = TaskPublic.model_validate_json(response.content)
             if self.args.latency_s:
                 time.sleep(self.args.latency_s)
-            rated = self.post_rating(task.task_id, {"lease_id": task.lease_id, **self.answer(task)})
+            body = {"lease_id": task.lease_id, **self.answer(task)}
+            if self.args.latency_s:  # the simulated person's time on the task, as the UI measures a real one's
+                body["rater_seconds"] = min(self.args.latency_s, MAX_RATER_SECONDS)
+            rated = self.post_rating(task.task_id, body)
             if rated.status_code == 410:  # our lease ran out while "thinking": the task went to someone else
                 log.warning("lease on %s expired before the answer", task.task_id)
                 continue
