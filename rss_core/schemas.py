@@ -313,7 +313,7 @@ class QueueDepth(BaseModel):
     leased: int
     available: int | None = Field(
         None, description="Rater tokens: tasks this rater may lease now (not rated or skipped by them, not held "
-        "by them), what GET /v1/tasks/next would hand them.")
+        "by them), what GET /v1/tasks/next would hand them; counted over the first 1000 waiting entries.")
     skipped_later: int | None = Field(
         None, description="Rater tokens: tasks this rater skipped that wait unanswered: each is offered to them "
         "again RSS_SKIP_RETRY_S after their skip if no other rater took it (given up after RSS_MAX_SKIPS skips).")

@@ -166,7 +166,9 @@ def drive(url: str, rater_token: str, args: UiBenchArgs) -> dict:
             page.press("#token", "Enter")
             previous = None
             for n in range(args.tasks):
-                condition = "document.body.dataset.state === 'task'"
+                # a task takes answers once it has been on screen ANSWER_GUARD_MS (annotator_ui/src/main.js)
+                condition = ("document.body.dataset.state === 'task' && "
+                             "document.body.dataset.accepting === document.body.dataset.taskId")
                 if previous:
                     condition += f" && document.body.dataset.taskId !== {previous!r}"
                 page.wait_for_function(condition, timeout=60_000)

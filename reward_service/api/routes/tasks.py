@@ -102,7 +102,7 @@ def _release_rater(services, credentials: HTTPAuthorizationCredentials | None, t
     return found
 
 
-@router.post("/{task_id}/release", status_code=204, responses=errors(*AUTH, 404, 409, 410, 415, 422, 429),
+@router.post("/{task_id}/release", status_code=204, responses=errors(*AUTH, *JSON_BODY, 404, 409, 410, 429),
              openapi_extra=json_body_openapi(LeaseRelease))
 async def release_lease(request: Request, task_id: str, services: ServicesDep, credentials: Credentials) -> Response:
     """Give a leased task back unanswered: it waits again at once, for any rater (this one too), and counts as
