@@ -453,3 +453,22 @@ def test_a_task_leased_to_a_long_poll_whose_client_left_goes_back_at_once(learne
     taken = lease(bob, wait_s=5)
     assert taken is not None, "the task stayed leased to a poll nobody was reading"
     assert learner.get("/v1/stats").json()["raters"]["alice"]["skipped"] == 0
+
+
+def test_amending_a_honeypot_answer_updates_the_raters_agreement(redis_server, redis_client) -> None:
+    """Every task gets a honeypot twin (RSS_HONEYPOT_FRACTION 1) that amends exactly like a real task: alice
+    scores the perfect mask 0 on both, then amends both to 1. Her agreement counts the amended answer, and
+    the real task's result carries it too."""
+    with start_service(service_env(redis_server, amend_s=2.0, honeypot_fraction=1.0)) as proc, \
+            rater(proc.url, "alice") as alice, client(proc.url) as learner:
+        register(learner, "hp-amend", scorer="human")
+        post(learner, "hp-amend", [label_of()])
+        for _ in range(2):  # the task and its twin, in either order
+            task = lease(alice)
+            assert answer(alice, task, score=0.0).status_code == 200
+            assert alice.put(f"/v1/tasks/{task['task_id']}/rating",
+                             json={"lease_id": task["lease_id"], "score": 1.0}).status_code == 204
+        (result,) = read_results(redis_client, "hp-amend", 1)
+        assert result["reward"] == 1.0
+        stats = learner.get("/v1/stats").json()["raters"]["alice"]
+        assert (stats["honeypots"], stats["honeypots_agreed"], stats["rated"]) == (1, 1, 2)
