@@ -171,9 +171,10 @@ def test_an_unpainted_pixel_task_asks_before_it_is_sent(page, service_url, learn
 
 
 def test_undo_replaces_the_answer_in_the_results_stream(page, redis_server, db) -> None:
-    """RSS_AMEND_S 4: after an answer the Undo shows; Z brings the task back, the new answer replaces the
-    first, and the results stream carries only it; the task that was on screen comes next."""
-    with ui_service(redis_server, lease_s=60, amend_s=4) as proc, client(proc.url) as learner:
+    """RSS_AMEND_S 10 (wide: a loaded machine stays inside it): after an answer the Undo shows; Z brings the
+    task back, the new answer replaces the first, and the results stream carries only it; the task that was
+    on screen comes next."""
+    with ui_service(redis_server, lease_s=60, amend_s=10) as proc, client(proc.url) as learner:
         register(learner, "ui-undo", scorer="human")
         first_episode = post(learner, "ui-undo", [label_of()])
         second_episode = post(learner, "ui-undo", [noisy(label_of(), 3)])
