@@ -10,12 +10,13 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+import redis
 from PIL import Image
 
 from rss_core import codec
 from tests.helpers.client import answer, client, lease, post, rater, read_results, register, wait_status
 from tests.helpers.factories import IMAGE, episode, label_of, noisy
-from tests.helpers.service import service_env, start_service
+from tests.helpers.service import DATABASES, service_env, start_service
 
 
 @pytest.fixture
@@ -315,7 +316,7 @@ def test_a_released_lease_waits_again_at_once_and_the_release_needs_the_lease_an
         others = anonymous.post(url, json={"lease_id": task["lease_id"], "token": "bob-secret"})
         assert others.status_code == 403 and "another rater" in others.text
         form = anonymous.post(url, data={"lease_id": task["lease_id"], "token": "alice-secret"})
-        assert form.status_code == 415
+        assert form.status_code == 401  # a body it does not read carries no token: no credentials at all
         missing = anonymous.post(url, content=b'{"token": "alice-secret"}', headers={"Content-Type": "text/plain"})
         assert missing.status_code == 422 and "lease_id" in missing.text
         assert lease(bob, wait_s=0) is None  # none of that released it
@@ -377,15 +378,24 @@ def test_one_rater_skipping_everything_still_finishes_the_queue_and_the_queue_sa
 
 
 WINDOW_S = 6.0  # RSS_AMEND_S of the amending tests
+AMEND_DB = DATABASES["human_amend"]  # their services' own database: no other service's worker takes their jobs
+
+
+@pytest.fixture
+def amend_db(redis_server) -> Iterator[redis.Redis]:
+    r = redis.Redis(port=redis_server.port, db=AMEND_DB)
+    r.flushdb()
+    yield r
+    r.close()
 
 
 def test_an_answer_is_amended_once_before_its_task_is_finalized_and_only_the_amendment_is_a_result(
-        redis_server, redis_client) -> None:
+        redis_server, amend_db) -> None:
     """RSS_AMEND_S 6 (wide, so a loaded machine stays inside it): the task's finalize waits 6 s after its last
     rating. Within that an answer may be
     replaced once (PUT, the same lease); the results stream carries only the amended answer. A bad
     amendment is a 422 and changes nothing; after the window, and after finalize, a 409."""
-    with start_service(service_env(redis_server, amend_s=WINDOW_S)) as proc, \
+    with start_service(service_env(redis_server, amend_s=WINDOW_S, redis_url=redis_server.db_url(AMEND_DB))) as proc, \
             rater(proc.url, "alice") as alice, rater(proc.url, "bob") as bob:
         with client(proc.url) as learner:
             register(learner, "amend", scorer="human")
@@ -409,7 +419,7 @@ def test_an_answer_is_amended_once_before_its_task_is_finalized_and_only_the_ame
         assert amended.status_code == 204, amended.text
         twice = alice.put(url, json={"lease_id": task["lease_id"], "score": 0.4})
         assert twice.status_code == 409 and "already amended" in twice.text
-        (result,) = read_results(redis_client, "amend", 1)
+        (result,) = read_results(amend_db, "amend", 1)
         assert result["reward"] == pytest.approx(0.9) and result["rater_seconds"] == 3.5
         assert result["scored_at"] >= sent + WINDOW_S  # held for the amend window
         with client(proc.url) as learner:
@@ -428,7 +438,7 @@ def test_an_answer_is_amended_once_before_its_task_is_finalized_and_only_the_ame
         assert answer(bob, second, score=0.5).status_code == 200
         assert bob.put(f"/v1/tasks/{second['task_id']}/rating",
                        json={"lease_id": second["lease_id"], "score": 0.7}).status_code == 204
-        (combined,) = read_results(redis_client, "amend2", 1)
+        (combined,) = read_results(amend_db, "amend2", 1)
         assert combined["reward"] == pytest.approx(0.4)  # (0.1 + 0.7) / 2: bob's amendment replaced his 0.5
 
 
@@ -459,11 +469,12 @@ def test_a_task_leased_to_a_long_poll_whose_client_left_goes_back_at_once(learne
     assert learner.get("/v1/stats").json()["raters"]["alice"]["skipped"] == 0
 
 
-def test_amending_a_honeypot_answer_updates_the_raters_agreement(redis_server, redis_client) -> None:
+def test_amending_a_honeypot_answer_updates_the_raters_agreement(redis_server, amend_db) -> None:
     """Every task gets a honeypot twin (RSS_HONEYPOT_FRACTION 1) that amends exactly like a real task: alice
     scores the perfect mask 0 on both, then amends both to 1. Her agreement counts the amended answer, and
     the real task's result carries it too."""
-    with start_service(service_env(redis_server, amend_s=WINDOW_S, honeypot_fraction=1.0)) as proc, \
+    with start_service(service_env(redis_server, amend_s=WINDOW_S, honeypot_fraction=1.0,
+                                   redis_url=redis_server.db_url(AMEND_DB))) as proc, \
             rater(proc.url, "alice") as alice, client(proc.url) as learner:
         register(learner, "hp-amend", scorer="human")
         post(learner, "hp-amend", [label_of()])
@@ -472,7 +483,7 @@ def test_amending_a_honeypot_answer_updates_the_raters_agreement(redis_server, r
             assert answer(alice, task, score=0.0).status_code == 200
             assert alice.put(f"/v1/tasks/{task['task_id']}/rating",
                              json={"lease_id": task["lease_id"], "score": 1.0}).status_code == 204
-        (result,) = read_results(redis_client, "hp-amend", 1)
+        (result,) = read_results(amend_db, "hp-amend", 1)
         assert result["reward"] == 1.0
         stats = learner.get("/v1/stats").json()["raters"]["alice"]
         assert (stats["honeypots"], stats["honeypots_agreed"], stats["rated"]) == (1, 1, 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from contextlib import suppress
 from typing import Annotated
@@ -89,6 +90,16 @@ async def amend_rating(rater: RatingRater, task_id: str,
     return Response(status_code=204)
 
 
+def _body_token(raw: bytes) -> str | None:
+    """The ``token`` of a JSON object body, if it has one (read before the body is validated)."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    token = value.get("token") if isinstance(value, dict) else None
+    return token if isinstance(token, str) else None
+
+
 def _release_rater(services, credentials: HTTPAuthorizationCredentials | None, token: str | None) -> str:
     """The rater of the Authorization header, else of the body's token (sendBeacon cannot set headers)."""
     if credentials is not None or token is None:
@@ -111,9 +122,13 @@ async def release_lease(request: Request, task_id: str, services: ServicesDep, c
     carry the rater's token instead (`text/plain` accepted as JSON, what a beacon sends). The lease id is a
     128-bit random capability only its rater was given, and the token must be that rater's."""
     content_type = request.headers.get("content-type")
-    if not (is_json(content_type) or (content_type or "").split(";")[0].strip().lower() == "text/plain"):
+    readable = is_json(content_type) or (content_type or "").split(";")[0].strip().lower() == "text/plain"
+    raw = await request.body()
+    if credentials is not None or _body_token(raw if readable else b"") is None:
+        require_rater(services, credentials)  # credentials first, like every route: no token at all is a 401
+    if not readable:
         raise HTTPException(415, detail=f"Content-Type must be application/json or text/plain, not {content_type!r}.")
-    body = parse_json(LeaseRelease, await request.body())
+    body = parse_json(LeaseRelease, raw)
     rater = _release_rater(services, credentials, body.token)
     await spend(services, rating_limit(services.settings), rater)
     try:
