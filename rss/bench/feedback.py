@@ -118,13 +118,13 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     best_of: int = 4
     """`best*` configurations: masks per question (2 to 8)"""
     seconds_best: float | None = None
-    """human seconds per best-of-N answer (None: 2 + N, the issue's default; an assumption)"""
+    """human seconds per best-of-N answer (None: 2 + N, an assumption until the UI measures it)"""
     seconds_score: float = 4.0
     """human seconds per score (assumption)"""
     seconds_brush: float = 10.0
     """human seconds per brush answer: strokes over what is wrong, the rest confirmed (assumption)"""
     seconds_point: float = 1.5
-    """human seconds per point answer, yes or no (the issue's default; an assumption until measured, in the
+    """human seconds per point answer, yes or no (an assumption until measured, in the
     range Benenson and Ferrari, 2022, report for point-wise annotation)"""
     points_per_image: int = 10
     """`points*` configurations: questions per image (--points)"""
