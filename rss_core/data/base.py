@@ -60,17 +60,20 @@ class SegDataset(abc.ABC):
         """What the data is, for `fingerprint`: the kind, split and classes; subclasses add their content."""
         return {"dataset": self.name, "split": getattr(self, "split", None), "classes": self.class_names}
 
+    def _identified(self) -> dict:
+        """`identity()`, computed once (a folder's hashes every label file)."""
+        if getattr(self, "_identity", None) is None:
+            self._identity = self.identity()
+        return self._identity
+
     def fingerprint(self) -> str:
         """16 hex digits that differ when two processes would score against different labels (the learner
-        sends it with its run; the service refuses a run whose data is not its own). Computed once."""
-        if getattr(self, "_fingerprint", None) is None:
-            blob = json.dumps(self.identity(), sort_keys=True).encode()
-            self._fingerprint = hashlib.sha256(blob).hexdigest()[:16]
-        return self._fingerprint
+        sends it with its run; the service refuses a run whose data is not its own)."""
+        return hashlib.sha256(json.dumps(self._identified(), sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
         """The fingerprint's inputs in words, for error messages."""
-        shown = {k: v for k, v in self.identity().items() if k != "labels_sha256"}
+        shown = {k: v for k, v in self._identified().items() if k != "labels_sha256"}
         return f"{json.dumps(shown, sort_keys=True)} (fingerprint {self.fingerprint()})"
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,9 +40,9 @@ async def create_run(_: Learner, body: Annotated[RunCreate, Depends(json_body(Ru
                                         f"{dataset.name!r}.")
     await reclaim(services)
     if body.dataset_fingerprint is not None:
-        ours = await run_in_threadpool(dataset.dataset.fingerprint)
+        ours = dataset.dataset.fingerprint()  # its label hash was computed at start-up (main.lifespan)
         if body.dataset_fingerprint != ours:
-            described = await run_in_threadpool(dataset.dataset.describe)
+            described = dataset.dataset.describe()
             raise HTTPException(409, detail=f"The learner's data (fingerprint {body.dataset_fingerprint}) is not the "
                                             f"data this service scores against: {described}. Start both with the "
                                             "same dataset settings (dataset, split, seed, size, labels).")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -31,6 +32,15 @@ from rss_core import keys
 from rss_core.schemas import LeaseRef, LeaseRelease, QueueDepth, RatingAccepted, RatingCreate, TaskPublic
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+@contextmanager
+def task_errors() -> Iterator[None]:
+    """A `TaskError` of the human scorer as the HTTP error it names."""
+    try:
+        yield
+    except TaskError as exc:
+        raise HTTPException(exc.status, detail=exc.detail) from exc
 
 
 @router.get("/next", response_model=TaskPublic, responses={204: {"description": "No task is waiting."},
@@ -66,10 +76,8 @@ async def create_rating(rater: RatingRater, task_id: str,
                         body: Annotated[RatingCreate, Depends(json_body(RatingCreate))],
                         services: ServicesDep) -> RatingAccepted:
     """Answer a leased task: a score, a preference, or a per-pixel map, by the task's kind."""
-    try:
+    with task_errors():
         done, needed, amend_until = await services.human.rate(rater, task_id, body)
-    except TaskError as exc:
-        raise HTTPException(exc.status, detail=exc.detail) from exc
     metrics.RATINGS.labels("rating").inc()
     return RatingAccepted(task_id=task_id, ratings_done=done, ratings_needed=needed, complete=done >= needed,
                           amend_until=amend_until)
@@ -82,10 +90,8 @@ async def amend_rating(rater: RatingRater, task_id: str,
                        services: ServicesDep) -> Response:
     """Replace this rater's answer to the task (same lease, a whole new answer), once, within RSS_AMEND_S of
     it and before the task is finalized (409 after): the results carry only the amended answer."""
-    try:
+    with task_errors():
         await services.human.amend(rater, task_id, body)
-    except TaskError as exc:
-        raise HTTPException(exc.status, detail=exc.detail) from exc
     metrics.RATINGS.labels("amend").inc()
     return Response(status_code=204)
 
@@ -131,10 +137,8 @@ async def release_lease(request: Request, task_id: str, services: ServicesDep, c
     body = parse_json(LeaseRelease, raw)
     rater = _release_rater(services, credentials, body.token)
     await spend(services, rating_limit(services.settings), rater)
-    try:
+    with task_errors():
         await services.human.release(rater, task_id, body.lease_id)
-    except TaskError as exc:
-        raise HTTPException(exc.status, detail=exc.detail) from exc
     metrics.RATINGS.labels("release").inc()
     return Response(status_code=204)
 
@@ -143,9 +147,7 @@ async def release_lease(request: Request, task_id: str, services: ServicesDep, c
 async def create_skip(rater: RatingRater, task_id: str, body: Annotated[LeaseRef, Depends(json_body(LeaseRef))],
                       services: ServicesDep) -> Response:
     """Give a leased task back; it is not offered to this rater again."""
-    try:
+    with task_errors():
         await services.human.skip(rater, task_id, body.lease_id)
-    except TaskError as exc:
-        raise HTTPException(exc.status, detail=exc.detail) from exc
     metrics.RATINGS.labels("skip").inc()
     return Response(status_code=204)
