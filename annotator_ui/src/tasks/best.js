@@ -2,6 +2,7 @@
 // rater picks the best with its number, which submits {best: its 0-based position in task.samples}.
 
 import { el } from '../dom.js';
+import { layoutToggle } from './layout.js';
 
 export class BestTask {
   static kind = 'best';
@@ -24,25 +25,15 @@ export class BestTask {
       b.addEventListener('click', () => this.choose(i));
       return b;
     });
-    this.layoutButton = el('button', { type: 'button', id: 'flip' }, 'One at a time ', el('kbd', {}, 'Tab'));
-    this.layoutButton.addEventListener('click', () => this.flip());
+    const layout = layoutToggle(this.viewer, 'Next mask');
+    this.flip = layout.flip;
     panel.replaceChildren(
       el('h2', {}, 'Which mask is best?'),
       el('p', { className: 'hint' }, `${this.count} masks of one image. Press its number (1–${this.count}) to choose; ` +
         'that submits.'),
       el('div', { className: 'choices best-choices' }, ...this.buttons),
-      this.layoutButton,
+      layout.button,
     );
-  }
-
-  /** Tab: from all the panes to one mask at a time; then each Tab shows the next mask. */
-  flip() {
-    if (this.viewer.layout === 'side') {
-      this.viewer.setLayout('single');
-      this.layoutButton.firstChild.textContent = 'Next mask ';
-    } else {
-      this.viewer.flip();
-    }
   }
 
   choose(index) {

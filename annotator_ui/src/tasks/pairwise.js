@@ -1,6 +1,7 @@
 // Pairwise task: two masks of one image, side by side or flipped in place with Tab; choosing submits.
 
 import { el } from '../dom.js';
+import { layoutToggle } from './layout.js';
 
 export class PairwiseTask {
   static kind = 'pairwise';
@@ -21,24 +22,14 @@ export class PairwiseTask {
       b.addEventListener('click', () => this.choose(preference));
       return b;
     };
-    this.layoutButton = el('button', { type: 'button', id: 'flip' }, 'One at a time ', el('kbd', {}, 'Tab'));
-    this.layoutButton.addEventListener('click', () => this.flip());
+    const layout = layoutToggle(this.viewer, 'Flip A ↔ B');
+    this.flip = layout.flip;
     panel.replaceChildren(
       el('h2', {}, 'Which mask is better?'),
       el('div', { className: 'choices' },
         choice('A is better', 'a', 'A / ←'), choice('Tie', 'tie', '='), choice('B is better', 'b', 'B / →')),
-      this.layoutButton,
+      layout.button,
     );
-  }
-
-  /** Tab: from side by side to one at a time; then each Tab flips between A and B. */
-  flip() {
-    if (this.viewer.layout === 'side') {
-      this.viewer.setLayout('single');
-      this.layoutButton.firstChild.textContent = 'Flip A ↔ B ';
-    } else {
-      this.viewer.flip();
-    }
   }
 
   choose(preference) {
