@@ -100,6 +100,9 @@ class TrainArgs:
     """remote: the reward service's base URL"""
     redis_url: str = "redis://127.0.0.1:6379/0"
     """remote: the Redis database the service writes results to"""
+    wire: Literal["v1", "v2"] = "v2"
+    """remote: the wire contract: `v2` posts a step's masks as one binary body and reads one result entry per
+    episode; `v1` posts base64 masks in JSON and reads one entry per sample (`rss_core.wire`)"""
     run_id: str = ""
     """remote: the run's id at the service (default: the --out folder's name, so --resume keeps it)"""
     scorer: ScorerName = "gt"

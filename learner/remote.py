@@ -42,10 +42,18 @@ import torch
 
 from learner.config import TrainArgs
 from learner.rewards import Episodes, Rewards
-from rss_core import codec
+from rss_core import codec, wire
 from rss_core.data import SegDataset
 from rss_core.keys import RESULTS_GROUP
-from rss_core.schemas import ArrayB64, EpisodeBatchCreate, EpisodeCreate, Result, RunCreate, RunPublic
+from rss_core.schemas import (
+    EpisodeBatchCreate,
+    EpisodeBatchHeader,
+    EpisodeCreate,
+    EpisodeHeader,
+    RunCreate,
+    RunPublic,
+)
+from rss_core.wire import Sample
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +93,7 @@ class Pending:
     device: torch.device
     started: float
     step: int = 0  # the step that posted it (its policy version)
-    got: dict[tuple[int, int], Result] = field(default_factory=dict)
+    got: dict[tuple[int, int], Sample] = field(default_factory=dict)
     acks: list[bytes] = field(default_factory=list)  # stream entries to acknowledge once applied
 
     @property
@@ -96,12 +104,14 @@ class Pending:
     def complete(self) -> bool:
         return len(self.got) >= self.expected
 
-    def add(self, result: Result) -> bool:
-        """Record ``result``; False when this (episode, sample) already had one."""
-        key = (self.ids[result.episode_id], result.sample_index)
+    def add(self, samples: list[Sample]) -> bool:
+        """Record the samples of one entry; False when this (episode, sample) already had one (a redelivered
+        entry: one entry's samples arrive together, so its first says it)."""
+        key = (self.ids[samples[0].episode_id], samples[0].sample_index)
         if key in self.got:
             return False
-        self.got[key] = result
+        for sample in samples:
+            self.got[(key[0], sample.sample_index)] = sample
         return True
 
 
@@ -165,7 +175,8 @@ class RemoteRewardSource:
                  self.run_id, run.scorer, run.results_stream)
         return run
 
-    def _send(self, path: str, content: str, retry_transport: bool = True, key: str | None = None) -> httpx.Response:
+    def _send(self, path: str, content: str | bytes, retry_transport: bool = True, key: str | None = None,
+              media_type: str = "application/json") -> httpx.Response:
         """POST ``content``; a 429 (after its Retry-After), a 502/503/504 or, with ``retry_transport``,
         a lost connection is tried again with backoff for up to --service-retry-s.
 
@@ -174,7 +185,7 @@ class RemoteRewardSource:
         every try, the service answers it with the first answer (the same ids) and stores nothing
         twice."""
         deadline, backoff = time.monotonic() + self.args.service_retry_s, 0.5
-        headers = {"content-type": "application/json", **({"Idempotency-Key": key} if key else {})}
+        headers = {"content-type": media_type, **({"Idempotency-Key": key} if key else {})}
         while True:
             try:
                 response = self.http.post(path, content=content, headers=headers)
@@ -195,12 +206,21 @@ class RemoteRewardSource:
             time.sleep(wait)
             backoff = min(backoff * 2, 5.0)
 
-    def _post(self, bodies: list[EpisodeCreate]) -> list[str]:
-        """One request per step (chunks of BATCH): per-request overhead dominates small episodes."""
+    def _post(self, bodies: list[EpisodeCreate] | list[EpisodeHeader], actions: np.ndarray) -> list[str]:
+        """One request per step (chunks of BATCH): per-request overhead dominates small episodes. v2 sends the
+        (B, K, h, w) ``actions`` as the body's bytes after a JSON header (`rss_core.wire`); v1 ``bodies`` carry
+        them as base64 masks."""
         ids = []
         for start in range(0, len(bodies), BATCH):
-            batch = EpisodeBatchCreate(episodes=bodies[start:start + BATCH])
-            response = self._send("/v1/episodes/batch", batch.model_dump_json(), key=uuid.uuid4().hex)
+            chunk = bodies[start:start + BATCH]
+            if self.args.wire == "v2":
+                path, media = "/v2/episodes/batch", wire.MEDIA_TYPE
+                content: str | bytes = wire.encode_batch(EpisodeBatchHeader(episodes=chunk),
+                                                         actions[start:start + BATCH])
+            else:
+                path, media = "/v1/episodes/batch", "application/json"
+                content = EpisodeBatchCreate(episodes=chunk).model_dump_json()
+            response = self._send(path, content, key=uuid.uuid4().hex, media_type=media)
             if response.status_code != 202:
                 raise RemoteError(f"episodes refused: {response.status_code} {response.text[:500]}")
             ids += [e["episode_id"] for e in response.json()["episodes"]]
@@ -208,20 +228,25 @@ class RemoteRewardSource:
 
     def post(self, episodes: Episodes) -> Pending:
         """Send a step's episodes; their results are collected later (`collect`), in any order."""
-        actions = episodes.actions.to(torch.uint8).cpu().numpy()  # (B, K, h, w)
+        actions = np.ascontiguousarray(episodes.actions.to(torch.uint8).cpu().numpy())  # (B, K, h, w)
         grid = episodes.grid
         # Point verification: the (y, x) cells of each image asked about (pixels the episode's query marks).
         points = ([torch.nonzero(q).tolist() for q in episodes.query.cpu()] if episodes.query is not None
                   else [None] * len(actions))
-        bodies = [
-            EpisodeCreate(run_id=self.run_id, image_id=self.ids[int(i)], level=self.level, scale=grid.scale,
-                          grid_mode=grid.mode, offset=grid.offset, policy_version=self.policy_version,
-                          samples=[codec.raw_mask(m) for m in actions[b]],
-                          points=[tuple(p) for p in points[b]] if points[b] is not None else None)
-            for b, i in enumerate(episodes.indices.tolist())
-        ]
+        common = {"run_id": self.run_id, "level": self.level, "scale": grid.scale, "grid_mode": grid.mode,
+                  "offset": grid.offset, "policy_version": self.policy_version}
+        if self.args.wire == "v2":
+            bodies: list = [
+                EpisodeHeader(image_id=self.ids[int(i)], samples=actions.shape[1], mask_shape=actions.shape[2:],
+                              points=[tuple(p) for p in points[b]] if points[b] is not None else None, **common)
+                for b, i in enumerate(episodes.indices.tolist())]
+        else:
+            bodies = [
+                EpisodeCreate(image_id=self.ids[int(i)], samples=[codec.raw_mask(m) for m in actions[b]],
+                              points=[tuple(p) for p in points[b]] if points[b] is not None else None, **common)
+                for b, i in enumerate(episodes.indices.tolist())]
         started = time.perf_counter()
-        episode_ids = self._post(bodies)
+        episode_ids = self._post(bodies, actions)
         self.post_latency.append(time.perf_counter() - started)
         self.counts["posted"] += actions.size // (actions.shape[2] * actions.shape[3])
         pending = Pending({e: b for b, e in enumerate(episode_ids)}, actions.shape, episodes.actions.device, started,
@@ -288,26 +313,31 @@ class RemoteRewardSource:
         return self.collect(self.post(episodes))
 
     def _route(self, entry_id: bytes, fields: dict) -> None:
-        """File one delivered result under the step waiting for it, or count why it is not applied."""
+        """File one delivered entry (one sample of v1, a whole episode of v2) under the step waiting for it, or
+        count why it is not applied (counts are of samples, whichever form)."""
         if entry_id in self._held:
             return  # ours already, handed back by XAUTOCLAIM: still waiting for its update or checkpoint
         self._held.add(entry_id)
-        result = Result.model_validate_json(fields[b"payload"])
-        if (result.episode_id, result.sample_index) in self.lost:
+        samples = wire.samples_of(fields)
+        if not samples:  # an episode of no samples: nothing to apply
+            self._to_ack.append(entry_id)
+            return
+        episode_id = samples[0].episode_id
+        if (episode_id, samples[0].sample_index) in self.lost:
             # a lost update applied it and the crash came before its ack: counted orphaned on resume
             self._to_ack.append(entry_id)
             return
-        owner = self.outstanding.get(result.episode_id)
+        owner = self.outstanding.get(episode_id)
         if owner is None:  # no step waits for it: applied before a restart, given up on, or its actions lost
-            if result.episode_id in self.applied_before:
-                self.counts["duplicates"] += 1  # a checkpointed update applied it; the crash came before the ack
+            if episode_id in self.applied_before:
+                self.counts["duplicates"] += len(samples)  # a checkpointed update applied it; crash before the ack
             else:
-                self.counts["stale" if result.episode_id in self.given_up else "orphaned"] += 1
+                self.counts["stale" if episode_id in self.given_up else "orphaned"] += len(samples)
             # acknowledged at the next checkpoint: a crash before it rolls this count back, and the
             # resumed process, seeing the entry again, counts it again
             self._deferred.append(entry_id)
-        elif not owner.add(result):
-            self.counts["duplicates"] += 1
+        elif not owner.add(samples):
+            self.counts["duplicates"] += len(samples)
             self._deferred.append(entry_id)
         else:  # acknowledged with its batch, after the update that applies it
             owner.acks.append(entry_id)
@@ -338,7 +368,7 @@ class RemoteRewardSource:
         busy = any(c["pending"] for c in others)
         self._reclaim_at = time.monotonic() + max(self.args.reclaim_idle_s / 2, 0.5) if busy else None
 
-    def _rewards(self, got: dict[tuple[int, int], Result], shape: tuple[int, ...], device: torch.device) -> Rewards:
+    def _rewards(self, got: dict[tuple[int, int], Sample], shape: tuple[int, ...], device: torch.device) -> Rewards:
         b, k = shape[:2]
         keep = np.ones(b, bool)
         for i in range(b):
@@ -356,7 +386,7 @@ class RemoteRewardSource:
         maps = np.zeros((b, k, *shape[2:]), np.float32)
         for (i, j), r in got.items():
             if keep[i]:
-                maps[i, j] = codec.decode_array(ArrayB64.model_validate(r.reward_map))
+                maps[i, j] = r.reward_map
         maps_t = torch.from_numpy(maps)
         valid = ~torch.isnan(maps_t[:, 0]) & keep_t.cpu().view(-1, 1, 1)
         return Rewards(pixel=torch.nan_to_num(maps_t).to(device), valid=valid.to(device), keep=keep_t)

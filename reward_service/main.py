@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect
 
 from reward_service import metrics
 from reward_service.api.errors import http_error, plain_json, redis_unavailable, validation_failed
-from reward_service.api.main import api_router
+from reward_service.api.main import api_router, api_router_v2
 from reward_service.core.config import Settings, get_settings
 from reward_service.datasets import ServedDataset
 from reward_service.ratelimit import RateLimiter
@@ -33,7 +33,9 @@ from reward_service.worker import Worker
 from rss_core import keys
 from rss_core.schemas import (
     EpisodeBatchCreate,
+    EpisodeBatchHeader,
     EpisodeCreate,
+    EpisodeResult,
     ExternalScoreRequest,
     ExternalScoreResponse,
     LeaseRef,
@@ -166,8 +168,8 @@ def add_contract_schemas(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = build()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (RunCreate, EpisodeCreate, EpisodeBatchCreate, RatingCreate, LeaseRef, Result,
-                          ExternalScoreRequest, ExternalScoreResponse):
+            for model in (RunCreate, EpisodeCreate, EpisodeBatchCreate, EpisodeBatchHeader, RatingCreate, LeaseRef,
+                          Result, EpisodeResult, ExternalScoreRequest, ExternalScoreResponse):
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(definition.pop("$defs", {}))
                 components[model.__name__] = definition
@@ -195,6 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_exception_handler(HTTPException, http_error)
     app.include_router(api_router)
+    app.include_router(api_router_v2)
     app.mount("/metrics", make_asgi_app())
     ui_dir = settings.ui_dir or UI_DIR
     if ui_dir.is_dir():

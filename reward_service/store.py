@@ -123,21 +123,27 @@ def minute() -> int:
 
 
 # KEYS: episode, results stream, jobs stream, dead letters, results counter.
-# ARGV: status, reason, ttl, job id, jobs group, counter ttl, dead-letter JSON or '', result payloads...
+# ARGV: status, reason, ttl, job id, jobs group, counter ttl, dead-letter JSON or '', samples the entries carry,
+# then the entries: each its number of fields n and n name/value pairs (v1: payload; v2: episode[, maps]).
 _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'scored' or status == 'failed' then
   redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
   return 0
 end
-for i = 8, #ARGV do redis.call('XADD', KEYS[2], '*', 'payload', ARGV[i]) end
+local i = 9
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + 2 * n))
+  i = i + 1 + 2 * n
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
 redis.call('HDEL', KEYS[1], 'masks')  -- scored or failed, nothing reads them again: hold no more than in flight
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if ARGV[7] ~= '' then redis.call('XADD', KEYS[4], '*', 'payload', ARGV[7]) end
 redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
-redis.call('INCRBY', KEYS[5], #ARGV - 7)
+redis.call('INCRBY', KEYS[5], ARGV[8])
 redis.call('EXPIRE', KEYS[5], ARGV[6])
 return 1
 """
@@ -145,11 +151,13 @@ return 1
 
 @dataclass
 class Finish:
-    """What one scored (or dead-lettered) episode writes: its results, final status and job ack."""
+    """What one scored (or dead-lettered) episode writes: its results entries (each a mapping of stream fields:
+    v1 one per sample, v2 one per episode), how many samples they carry, its final status and job ack."""
 
     episode_id: str
     run_id: str
-    results: list[Result]
+    entries: list[dict[str, str | bytes]]
+    samples: int
     status: str
     reason: str | None
     job_id: bytes | str
@@ -206,9 +214,10 @@ class Store:
 
     async def add_episodes(self, episodes: list[tuple[RunPublic, str, Grid, int, bytes, tuple[int, ...],
                                                       list | None]],
-                           idem: Idempotent | None = None, answer: Any = None) -> list[str] | str:
+                           idem: Idempotent | None = None, answer: Any = None, wire: int = 1) -> list[str] | str:
         """Persist episodes, each ``(run, image_id, grid, policy_version, masks, shape, points)``, and queue
-        their scoring jobs, all in one transaction; returns their ids in order.
+        their scoring jobs, all in one transaction; returns their ids in order. ``wire`` 2: their results are
+        written one entry per episode (`EpisodeResult`), 1: one per sample (`Result`).
 
         With ``idem``, ``answer(ids)`` is the JSON answer, stored under the key in the same transaction;
         when another request with the key committed first (WATCH), nothing is written and the answer it
@@ -231,6 +240,7 @@ class Store:
                     "policy_version": policy_version, "shape": json.dumps(list(shape)), "masks": masks,
                     "status": "queued", "attempts": 0, "created_at": time.time(),
                     **({"points": json.dumps(points)} if points is not None else {}),
+                    **({"wire": wire} if wire != 1 else {}),
                 })
                 pipe.xadd(keys.JOBS, {"kind": "episode", "id": episode_id})
             pipe.incrby(counter, len(episodes))
@@ -290,7 +300,9 @@ class Store:
                 letter = json.dumps(f.dead_letter) if f.dead_letter else ""
                 names = [keys.episode(f.episode_id), keys.results(f.run_id), keys.JOBS, keys.DEAD_LETTER, counter]
                 args = [f.status, f.reason or "", self.settings.episode_ttl_s, f.job_id, keys.JOBS_GROUP, 3600,
-                        letter, *[r.model_dump_json(exclude_none=True) for r in f.results]]
+                        letter, f.samples]
+                for entry in f.entries:
+                    args += [len(entry), *(x for item in entry.items() for x in item)]
                 await self._finish(keys=names, args=args, client=pipe)
             for key, reason in retries:  # an attempt that ended (a crashed one never does)
                 pipe.hset(key, mapping={"status": "queued", "reason": reason})

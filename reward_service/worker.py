@@ -43,8 +43,8 @@ from reward_service.store import (
     connect_blocking,
     ensure_group,
 )
-from rss_core import codec, keys, scoring
-from rss_core.schemas import ExternalScoreRequest, Grid, Result, RunPublic
+from rss_core import codec, keys, scoring, wire
+from rss_core.schemas import EpisodeResult, ExternalScoreRequest, Grid, Result, RunPublic
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,19 @@ class Job:
     ep: dict = field(default_factory=dict)
     run: RunPublic | None = None
     attempts: int = 0
-    results: list[Result] | None = None
+    rewards: list[float] | None = None  # scored, image level: one per sample
+    maps: np.ndarray | None = None  # scored, pixel level: (K, h, w) float32, NaN = no reward
+    scorer_version: str | None = None
     error: Exception | None = None
+
+    @property
+    def scored(self) -> bool:
+        return self.rewards is not None or self.maps is not None
+
+    @property
+    def wire(self) -> int:
+        """How the episode came (v1 JSON, v2 binary), so how its results are written: per sample or per episode."""
+        return int(self.ep.get("wire") or 1)
 
     @property
     def masks(self) -> np.ndarray:
@@ -269,7 +280,8 @@ class Worker:
         finishes, retries = [], []
         for job in jobs:
             if job.error is None:
-                finishes.append(Finish(job.episode_id, job.run.run_id, job.results, "scored", None, job.entry_id))
+                finishes.append(Finish(job.episode_id, job.run.run_id, self.entries(job), self.samples(job), "scored",
+                                       None, job.entry_id))
                 continue
             error = job.error
             own_words = isinstance(error, PermanentError) or str(error).startswith(("endpoint", "circuit"))
@@ -288,33 +300,57 @@ class Worker:
             if not ok:
                 continue
             scorer = next(j.run.scorer if j.run else "unknown" for j in jobs if j.episode_id == item.episode_id)
-            metrics.RESULTS.labels(scorer, item.status).inc(len(item.results))
+            metrics.RESULTS.labels(scorer, item.status).inc(item.samples)
             if item.status == "scored":
                 metrics.SCORING_SECONDS.labels(scorer).observe(elapsed)
 
-    def _result(self, job: Job, index: int, **fields) -> Result:
-        return Result(episode_id=job.episode_id, run_id=job.run.run_id, sample_index=index, level=job.run.level,
-                      source=job.run.scorer, policy_version=int(job.ep["policy_version"]), scored_at=time.time(),
-                      **fields)
+    @staticmethod
+    def samples(job: Job) -> int:
+        return json.loads(job.ep["shape"])[0]
+
+    def entries(self, job: Job, error: str | None = None) -> list[dict[str, str | bytes]]:
+        """The results-stream entries of a scored (or, with ``error``, failed) episode: v2 one entry with all K
+        samples (`EpisodeResult`, maps as bytes), v1 one `Result` per sample."""
+        run_id, level = _s(job.ep["run_id"]), _s(job.ep["level"])
+        source = job.run.scorer if job.run else "gt"
+        common = {"episode_id": job.episode_id, "run_id": run_id, "level": level, "source": source,
+                  "policy_version": int(job.ep["policy_version"]), "scored_at": time.time()}
+        k = self.samples(job)
+        if job.wire == 2:
+            entry = EpisodeResult(samples=k, error=error, scorer_version=job.scorer_version, **common)
+            fields: dict[str, str | bytes] = {}
+            if error is None and job.maps is not None:
+                entry.maps, fields["maps"] = wire.maps_field(job.maps)
+            elif error is None:
+                entry.rewards = job.rewards
+            return [{"episode": entry.model_dump_json(exclude_none=True), **fields}]
+        if error is not None:
+            results = [Result(sample_index=i, ratings=0, error=error, **common) for i in range(k)]
+        elif job.maps is not None:
+            results = [Result(sample_index=i, reward_map=codec.encode_array(m), **common)
+                       for i, m in enumerate(job.maps)]
+        else:
+            results = [Result(sample_index=i, reward=float(r), **common) for i, r in enumerate(job.rewards)]
+        return [{"payload": r.model_dump_json(exclude_none=True)} for r in results]
 
     def score_gt_batch(self, jobs: list[Job]) -> None:
         """CPU work, run in one thread call per batch: the learner's own reward functions."""
         for job in jobs:
             try:
-                job.results = self.score_gt(job)
+                self.score_gt(job)
             except UnknownImage as exc:
                 job.error = PermanentError(str(exc))
             except Exception as exc:  # recorded per job: one bad episode does not fail its batch
                 job.error = exc
 
-    def score_gt(self, job: Job) -> list[Result]:
+    def score_gt(self, job: Job) -> None:
         run, grid = job.run, job.grid
         target = self.dataset.target(_s(job.ep["image_id"]), run.image_size, grid)
         rewards, _ = scoring.score_masks(job.masks, target, grid, run.level, run.num_classes, run.metric)
         if run.level == "pixel":
-            return [self._result(job, i, reward_map=codec.encode_array(r.numpy().astype(np.float32)))
-                    for i, r in enumerate(rewards)]
-        return [self._result(job, i, reward=float(r)) for i, r in enumerate(rewards.tolist())]
+            job.maps = rewards.numpy().astype(np.float32)
+        else:
+            job.rewards = [float(r) for r in rewards.tolist()]
 
     async def score_http(self, job: Job) -> None:
         run = job.run
@@ -327,25 +363,19 @@ class Worker:
         except Exception as exc:
             job.error = exc
             return
+        job.scorer_version = response.scorer_version
         if run.level == "pixel":
-            job.results = [self._result(job, i, reward_map=m) for i, m in enumerate(response.reward_maps)]
+            job.maps = np.stack([codec.decode_array(m) for m in response.reward_maps]).astype(np.float32)
         else:
-            job.results = [self._result(job, i, reward=float(r)) for i, r in enumerate(response.rewards)]
+            job.rewards = [float(r) for r in response.rewards]
 
     def dead_letter(self, job: Job, reason: str) -> Finish:
-        """One error result per sample, a dead-letter entry, status failed."""
-        samples = json.loads(job.ep["shape"])[0]
-        source = job.run.scorer if job.run else "gt"
-        results = [
-            Result(episode_id=job.episode_id, run_id=_s(job.ep["run_id"]), sample_index=i, level=_s(job.ep["level"]),
-                   source=source, policy_version=int(job.ep["policy_version"]), scored_at=time.time(), ratings=0,
-                   error=reason)
-            for i in range(samples)
-        ]
+        """An error result per sample (v1) or for the episode (v2), a dead-letter entry, status failed."""
         log.error("episode %s dead-lettered after %d attempts: %s", job.episode_id, job.attempts, reason)
         letter = {"kind": "episode", "id": job.episode_id, "run_id": _s(job.ep["run_id"]), "reason": reason,
                   "attempts": job.attempts, "at": time.time()}
-        return Finish(job.episode_id, _s(job.ep["run_id"]), results, "failed", reason, job.entry_id, letter)
+        return Finish(job.episode_id, _s(job.ep["run_id"]), self.entries(job, error=reason), self.samples(job),
+                      "failed", reason, job.entry_id, letter)
 
 
 async def run_worker(settings: Settings) -> None:

@@ -136,8 +136,8 @@ class RunPublic(RunCreate):
 
 # --- episodes -----------------------------------------------------------------------------
 
-class EpisodeCreate(BaseModel):
-    """K masks sampled by the policy for one image, to be scored."""
+class EpisodeMeta(BaseModel):
+    """What an episode says besides its masks: the run, the image, the action grid, the policy version."""
 
     run_id: RunId
     image_id: ImageId
@@ -146,13 +146,12 @@ class EpisodeCreate(BaseModel):
     grid_mode: GridMode = "grid"
     offset: Offset = Field((0, 0), description="(y, x) lattice offset (grid mode).")
     policy_version: int = Field(ge=0, le=INT64_MAX)
-    samples: list[Mask] = Field(min_length=1, description="The K sampled masks, in sample order.")
     points: list[tuple[Cell, Cell]] | None = Field(
         None, max_length=MAX_POINTS, description="Pixel level, point tasks: the (y, x) cells of the mask a rater is "
         "asked about (\"is this <class>?\"), distinct; required by runs whose task_kind is `point`.")
 
     @model_validator(mode="after")
-    def _check_points(self) -> EpisodeCreate:
+    def _check_points(self) -> EpisodeMeta:
         if self.points is not None:
             if self.level != "pixel":
                 raise ValueError("points are questions about pixels: only pixel-level episodes carry them")
@@ -165,6 +164,37 @@ class EpisodeCreate(BaseModel):
     @property
     def grid(self) -> Grid:
         return Grid(scale=self.scale, mode=self.grid_mode, offset=self.offset)
+
+
+class EpisodeCreate(EpisodeMeta):
+    """K masks sampled by the policy for one image, to be scored (v1: masks in JSON)."""
+
+    samples: list[Mask] = Field(min_length=1, description="The K sampled masks, in sample order.")
+
+    @property
+    def count(self) -> int:
+        return len(self.samples)
+
+
+MAX_SIDE = 65535  # the most rows or columns a v2 mask may declare
+
+
+class EpisodeHeader(EpisodeMeta):
+    """v2: one episode of a binary batch (`rss_core.wire`): its K masks follow the header as K*h*w bytes."""
+
+    samples: int = Field(ge=1, le=4096, description="K, the masks of this episode in the body.")
+    mask_shape: tuple[Annotated[int, Field(ge=1, le=MAX_SIDE)], Annotated[int, Field(ge=1, le=MAX_SIDE)]] = Field(
+        description="(h, w) of each mask: the image's size at scale 0, the grid's at scale s.")
+
+    @property
+    def count(self) -> int:
+        return self.samples
+
+
+class EpisodeBatchHeader(BaseModel):
+    """v2: the JSON header of a binary batch (`POST /v2/episodes/batch`); the masks follow it, in order."""
+
+    episodes: list[EpisodeHeader] = Field(min_length=1)
 
 
 class EpisodeBatchCreate(BaseModel):
@@ -222,6 +252,35 @@ class Result(BaseModel):
         "(first draw to answer, tab hidden not counted), summed over the ratings combined here and split evenly "
         "over the task's samples (a pairwise task's two results carry half each), so summing a run's results "
         "gives the raters' time. None when a rating did not say (`rater_seconds` is optional in a rating).")
+
+
+class MapsLayout(BaseModel):
+    """Where a v2 result entry's reward maps are: its field `maps`, (K, h, w) little-endian of this dtype."""
+
+    dtype: Literal["float16", "float32"] = Field(
+        description="float16 when every value survives it exactly (ground truth: 0, 1, NaN), else float32.")
+    shape: tuple[int, int, int]
+
+
+class EpisodeResult(BaseModel):
+    """v2: one entry of a run's results stream per episode (field `episode`, this JSON): its K rewards, or its
+    K reward maps (layout here, bytes in the entry's field `maps`), or why it could not be scored (``error``).
+    Human scorers write v1 entries (one `Result` per sample, field `payload`) whatever the episode's wire:
+    their tasks finish one at a time."""
+
+    schema_version: int = SCHEMA_VERSION
+    episode_id: str
+    run_id: str
+    level: Level
+    samples: int = Field(description="K: every sample of the episode is in this entry.")
+    rewards: list[float] | None = Field(None, description="Image level: the K samples' rewards, in sample order.")
+    maps: MapsLayout | None = Field(None, description="Pixel level: the reward maps' layout (NaN = no reward).")
+    source: ScorerName
+    scorer_version: str | None = Field(None, description="What the `http` scorer's endpoint said it is "
+                                                         "(`scorer_version` of its answer).")
+    policy_version: int
+    scored_at: float
+    error: str | None = Field(None, description="Why the episode could not be scored (reward fields are empty).")
 
 
 # --- human rating tasks ---------------------------------------------------------------------
@@ -360,6 +419,8 @@ class ExternalScoreResponse(BaseModel):
     rewards: list[float] | None = Field(None, description="Image level: a finite reward per sample.")
     reward_maps: list[ArrayB64] | None = Field(
         None, description="Pixel level: float32 (h, w) per sample, the sample's shape; NaN = no reward.")
+    scorer_version: str | None = Field(None, max_length=200, description="Which scorer (model, prompt, "
+                                       "version) answered: carried into v2 result entries.")
 
 
 # --- operations -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import time
 import httpx
 
 from rss.procs import RedisProcess
+from rss_core.wire import samples_of
 from tests.helpers import REPO
 from tests.helpers.audit import ledger, wait_until_scored
 from tests.helpers.service import LEARNER_TOKEN, service_env, start_service
@@ -23,11 +24,12 @@ TRAIN = ["--dataset", "shapes", "--shapes-size", "32", "--train-size", "64", "--
 
 
 def results_by_episode(client, run_id: str) -> dict[str, list[int]]:
-    """Every result entry in the run's stream (nothing is trimmed here): episode id -> sample indices."""
+    """Every result in the run's stream (nothing is trimmed here; a v2 entry holds a whole episode): episode id ->
+    sample indices."""
     found: dict[str, list[int]] = {}
     for _, fields in client.xrange(f"rss:v1:results:{run_id}"):
-        result = json.loads(fields[b"payload"])
-        found.setdefault(result["episode_id"], []).append(result["sample_index"])
+        for sample in samples_of(fields):
+            found.setdefault(sample.episode_id, []).append(sample.sample_index)
     return found
 
 

@@ -1,5 +1,5 @@
 """A reverse proxy in front of `rss serve` that loses answers: it forwards every request, and answers the first
-``RSS_PROXY_LOSE`` (1) batches of episodes with a 502 after the service accepted them, as a proxy whose
+``RSS_PROXY_LOSE`` (1) batches of episodes (v1 or v2) with a 502 after the service accepted them, as a proxy whose
 upstream connection broke after the commit does. ``GET /health`` is its own; ``GET /lost`` counts the
 answers it lost; ``RSS_PROXY_TARGET`` is the service's URL."""
 
@@ -31,7 +31,7 @@ async def forward(request: Request) -> Response:
     async with httpx.AsyncClient(base_url=TARGET, timeout=60) as upstream:
         answer = await upstream.request(request.method, request.url.path, params=request.query_params,
                                         content=await request.body(), headers=headers)
-    if request.url.path == "/v1/episodes/batch" and answer.status_code == 202 and len(lost) < LOSE:
+    if request.url.path.endswith("/episodes/batch") and answer.status_code == 202 and len(lost) < LOSE:
         lost.append({"key": request.headers.get("idempotency-key"), "answer": answer.json()})
         return JSONResponse({"detail": "upstream connection lost"}, status_code=502)
     return Response(answer.content, status_code=answer.status_code,

@@ -17,6 +17,7 @@ import torch
 
 from learner.checkpoint import load_checkpoint
 from learner.remote import read_jsonl
+from rss_core.wire import samples_of
 from tests.helpers import REPO
 from tests.helpers.audit import ledger, wait_until_scored
 from tests.helpers.cli import SMALL, run_rss
@@ -64,28 +65,42 @@ def train(out: Path, *extra: str, service: str | None = None, redis_url: str = "
     return json.loads((out / "final.json").read_text())
 
 
+def same_weights(a: Path, b: Path) -> bool:
+    a_, b_ = (load_checkpoint(p / "checkpoint.pt", torch.device("cpu"))["model"] for p in (a, b))
+    return all(torch.equal(a_[name], b_[name]) for name in a_)
+
+
+@pytest.mark.parametrize("wire", ["v1", "v2"])
 def test_remote_training_applies_every_reward_once_and_learns_what_local_learns(
-        shapes32_service, redis_server, tmp_path) -> None:
-    """Ground truth through the service gives the very rewards of in-process training: same weights."""
+        shapes32_service, redis_server, tmp_path, wire) -> None:
+    """Ground truth through the service gives the very rewards of in-process training: same weights, through
+    either wire contract (v2: one binary body per step, one results entry per episode)."""
     url = redis_server.db_url(DB)
-    remote = train(tmp_path / "remote", service=shapes32_service, redis_url=url)
+    remote = train(tmp_path / f"remote-{wire}", "--wire", wire, service=shapes32_service, redis_url=url)
     local = train(tmp_path / "local")
     counts = remote["rewards"]
     assert counts["posted"] == 12 * 4 * 4 == counts["applied"]
     assert counts.get("duplicates", 0) == counts.get("stale", 0) == counts.get("late", 0) == 0
     assert remote["val_miou"] == local["val_miou"]
-    a = load_checkpoint(tmp_path / "remote" / "checkpoint.pt", torch.device("cpu"))["model"]
-    b = load_checkpoint(tmp_path / "local" / "checkpoint.pt", torch.device("cpu"))["model"]
-    assert all(torch.equal(a[name], b[name]) for name in a)
-    pending = redis.Redis.from_url(url).xpending("rss:v1:results:remote", "learner")
-    assert pending["pending"] == 0  # every applied entry was acknowledged
+    assert same_weights(tmp_path / f"remote-{wire}", tmp_path / "local")
+    r = redis.Redis.from_url(url)
+    stream = f"rss:v1:results:remote-{wire}"
+    assert r.xpending(stream, "learner")["pending"] == 0  # every applied entry was acknowledged
+    fields = {name for _, entry in r.xrange(stream) for name in entry}
+    # v1: one entry per sample (12 steps x 4 images x 4 samples); v2: one per episode
+    assert (fields, r.xlen(stream)) == (({b"payload"}, 12 * 4 * 4) if wire == "v1" else ({b"episode"}, 12 * 4))
 
 
 def test_remote_pixel_level_and_a_clear_error_without_a_token(
         shapes32_service, redis_server, tmp_path, monkeypatch) -> None:
+    """Pixel-level rewards through v2 (float16 maps, lossless for ground truth) give in-process's weights."""
     url = redis_server.db_url(DB)
     final = train(tmp_path / "pix", "--reward", "pixel", "--samples", "1", service=shapes32_service, redis_url=url)
     assert final["rewards"]["applied"] == final["rewards"]["posted"] == 12 * 4
+    train(tmp_path / "pix-local", "--reward", "pixel", "--samples", "1")
+    assert same_weights(tmp_path / "pix", tmp_path / "pix-local")
+    entries = redis.Redis.from_url(url).xrange("rss:v1:results:pix")
+    assert len(entries) == 12 * 4 and all(set(e) == {b"episode", b"maps"} for _, e in entries)
     monkeypatch.delenv("RSS_LEARNER_TOKEN")
     result = run_rss("train", *SMALL, "--out", str(tmp_path / "x"), "--reward-source", "remote",
                      "--service-url", shapes32_service, "--redis-url", url)
@@ -207,9 +222,10 @@ def kill_and_resume(service: str, url: str, out: Path, checkpoint_every: int, ki
     entries = client.xrange(f"rss:v1:results:{out.name}")
     group = next(g for g in client.xinfo_groups(f"rss:v1:results:{out.name}") if g["name"] == b"learner")
     assert entries and group["last-delivered-id"] == entries[-1][0], "results the learner never read"
-    orphans = [e for e in entries if json.loads(e[1][b"payload"])["episode_id"] not in set(episodes)]
+    samples = [s for _, fields in entries for s in samples_of(fields)]  # v2: one entry holds an episode's 4
+    orphans = [s for s in samples if s.episode_id not in set(episodes)]
     assert counts.get("orphaned", 0) == len(orphans)
-    assert len(entries) == steps * 4 * 4 + len(orphans)
+    assert len(samples) == steps * 4 * 4 + len(orphans)
     assert client.xpending(f"rss:v1:results:{out.name}", "learner")["pending"] == 0
     lost = read_jsonl(out / "lost.jsonl")
     print(f"killed after the update of step {killed_at}; updates lost with it applied the batches posted at "  # noqa: T201
@@ -279,6 +295,7 @@ def test_a_batch_whose_answer_was_lost_is_stored_once(shapes32_service, redis_se
     counts = final["rewards"]
     assert counts["applied"] == counts["posted"] == 3 * 4 * 4 and counts.get("orphaned", 0) == 0, counts
     assert counts["post_retries"] >= 1 and lost["key"]  # the 502 was retried, with a key
-    assert redis.Redis.from_url(url).xinfo_stream("rss:v1:results:lossy")["entries-added"] == counts["posted"]
+    # one copy scored: one v2 entry per episode (of 4 samples), 3 steps x 4 images
+    assert redis.Redis.from_url(url).xinfo_stream("rss:v1:results:lossy")["entries-added"] == 3 * 4
     first = next(line["episodes"] for line in ledger(tmp_path / "lossy") if line["posted_step"] == 0)
     assert sorted(first) == sorted(e["episode_id"] for e in lost["answer"]["episodes"])  # the first copy's ids
