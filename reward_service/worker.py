@@ -334,20 +334,46 @@ class Worker:
         return [{"payload": r.model_dump_json(exclude_none=True)} for r in results]
 
     def score_gt_batch(self, jobs: list[Job]) -> None:
-        """CPU work, run in one thread call per batch: the learner's own reward functions."""
+        """CPU work, run in one thread call per batch: the learner's own reward functions, once per group of
+        episodes of one shape, grid and metric (`scoring.score_episodes`: a torch op costs the same for one
+        episode as for sixteen). A group that fails is scored again one episode at a time, so one bad
+        episode does not fail its batch."""
+        groups: dict[tuple, list[tuple[Job, np.ndarray, np.ndarray]]] = {}
         for job in jobs:
             try:
-                self.score_gt(job)
+                run, grid = job.run, job.grid
+                target = self.dataset.target(_s(job.ep["image_id"]), run.image_size, grid)
+                masks = job.masks
             except UnknownImage as exc:
                 job.error = PermanentError(str(exc))
-            except Exception as exc:  # recorded per job: one bad episode does not fail its batch
+                continue
+            except Exception as exc:  # recorded per job
                 job.error = exc
+                continue
+            key = (run.level, run.num_classes, run.metric, grid.model_dump_json(), masks.shape, target.shape)
+            groups.setdefault(key, []).append((job, masks, target))
+        for (level, num_classes, metric, grid, *_), items in groups.items():
+            if len(items) > 1:
+                try:
+                    rewards, _ = scoring.score_episodes(np.stack([m for _, m, _ in items]),
+                                                        np.stack([t for _, _, t in items]),
+                                                        Grid.model_validate_json(grid), level, num_classes, metric)
+                except Exception:  # scored again one by one below: the error (if any) is that episode's own
+                    log.debug("a batch of %d episodes failed to score together; scoring each alone", len(items))
+                else:
+                    for (job, _, _), r in zip(items, rewards, strict=True):
+                        self.set_rewards(job, r)
+                    continue
+            for job, masks, target in items:
+                try:
+                    self.set_rewards(job, scoring.score_masks(masks, target, job.grid, level, num_classes, metric)[0])
+                except Exception as exc:
+                    job.error = exc
 
-    def score_gt(self, job: Job) -> None:
-        run, grid = job.run, job.grid
-        target = self.dataset.target(_s(job.ep["image_id"]), run.image_size, grid)
-        rewards, _ = scoring.score_masks(job.masks, target, grid, run.level, run.num_classes, run.metric)
-        if run.level == "pixel":
+    @staticmethod
+    def set_rewards(job: Job, rewards) -> None:
+        """An episode's scored rewards: (K,) at image level, (K, h, w) at pixel level."""
+        if job.run.level == "pixel":
             job.maps = rewards.numpy().astype(np.float32)
         else:
             job.rewards = [float(r) for r in rewards.tolist()]

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rss.bench import traffic
 from rss.bench.args import ServedBenchArgs, parse
 from rss.procs import Process, StartError, exit_on_sigterm, start_redis, start_service
 
@@ -355,11 +356,20 @@ class ServiceBenchArgs(ServedBenchArgs):
     """fraction of pixels set to a random class"""
     timeout: float = 120.0
     """seconds to wait for the results after the last POST"""
+    shaped_posts: int = 100
+    """learner-shaped requests (16 episodes x K = 32 masks of 32 x 32) posted through v1 and through v2, closed
+    loop; 0 skips that part"""
+    shaped_clients: int = 2
+    """concurrent clients of the learner-shaped closed loop"""
+    open_loop_posts: int = 100
+    """learner-shaped v2 requests posted open loop at half the measured v2 capacity"""
 
     def validate(self) -> None:
-        for name in ("masks", "clients", "samples", "images", "pool"):
+        for name in ("masks", "clients", "samples", "images", "pool", "shaped_clients", "open_loop_posts"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1")
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.shaped_posts < 0:
+            raise ValueError(f"--shaped-posts must be >= 0, got {self.shaped_posts}")
         super().validate()
         if self.samples > 64:
             raise ValueError("--samples must be at most 64 (the service's default RSS_MAX_SAMPLES)")
@@ -429,6 +439,15 @@ def run(args: ServiceBenchArgs) -> dict:
         timed = measure(episodes, "service")
         after, cpu_after = scrape(url), _cpu(service, redis_proc)
         phase(f"through the service: {timed.masks / timed.seconds:.1f} masks/s")
+        shaped = None
+        if args.shaped_posts:
+            phase(f"learner-shaped traffic: {args.shaped_posts} requests through v1, then v2")
+            try:
+                shaped = traffic.measure(url, token, redis_url, f"{run_id}-shaped", lambda: _cpu(service, redis_proc),
+                                         args.shaped_posts, args.shaped_clients, args.timeout, args.open_loop_posts,
+                                         phase)
+            except traffic.TrafficError as exc:
+                raise BenchError(f"{exc}\n(rss serve's log ends with:)\n{service.log_tail()}") from exc
 
     lat = np.asarray(timed.latencies_ms)
     through_rate = timed.masks / timed.seconds
@@ -451,6 +470,9 @@ def run(args: ServiceBenchArgs) -> dict:
         "targets": {"ratio": RATIO_TARGET, "p99_ms": P99_TARGET_MS},
     }
     report["pass"] = {"ratio": report["ratio"] >= RATIO_TARGET, "p99": report["p99_ms"] <= P99_TARGET_MS}
+    if shaped is not None:
+        report["shaped"] = shaped
+        report.update(traffic.summary(shaped))
     return report
 
 
@@ -484,6 +506,9 @@ def main(argv: list[str]) -> int:
     out(format_table(report))
     out()
     out(format_details(report))
+    if "shaped" in report:
+        out()
+        out(traffic.format_shaped(report["shaped"]))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         out(f"json: {args.json}")
