@@ -10,11 +10,12 @@ DEMO_FLAGS ?=
 
 install: $(STAMP)
 
-# torch first and pinned: 2.13.0 is the CPU wheel on disk; a looser pin pulls GBs of CUDA wheels.
+# torch first and pinned: 2.13.0 is the CPU wheel on disk; a looser pin pulls GBs of CUDA wheels. torchvision
+# (extra `tv`, --arch tv:...) with it: 0.28.0 is the release built for torch 2.13.0.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 torchvision==0.28.0
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

@@ -79,7 +79,12 @@ class TrainArgs:
 
     # Model and optimisation
     arch: str = "unet"
-    """`unet` (built in) or `smp:<Arch>:<encoder>` with segmentation-models-pytorch installed"""
+    """`unet` (built in); `tv:<name>`, a torchvision segmentation model (`lraspp_mobilenet_v3_large`,
+    `deeplabv3_mobilenet_v3_large`, `deeplabv3_resnet50`, `fcn_resnet50`; extra `tv`); or `smp:<Arch>:<encoder>`
+    (segmentation-models-pytorch, extra `smp`). None is pretrained: see --weights"""
+    aux_weight: float = 0.0
+    """--objective ce with tv:deeplabv3_* or tv:fcn_*: weight of the cross-entropy of torchvision's auxiliary
+    head (its recipe uses 0.5); 0: the model is built without that head"""
     width: int = 8
     """UNet base width (channels at full resolution)"""
     depth: int = 3
@@ -271,6 +276,13 @@ class TrainArgs:
             raise ValueError("--first-mask mode does not work with --max-inflight yet")
         if self.replay and self.max_inflight:
             raise ValueError("--replay does not work with --max-inflight yet")
+        if self.aux_weight < 0:
+            raise ValueError(f"--aux-weight must be >= 0, got {self.aux_weight}")
+        if self.aux_weight and self.objective != "ce":
+            raise ValueError("--aux-weight needs --objective ce (the auxiliary head is trained on labels)")
+        if self.arch.startswith("tv:deeplabv3") and min(self.batch_size, self.replay_batch if self.replay else 2) < 2:
+            raise ValueError(f"--arch {self.arch} needs --batch-size (and --replay-batch) >= 2: its BatchNorm after "
+                             f"image pooling cannot normalise one image in training")
         if self.psr and not self.psr_scales:
             raise ValueError("--psr-scales needs at least one scale")
         if any(s < 0 for s in self.psr_scales):

@@ -44,7 +44,8 @@ def main(argv: list[str]) -> int:
         overrides["data_root"] = args.data_root
     train_args = dataclasses.replace(train_args, **overrides)
     _, val = build_splits(train_args)
-    model = build_model(val.num_classes, train_args.arch, train_args.width, train_args.depth).to(device)
+    model = build_model(val.num_classes, train_args.arch, train_args.width, train_args.depth,
+                        aux=train_args.aux_weight > 0).to(device)
     model.load_state_dict(ckpt["model"])
     metrics = evaluate(model, val, device)
     result = {"val_miou": metrics["miou"], "val_pixel_acc": metrics["pixel_acc"],

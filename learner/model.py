@@ -1,4 +1,5 @@
-"""Segmentation networks: a compact UNet by default, segmentation-models-pytorch optionally."""
+"""Segmentation networks: a compact UNet by default; torchvision and segmentation-models-pytorch ones
+through learner/zoo.py."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import math
 
 import torch
 from torch import nn
+
+from learner.zoo import build_smp, build_tv
 
 
 def _norm(channels: int, kind: str) -> nn.Module:
@@ -65,18 +68,14 @@ class UNet(nn.Module):
         return self.head(y)[..., :h, :w]
 
 
-def build_model(num_classes: int, arch: str = "unet", width: int = 8, depth: int = 3, norm: str = "group") -> nn.Module:
-    """``unet`` (built in) or ``smp:<Arch>:<encoder>`` from segmentation-models-pytorch (extra ``smp``)."""
+def build_model(num_classes: int, arch: str = "unet", width: int = 8, depth: int = 3, norm: str = "group",
+                aux: bool = False) -> nn.Module:
+    """``unet`` (built in), ``tv:<name>`` (torchvision, extra ``tv``; ``aux``: with its auxiliary head) or
+    ``smp:<Arch>:<encoder>`` (segmentation-models-pytorch, extra ``smp``); none with pretrained weights."""
     if arch == "unet":
         return UNet(num_classes, width=width, depth=depth, norm=norm)
+    if arch.startswith("tv:"):
+        return build_tv(arch.removeprefix("tv:"), num_classes, aux)
     if arch.startswith("smp:"):
-        try:
-            import segmentation_models_pytorch as smp
-        except ImportError as exc:
-            raise ValueError(
-                f"--arch {arch} needs segmentation-models-pytorch: pip install 'rss[smp]'"
-            ) from exc
-        _, name, encoder = (arch.split(":") + ["resnet18"])[:3]
-        # encoder_weights=None: nothing is downloaded at run time.
-        return getattr(smp, name)(encoder_name=encoder, encoder_weights=None, classes=num_classes)
-    raise ValueError(f"--arch must be 'unet' or 'smp:<Arch>:<encoder>', got {arch!r}")
+        return build_smp(arch.removeprefix("smp:"), num_classes)
+    raise ValueError(f"--arch must be 'unet', 'tv:<name>' or 'smp:<Arch>:<encoder>', got {arch!r}")

@@ -219,7 +219,8 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
     torch.manual_seed(args.seed)
 
     train_ds, val_ds = build_splits(args)
-    core = build_model(train_ds.num_classes, args.arch, args.width, args.depth).to(device)
+    core = build_model(train_ds.num_classes, args.arch, args.width, args.depth, aux=args.aux_weight > 0)
+    core = core.to(device)
     if args.init_from and not args.resume:
         log.info("starting from the weights of %s (%s)", args.init_from, load_weights(core, args.init_from, device))
     optimizer = torch.optim.Adam(core.parameters(), lr=args.lr)
@@ -327,18 +328,18 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
                 optimize(run, update[0], step)
                 applied.append(update)
         return applied, scale
-    logits = run.model(images)
     if args.objective == "ce":
-        loss = F.cross_entropy(logits, run.labels(indices), ignore_index=IGNORE_INDEX)
-        stats = {"reward": float("nan")}
-    else:
-        grid = random_grid(scale, args.psr_mode, run.height, run.width, gen) if scale else ActionGrid(0)
-        run.source.policy_version = step
-        loss, stats = rl_loss(args, logits, indices, grid, run.source, sample_gen, run.replay)
-        if run.replay is not None and run.replay.size:  # learn again from kept answers (replay.py)
-            replay_loss, replay_stats = replayed_loss(run, gen)
-            loss = loss + args.replay_weight * replay_loss
-            stats = {**stats, **replay_stats, "replay_loss": float(replay_loss.detach())}
+        loss, stats = ce_loss(run, images, indices)
+        optimize(run, loss, step)
+        return [(loss, stats)], scale
+    logits = run.model(images)
+    grid = random_grid(scale, args.psr_mode, run.height, run.width, gen) if scale else ActionGrid(0)
+    run.source.policy_version = step
+    loss, stats = rl_loss(args, logits, indices, grid, run.source, sample_gen, run.replay)
+    if run.replay is not None and run.replay.size:  # learn again from kept answers (replay.py)
+        replay_loss, replay_stats = replayed_loss(run, gen)
+        loss = loss + args.replay_weight * replay_loss
+        stats = {**stats, **replay_stats, "replay_loss": float(replay_loss.detach())}
     optimize(run, loss, step)
     for _ in range(args.replay_updates if run.replay is not None and run.replay.size else 0):
         replay_loss, _ = replayed_loss(run, gen)  # kept answers alone: no new rewards to commit
@@ -346,6 +347,18 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
         (args.replay_weight * replay_loss).backward()
         run.optimizer.step()
     return [(loss, stats)], scale
+
+
+def ce_loss(run: Run, images: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The supervised baseline: cross-entropy on the labels, plus --aux-weight times that of torchvision's
+    auxiliary head (its references' recipe: 0.5)."""
+    labels = run.labels(indices)
+    if not run.args.aux_weight:
+        return F.cross_entropy(run.model(images), labels, ignore_index=IGNORE_INDEX), {"reward": float("nan")}
+    logits, aux = run.model(images, aux=True)
+    main_loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+    aux_loss = F.cross_entropy(aux, labels, ignore_index=IGNORE_INDEX)
+    return main_loss + run.args.aux_weight * aux_loss, {"reward": float("nan"), "aux_loss": float(aux_loss.detach())}
 
 
 def replayed_loss(run: Run, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
