@@ -185,6 +185,10 @@ class TrainArgs:
     """start from these weights instead of a random init: an RSS checkpoint (e.g. a CE run on a few
     labelled images) or a state dict of the same architecture (optimizer and step start anew;
     ignored with --resume, whose checkpoint has the weights)"""
+    weights: str | None = None
+    """start from a state dict you downloaded: a classification network's (e.g. torchvision's ImageNet
+    resnet50 or mobilenet_v3_large) into the backbone, or a whole segmentation model's (a class-count head
+    that does not fit stays at its random init, and is logged); not with --init-from; ignored with --resume"""
     progress: bool = True
     """show a progress bar"""
 
@@ -276,6 +280,8 @@ class TrainArgs:
             raise ValueError("--first-mask mode does not work with --max-inflight yet")
         if self.replay and self.max_inflight:
             raise ValueError("--replay does not work with --max-inflight yet")
+        if self.weights and self.init_from:
+            raise ValueError("--weights and --init-from both set a run's starting weights: give one")
         if self.aux_weight < 0:
             raise ValueError(f"--aux-weight must be >= 0, got {self.aux_weight}")
         if self.aux_weight and self.objective != "ce":

@@ -34,6 +34,7 @@ from learner.replay import (
 )
 from learner.report import gallery_rows, write_curves, write_gallery
 from learner.rewards import Episodes, LabelStore, LocalRewardSource, Rewards, RewardSource
+from learner.weights import load_pretrained
 from rss_core.data import IGNORE_INDEX, SegDataset, build_dataset
 from rss_core.grid import ActionGrid, random_grid
 
@@ -220,6 +221,8 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
 
     train_ds, val_ds = build_splits(args)
     core = build_model(train_ds.num_classes, args.arch, args.width, args.depth, aux=args.aux_weight > 0)
+    if args.weights and not args.resume:
+        log.info("starting from the weights of %s (%s)", args.weights, load_pretrained(core, args.weights))
     core = core.to(device)
     if args.init_from and not args.resume:
         log.info("starting from the weights of %s (%s)", args.init_from, load_weights(core, args.init_from, device))
