@@ -189,6 +189,14 @@ class TrainArgs:
     """start from a state dict you downloaded: a classification network's (e.g. torchvision's ImageNet
     resnet50 or mobilenet_v3_large) into the backbone, or a whole segmentation model's (a class-count head
     that does not fit stays at its random init, and is logged); not with --init-from; ignored with --resume"""
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    """mixed precision for the model's forward (the policy's sampling and log-probs stay float32):
+    `bf16` on CUDA or CPU, `fp16` on CUDA only (with a gradient scaler)"""
+    channels_last: bool = False
+    """keep the model's weights and inputs in channels-last memory layout (faster convolutions on GPUs)"""
+    compile: bool = False
+    """torch.compile the model for the training forwards (the first steps compile; CPU compiling needs a C++
+    compiler)"""
     progress: bool = True
     """show a progress bar"""
 

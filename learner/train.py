@@ -22,6 +22,7 @@ from learner.evaluate import evaluate
 from learner.model import build_model
 from learner.pipeline import Pipeline
 from learner.policy import ScaleSchedule, action_logits, class_weights, sample_actions
+from learner.precision import amp_dtype, grad_scaler, training_model
 from learner.replay import (
     AnswerReplay,
     PairReplay,
@@ -183,7 +184,7 @@ class Run:
     out: Path
     train_ds: SegDataset
     val_ds: SegDataset
-    core: torch.nn.Module  # the model itself; `model` is it wrapped for DDP under torchrun
+    core: torch.nn.Module  # the model itself; `model` is what the training forwards call (precision.py)
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     schedule: ScaleSchedule
@@ -195,6 +196,7 @@ class Run:
     ckpt_path: Path
     loop_path: Path  # rank 0's checkpoint holds the model; every rank keeps its own rewards in flight
     rank_log: Path | None = None
+    scaler: torch.amp.GradScaler | None = None  # --amp fp16
     start: int = 0
     elapsed: float = 0.0
     step_seconds: float = 0.0
@@ -215,6 +217,7 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = rank_device(resolve_device(args.device))
+    amp_dtype(args, device)  # --amp fp16 off CUDA is refused before any work
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
@@ -223,9 +226,11 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
     core = build_model(train_ds.num_classes, args.arch, args.width, args.depth, aux=args.aux_weight > 0)
     if args.weights and not args.resume:
         log.info("starting from the weights of %s (%s)", args.weights, load_pretrained(core, args.weights))
-    core = core.to(device)
+    core = core.to(device, memory_format=torch.channels_last) if args.channels_last else core.to(device)
     if args.init_from and not args.resume:
         log.info("starting from the weights of %s (%s)", args.init_from, load_weights(core, args.init_from, device))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     optimizer = torch.optim.Adam(core.parameters(), lr=args.lr)
     schedule = ScaleSchedule(list(args.psr_scales), args.steps, args.psr_rule,
                              list(args.psr_fractions) if args.psr_fractions else None, args.psr_patience)
@@ -237,7 +242,7 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
               use_psr=args.objective == "rl" and args.reward == "image" and args.psr,
               replay=(PairReplay if args.reward == "image" else AnswerReplay)(args.replay, device) if args.replay
               else None, ckpt_path=ckpt_path,
-              loop_path=ckpt_path if rank == 0 else out / f"checkpoint.rank{rank}.pt")
+              loop_path=ckpt_path if rank == 0 else out / f"checkpoint.rank{rank}.pt", scaler=grad_scaler(args, device))
     if args.resume:
         resume(run)
     elif (out / "metrics.jsonl").exists() and rank == 0:
@@ -248,8 +253,7 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
             run.rank_log.unlink(missing_ok=True)
     # Under torchrun every rank trains on its own batches; DDP averages the gradients and
     # SyncAN (advantages.syncan) gives every rank the same advantage scale.
-    if dist.is_initialized():
-        run.model = torch.nn.parallel.DistributedDataParallel(core)
+    run.model = training_model(core, args, device, ddp=dist.is_initialized())
     # The first batch builds in-memory datasets (shapes: a few seconds), before the clock starts.
     run.height, run.width = load_batch(train_ds, torch.zeros(1, dtype=torch.long), device).shape[-2:]
     log.info("%s: %d train / %d val images of %dx%d, %d classes; training on %s",
@@ -271,6 +275,8 @@ def resume(run: Run) -> None:
                                      run.device)
     if run.replay is not None:
         run.replay.load_state_dict(loop.get("replay", {}))
+    if run.scaler is not None and "scaler" in ckpt:
+        run.scaler.load_state_dict(ckpt["scaler"])
     log.info("resumed from %s at step %d (scale %s, %d batches in flight)", run.ckpt_path, run.start,
              run.schedule.scale, len(loop.get("inflight", [])))
 
@@ -282,16 +288,27 @@ def save(run: Run, step: int) -> None:
     if run.rank == 0:
         save_checkpoint(run.ckpt_path, model=run.core.state_dict(), optimizer=run.optimizer.state_dict(),
                         schedule=run.schedule.state_dict(), step=step, seconds=run.elapsed,
-                        step_seconds=run.step_seconds, args=dataclasses.asdict(run.args), **loop)
+                        step_seconds=run.step_seconds, args=dataclasses.asdict(run.args),
+                        **({"scaler": run.scaler.state_dict()} if run.scaler is not None else {}), **loop)
     else:
         save_checkpoint(run.loop_path, step=step, **loop)
     run.source.checkpointed(step)  # what the saved updates applied can be acknowledged now
 
 
-def optimize(run: Run, loss: torch.Tensor, step: int) -> None:
+def descend(run: Run, loss: torch.Tensor) -> None:
+    """One optimizer step on ``loss`` (--amp fp16: through the gradient scaler)."""
     run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    run.optimizer.step()
+    if run.scaler is None:
+        loss.backward()
+        run.optimizer.step()
+        return
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+
+
+def optimize(run: Run, loss: torch.Tensor, step: int) -> None:
+    descend(run, loss)
     run.source.commit(step)  # record (and, unless a checkpoint needs them, acknowledge) the rewards applied
 
 
@@ -346,9 +363,7 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
     optimize(run, loss, step)
     for _ in range(args.replay_updates if run.replay is not None and run.replay.size else 0):
         replay_loss, _ = replayed_loss(run, gen)  # kept answers alone: no new rewards to commit
-        run.optimizer.zero_grad(set_to_none=True)
-        (args.replay_weight * replay_loss).backward()
-        run.optimizer.step()
+        descend(run, args.replay_weight * replay_loss)
     return [(loss, stats)], scale
 
 
@@ -405,6 +420,9 @@ def write_report(run: Run, last_eval: dict, gallery_start: tuple[int, list] | No
         "per_class_iou": last_eval.get("per_class_iou"), "class_names": run.val_ds.class_names,
         "steps": args.steps, "seconds": round(run.elapsed, 3),
         "sec_per_step": run.step_seconds / max(args.steps - run.start, 1),
+        # images trained on per second of step time (this rank's, under torchrun)
+        "images_per_s": round(args.batch_size * args.steps / run.step_seconds, 3) if run.step_seconds else None,
+        "peak_cuda_memory_bytes": torch.cuda.max_memory_allocated(run.device) if run.device.type == "cuda" else None,
         "samples": args.resolved_samples(), "device": str(run.device), "config": dataclasses.asdict(args),
         "rewards": run.source.stats(),
     }

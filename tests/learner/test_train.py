@@ -79,6 +79,7 @@ def test_outputs_and_final_json(tmp_path):
     assert saved == json.loads(json.dumps(final))
     for key in ("val_miou", "val_pixel_acc", "per_class_iou", "steps", "seconds", "config"):
         assert key in saved
+    assert saved["images_per_s"] > 0 and saved["peak_cuda_memory_bytes"] is None  # CPU: no CUDA peak
     assert saved["config"]["reward"] == "image" and saved["samples"] == IMAGE_BEST["samples"]
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     for key in ("step", "seconds", "reward_mean", "reward_std", "scale", "val_miou", "val_pixel_acc", "per_class_iou"):

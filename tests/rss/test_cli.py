@@ -73,7 +73,8 @@ def test_convergence_takes_every_train_flag_for_every_row() -> None:
 
 def test_train_flags_parse_back_to_the_same_training() -> None:
     cfg = TrainArgs(num_classes=5, class_names="a,b,c,d,e", psd=False, progress=False, psr_scales=(8, 0),
-                    psr_fractions=(0.1, 0.25), lr=3e-4, init_from="w.pt", reward="pixel", threads=0)
+                    psr_fractions=(0.1, 0.25), lr=3e-4, init_from="w.pt", reward="pixel", threads=0, amp="bf16",
+                    channels_last=True, arch="tv:fcn_resnet50", aux_weight=0.5)
     assert tyro.cli(TrainArgs, args=train_flags(cfg)) == cfg
     demo = tyro.cli(DemoArgs, args=train_flags(dataclasses.replace(cfg, threads=0)))
     assert demo.threads == 0  # --threads always goes: the demo's default (1) is not train's
