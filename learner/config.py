@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from learner.zoo import TV_AUX
 from rss_core.schemas import GridMode, Level, Metric, ScorerName
 
 # The best image-level configuration `rss bench convergence` found (docs/benchmarks.md, "Convergence").
@@ -294,6 +295,9 @@ class TrainArgs:
             raise ValueError(f"--aux-weight must be >= 0, got {self.aux_weight}")
         if self.aux_weight and self.objective != "ce":
             raise ValueError("--aux-weight needs --objective ce (the auxiliary head is trained on labels)")
+        if self.aux_weight and self.arch.removeprefix("tv:") not in TV_AUX:
+            raise ValueError(f"--aux-weight: --arch {self.arch} has no auxiliary head (these do: "
+                             f"{', '.join('tv:' + n for n in TV_AUX)})")
         if self.arch.startswith("tv:deeplabv3") and min(self.batch_size, self.replay_batch if self.replay else 2) < 2:
             raise ValueError(f"--arch {self.arch} needs --batch-size (and --replay-batch) >= 2: its BatchNorm after "
                              f"image pooling cannot normalise one image in training")

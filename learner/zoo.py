@@ -81,7 +81,7 @@ def import_torchvision():
         _TV_SHIM.append(lib)
         import torchvision
     except ImportError as exc:
-        raise ValueError("--arch tv:... needs torchvision: pip install 'rss[tv]'") from exc
+        raise ImportError("torchvision is not installed: pip install 'rss[tv]'") from exc
     return torchvision
 
 
@@ -93,7 +93,10 @@ def build_tv(name: str, num_classes: int, aux: bool = False) -> Normalized:
                          + ", ".join(f"tv:{n}" for n in TV_MODELS))
     if aux and name not in TV_AUX:
         raise ValueError(f"--aux-weight: tv:{name} has no auxiliary head (these do: {', '.join(TV_AUX)})")
-    segmentation = import_torchvision().models.segmentation
+    try:
+        segmentation = import_torchvision().models.segmentation
+    except ImportError as exc:
+        raise ValueError(f"--arch tv:{name} needs torchvision: pip install 'rss[tv]'") from exc
     # weights=None, weights_backbone=None: nothing is downloaded at run time.
     extra = {"aux_loss": aux} if name in TV_AUX else {}
     net = getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=num_classes, **extra)
@@ -103,12 +106,18 @@ def build_tv(name: str, num_classes: int, aux: bool = False) -> Normalized:
 def build_smp(spec: str, num_classes: int) -> Normalized:
     """``<Arch>[:<encoder>]`` (default encoder resnet18) from segmentation-models-pytorch, random init."""
     try:
+        import_torchvision()  # smp imports timm, which imports torchvision
         import segmentation_models_pytorch as smp
     except ImportError as exc:
         raise ValueError(f"--arch smp:{spec} needs segmentation-models-pytorch: pip install 'rss[smp]'") from exc
     name, _, encoder = spec.partition(":")
     if not hasattr(smp, name):
         raise ValueError(f"--arch smp:{spec}: segmentation-models-pytorch has no architecture {name!r}")
-    # encoder_weights=None: nothing is downloaded at run time. The encoders downsample 32x.
-    return Normalized(getattr(smp, name)(encoder_name=encoder or "resnet18", encoder_weights=None,
-                                         classes=num_classes), pad_to=32)
+    encoder = encoder or "resnet18"
+    try:  # encoder_weights=None: nothing is downloaded at run time
+        net = getattr(smp, name)(encoder_name=encoder, encoder_weights=None, classes=num_classes)
+    except KeyError as exc:  # smp's message lists every encoder it has: a few of them are enough here
+        names = smp.encoders.get_encoder_names()
+        raise ValueError(f"--arch smp:{spec}: segmentation-models-pytorch has no encoder {encoder!r} (it has "
+                         f"{len(names)}, e.g. {', '.join(names[:4])}; timm's as tu-<name>)") from exc
+    return Normalized(net, pad_to=32)  # the encoders downsample 32x

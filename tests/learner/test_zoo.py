@@ -13,6 +13,7 @@ from learner.config import TrainArgs
 from learner.model import build_model
 from learner.train import train
 from learner.zoo import TV_MODELS
+from tests.helpers.cli import run_rss
 
 torch.set_num_threads(1)  # the machine's cores are shared
 
@@ -44,6 +45,7 @@ def test_unknown_names_are_refused_naming_the_choices():
     ({"arch": "tv:deeplabv3_mobilenet_v3_large", "batch_size": 1}, "--batch-size"),
     ({"arch": "tv:fcn_resnet50", "aux_weight": 0.5}, "--aux-weight needs --objective ce"),
     ({"arch": "tv:lraspp_mobilenet_v3_large", "objective": "ce", "aux_weight": 0.5}, "has no auxiliary head"),
+    ({"arch": "smp:Unet:resnet18", "objective": "ce", "aux_weight": 0.5}, "has no auxiliary head"),
 ])
 def test_combinations_the_models_cannot_train_are_refused(tmp_path, bad, flag):
     with pytest.raises(ValueError, match=flag):
@@ -84,9 +86,15 @@ def test_batchnorm_trains_in_train_mode_and_evaluates_on_running_statistics(tmp_
     assert int(bn.num_batches_tracked) == 2 and built[0].training
 
 
-def test_smp_model_trains_a_few_steps(tmp_path):
+def test_smp_model_trains_from_the_command_line(tmp_path):
+    """In a fresh process: smp imports timm, which imports torchvision (learner/zoo.py's import_torchvision)."""
     model = build_model(4, "smp:Unet:resnet18").eval()
     with torch.no_grad():
         assert model(torch.rand(1, 3, 33, 47)).shape == (1, 4, 33, 47)  # padded to its 32x stride, cropped back
-    final = train(TrainArgs(**TINY, arch="smp:Unet:resnet18", samples=2, steps=2, out=str(tmp_path)))
-    assert 0.0 <= final["val_miou"] <= 1.0
+    with pytest.raises(ValueError, match=r"has no encoder 'nope' \(it has \d+, e.g. resnet18"):
+        build_model(4, "smp:Unet:nope")
+    r = run_rss("train", "--arch", "smp:Unet:resnet18", "--steps", "2", "--train-size", "4", "--val-size", "2",
+                "--shapes-size", "32", "--batch-size", "2", "--samples", "2", "--threads", "1", "--no-progress",
+                "--out", str(tmp_path / "smp"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 0.0 <= json.loads((tmp_path / "smp" / "final.json").read_text())["val_miou"] <= 1.0
