@@ -39,6 +39,11 @@ class ExampleSettings:
     seed: int = 0
 
 
+# Which scorer answered (a model's name and version, a prompt's hash...): the service carries it into each
+# v2 result entry, so a run's rewards say what produced them.
+SCORER_VERSION = "example-gt-1"
+
+
 @lru_cache
 def get_settings() -> ExampleSettings:
     """EXAMPLE_SCORER_SHAPES_SIZE (64), EXAMPLE_SCORER_SEED (0), EXAMPLE_SCORER_SHAPES_LENGTH (the split's default)."""
@@ -83,8 +88,9 @@ def score_labels(request: ExternalScoreRequest, label: torch.Tensor, num_classes
         raise RequestError(f"sample values must be class indices in [0, {num_classes})")
     rewards, _ = scoring.score_masks(actions, target, grid, request.level, num_classes, request.metric)
     if request.level == "image":
-        return ExternalScoreResponse(rewards=rewards.tolist())
-    return ExternalScoreResponse(reward_maps=[encode_array(m.numpy().astype(np.float32)) for m in rewards])
+        return ExternalScoreResponse(rewards=rewards.tolist(), scorer_version=SCORER_VERSION)
+    return ExternalScoreResponse(reward_maps=[encode_array(m.numpy().astype(np.float32)) for m in rewards],
+                                 scorer_version=SCORER_VERSION)
 
 
 def score_request(request: ExternalScoreRequest) -> ExternalScoreResponse:

@@ -445,7 +445,7 @@ def run(args: ServiceBenchArgs) -> dict:
             try:
                 shaped = traffic.measure(url, token, redis_url, f"{run_id}-shaped", lambda: _cpu(service, redis_proc),
                                          args.shaped_posts, args.shaped_clients, args.timeout, args.open_loop_posts,
-                                         phase)
+                                         phase, size=args.size)
             except traffic.TrafficError as exc:
                 raise BenchError(f"{exc}\n(rss serve's log ends with:)\n{service.log_tail()}") from exc
 

@@ -196,11 +196,12 @@ def register(url: str, token: str, run_id: str) -> None:
 
 
 def measure(url: str, token: str, redis_url: str, run_id: str, cpu, posts: int, clients: int,
-            timeout: float, open_loop_posts: int, say) -> dict:
-    """v1, then v2, then v2 open loop at half v2's capacity, on one registered run; ``cpu()`` reads the service's
-    processes' CPU seconds (name -> seconds). Returns the report's `shaped` part."""
+            timeout: float, open_loop_posts: int, say, size: int = SIZE) -> dict:
+    """v1, then v2, then v2 open loop at half v2's capacity, on one registered run of the service's shapes of
+    side ``size``; ``cpu()`` reads the service's processes' CPU seconds (name -> seconds). Returns the report's
+    `shaped` part."""
     register(url, token, run_id)
-    steps = build_steps(run_id, min(posts, 16))
+    steps = build_steps(run_id, min(posts, 16), size=size)
     report: dict = {"posts": posts, "masks_per_post": PER_POST * SAMPLES, "mask": f"{SCALE}x{SCALE}",
                     "clients": clients}
     asyncio.run(post_and_read(url, token, redis_url, run_id, steps, "v2", 2, 1, timeout))  # warm-up, not timed

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from rss.procs import ServiceProcess
-from rss_core import codec, scoring
+from rss_core import codec, scoring, wire
+from rss_core.schemas import EpisodeBatchHeader, EpisodeHeader
 from tests.helpers.client import read_results, register, wait_status
-from tests.helpers.factories import episode, label_of, noisy
+from tests.helpers.factories import IMAGE, episode, label_of, noisy
 from tests.helpers.service import start_uvicorn
 
 
@@ -46,6 +47,41 @@ def test_the_example_external_scorer_swaps_in_at_both_levels(learner, redis_clie
     (pixel,) = read_results(redis_client, "ext-px", 1)
     reward_map = codec.decode_array(codec.ArrayB64(**pixel["reward_map"]))
     np.testing.assert_array_equal(reward_map, (masks[1] == label).astype(np.float32))
+
+
+def test_v2_episodes_through_an_external_scorer_carry_its_version(learner, redis_client, example_scorer,
+                                                                 faulty_scorer) -> None:
+    """A v2 batch to `http` runs: one entry per episode with the endpoint's `scorer_version`; a failing endpoint
+    gives one error entry for the episode."""
+    label = label_of()
+    masks = np.stack([label, noisy(label, 5)])
+    register(learner, "ext2", scorer="http", endpoint=f"{example_scorer.url}/score")
+    register(learner, "ext2-px", scorer="http", level="pixel", endpoint=f"{example_scorer.url}/score")
+    register(learner, "ext2-bad", scorer="http", endpoint=f"{faulty_scorer.url}/fail")
+    for run_id, level in (("ext2", "image"), ("ext2-px", "pixel"), ("ext2-bad", "image")):
+        header = EpisodeHeader(run_id=run_id, image_id=IMAGE, level=level, policy_version=1, samples=2,
+                               mask_shape=label.shape)
+        body = wire.encode_batch(EpisodeBatchHeader(episodes=[header]), masks)
+        response = learner.post("/v2/episodes/batch", content=body, headers={"content-type": wire.MEDIA_TYPE})
+        assert response.status_code == 202, response.text
+    entries = {}
+    deadline = time.monotonic() + 30
+    while len(entries) < 3 and time.monotonic() < deadline:
+        for run_id in ("ext2", "ext2-px", "ext2-bad"):
+            for _, fields in redis_client.xrange(f"rss:v1:results:{run_id}"):
+                entries[run_id] = fields
+        time.sleep(0.1)
+    image = json.loads(entries["ext2"][b"episode"])
+    expected = scoring.image_reward(masks[None], label[None, None], 4, "miou")[0]
+    assert image["rewards"] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert image["scorer_version"] == "example-gt-1" and image["source"] == "http"
+    maps = wire.samples_of(entries["ext2-px"])
+    assert json.loads(entries["ext2-px"][b"episode"])["scorer_version"] == "example-gt-1"
+    for sample, mask in zip(maps, masks, strict=True):
+        np.testing.assert_array_equal(sample.reward_map, (mask == label).astype(np.float32))
+    failed = wire.samples_of(entries["ext2-bad"])
+    assert len(failed) == 2 and all("endpoint returned 500" in s.error for s in failed)
+    assert set(entries["ext2-bad"]) == {b"episode"}  # one entry for the whole episode
 
 
 @pytest.mark.parametrize(("path", "reason"), [
