@@ -11,7 +11,9 @@ so the cost per mask is the service's CPU, not wall time on a shared machine.
 
 The open-loop phase posts v2 steps at a fixed arrival rate (half the measured v2 capacity)
 whether or not earlier ones were answered, so its p50/p99 is the latency a learner meets at
-that load, not the queueing a saturating closed loop measures.
+that load, not the queueing a saturating closed loop measures. Last, a synthetic learner posts
+steps and applies their rewards as `rss train --max-inflight N` does (N = 0 and 2), with no model:
+the steps/s the service would give a learner whose GPU step costs nothing.
 """
 
 from __future__ import annotations
@@ -186,6 +188,67 @@ async def post_and_read(url: str, token: str, redis_url: str, run_id: str, steps
     return Outcome(state["last_read"] - started, expected, latencies)
 
 
+async def synthetic_learner(url: str, token: str, redis_url: str, run_id: str, steps: list[Step], posts: int,
+                            inflight: int, timeout: float) -> dict:
+    """A learner without a model: post a pre-sampled step through v2, and before posting past ``inflight``
+    unapplied steps read results until the oldest one's rewards are all in (``--max-inflight``'s rule; 0: every
+    step waits for its own), counting each (episode, sample) once and acknowledging it, as `learner/remote.py`
+    does. What the service would give a learner whose forward and backward pass cost nothing."""
+    import httpx
+    import redis.asyncio as aioredis
+
+    from rss_core import keys
+    from rss_core.wire import samples_of
+
+    per_post, k = steps[0].masks.shape[:2]
+    stream = keys.results(run_id)
+    owner: dict[str, int] = {}  # episode id -> step
+    left: dict[int, int] = {}  # step -> samples still to come
+    post_ms, wait_ms = [], []
+    r = aioredis.Redis.from_url(redis_url, socket_timeout=30)
+
+    async def collect(step: int) -> None:
+        deadline = time.monotonic() + timeout
+        while left[step] > 0:
+            if time.monotonic() > deadline:
+                raise TrafficError(f"synthetic learner: step {step}'s rewards did not all arrive within {timeout:g} s")
+            reply = await r.xreadgroup(keys.RESULTS_GROUP, "synthetic", {stream: ">"}, count=1024, block=100)
+            for _, entries in reply or []:
+                for _, fields in entries:
+                    samples = samples_of(fields)
+                    left[owner[samples[0].episode_id]] -= len(samples)
+                if entries:
+                    await r.xack(stream, keys.RESULTS_GROUP, *[entry_id for entry_id, _ in entries])
+
+    try:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                                     timeout=60.0) as http:
+            started, open_steps = time.perf_counter(), []
+            for i in range(posts + inflight + 1):
+                while open_steps and (len(open_steps) > inflight or i >= posts):
+                    waited = time.perf_counter()
+                    await collect(open_steps.pop(0))
+                    wait_ms.append((time.perf_counter() - waited) * 1000)
+                if i >= posts:
+                    break
+                left[i] = per_post * k
+                t0 = time.perf_counter()
+                response = await http.post("/v2/episodes/batch", content=steps[i % len(steps)].v2,
+                                           headers={"content-type": "application/octet-stream"})
+                post_ms.append((time.perf_counter() - t0) * 1000)
+                if response.status_code != 202:
+                    raise TrafficError(f"POST /v2/episodes/batch answered {response.status_code}: "
+                                       f"{response.text[:300]}")
+                for e in response.json()["episodes"]:
+                    owner[e["episode_id"]] = i
+                open_steps.append(i)
+            seconds = time.perf_counter() - started
+    finally:
+        await r.aclose()
+    return {"inflight": inflight, "steps_per_s": posts / seconds, "post_p50_ms": float(np.percentile(post_ms, 50)),
+            "wait_p50_ms": float(np.percentile(wait_ms, 50))}
+
+
 def register(url: str, token: str, run_id: str) -> None:
     import httpx
 
@@ -228,6 +291,11 @@ def measure(url: str, token: str, redis_url: str, run_id: str, cpu, posts: int, 
                                         rate=rate))
     report["open_loop"] = {"rate_steps_per_s": rate, "p50_ms": float(np.percentile(outcome.latencies_ms, 50)),
                            "p99_ms": float(np.percentile(outcome.latencies_ms, 99))}
+    report["synthetic"] = []
+    for inflight in (0, 2):
+        row = asyncio.run(synthetic_learner(url, token, redis_url, run_id, steps, posts, inflight, timeout))
+        say(f"synthetic learner, --max-inflight {inflight}: {row['steps_per_s']:.1f} steps/s")
+        report["synthetic"].append(row)
     return report
 
 
@@ -248,6 +316,10 @@ def format_shaped(report: dict) -> str:
               f"(target >= 10x; aim v2 <= 25 us)",
               f"v2 open loop at {ol['rate_steps_per_s']:.1f} steps/s (half capacity): POST p50 {ol['p50_ms']:.1f} ms, "
               f"p99 {ol['p99_ms']:.1f} ms (target p99 < 20 ms)"]
+    for row in report.get("synthetic", []):
+        lines.append(f"synthetic learner (v2, no model), --max-inflight {row['inflight']}: {row['steps_per_s']:.1f} "
+                     f"steps/s (POST p50 {row['post_p50_ms']:.1f} ms, then waiting for rewards p50 "
+                     f"{row['wait_p50_ms']:.1f} ms; target 80)")
     return "\n".join(lines)
 
 
@@ -255,4 +327,5 @@ def summary(report: dict) -> dict:
     """The flat keys `rss bench service --json` carries."""
     return {"v1_cpu_us_per_mask": report["v1"]["service_cpu_us_per_mask"],
             "v2_cpu_us_per_mask": report["v2"]["service_cpu_us_per_mask"],
-            "open_loop_p50_ms": report["open_loop"]["p50_ms"], "open_loop_p99_ms": report["open_loop"]["p99_ms"]}
+            "open_loop_p50_ms": report["open_loop"]["p50_ms"], "open_loop_p99_ms": report["open_loop"]["p99_ms"],
+            "synthetic_steps_per_s": max(row["steps_per_s"] for row in report["synthetic"])}

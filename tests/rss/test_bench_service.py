@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.helpers.cli import run_rss
 
 KEYS = ("in_process_masks_per_s", "through_service_masks_per_s", "ratio", "p50_ms", "p99_ms",
-        "v1_cpu_us_per_mask", "v2_cpu_us_per_mask", "open_loop_p50_ms", "open_loop_p99_ms")
+        "v1_cpu_us_per_mask", "v2_cpu_us_per_mask", "open_loop_p50_ms", "open_loop_p99_ms", "synthetic_steps_per_s")
 
 
 def test_bench_service_smoke(tmp_path: Path) -> None:
@@ -26,3 +26,4 @@ def test_bench_service_smoke(tmp_path: Path) -> None:
     # learner-shaped traffic through both wires, every reward checked against in-process by the bench itself
     assert report["shaped"]["posts"] == 3 and report["shaped"]["masks_per_post"] == 16 * 32
     assert "v2  binary, entry per episode" in done.stdout
+    assert [row["inflight"] for row in report["shaped"]["synthetic"]] == [0, 2]
