@@ -21,6 +21,10 @@ GridMode = Literal["grid", "pool"]  # the PSR forms (rss_core.grid)
 # Ground-truth metrics of a whole mask (rss_core.scoring): the one list the learner, service and scorers use
 Metric = Literal["miou", "miou_union", "pixel_acc", "dice"]
 TaskKind = Literal["score", "pairwise", "best", "pixel", "point"]
+# The datasets the learner and the service know (rss_core.data); the procedural ones are drawn in code from
+# (seed, split, index): no files, no --data-root
+DatasetName = Literal["shapes", "scenes", "voc", "cityscapes", "context"]
+PROCEDURAL = ("shapes", "scenes")
 PIXEL_KINDS = ("pixel", "point")  # the task kinds of pixel-level runs
 BEST_OF = (2, 8)  # a best-of-N task shows an episode's N samples: this many at least and at most
 MAX_POINTS = 256  # point questions per episode

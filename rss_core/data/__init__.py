@@ -1,12 +1,15 @@
-"""Datasets: the built-in `shapes` and folder loaders for VOC, Cityscapes and Pascal Context."""
+"""Datasets: the built-in procedural `shapes` and `scenes`, and folder loaders for VOC, Cityscapes and Pascal
+Context."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 from rss_core.data.base import IGNORE_INDEX, DatasetError, SegDataset
+from rss_core.schemas import PROCEDURAL, DatasetName
 
-DATASETS = ("shapes", "voc", "cityscapes", "context")
+DATASETS: tuple[str, ...] = get_args(DatasetName)
 
 
 def build_dataset(
@@ -20,13 +23,18 @@ def build_dataset(
     shapes_size: int = 64,
     shapes_length: int | None = None,
     seed: int = 0,
+    scenes_size: int = 128,
 ) -> SegDataset:
-    """One split of a dataset by name; folder datasets need ``root``."""
-    if name == "shapes":
+    """One split of a dataset by name; folder datasets need ``root``. ``shapes_length`` and ``seed`` are
+    those of either procedural dataset (`shapes`, `scenes`); each has its own image size."""
+    if name in PROCEDURAL:
+        from rss_core.data.procedural import ProceduralDataset
+        from rss_core.data.scenes import ScenesDataset
         from rss_core.data.shapes import ShapesDataset
 
-        return ShapesDataset(
-            split, size=shapes_size, length=shapes_length, seed=seed,
+        kind: type[ProceduralDataset] = ShapesDataset if name == "shapes" else ScenesDataset
+        return kind(
+            split, size=shapes_size if name == "shapes" else scenes_size, length=shapes_length, seed=seed,
             num_classes=num_classes, class_names=class_names, image_size=image_size,
         )
     if name not in DATASETS:
@@ -50,4 +58,4 @@ def build_dataset(
     return PascalContextDataset(root, split, **kwargs)
 
 
-__all__ = ["DATASETS", "IGNORE_INDEX", "DatasetError", "SegDataset", "build_dataset"]
+__all__ = ["DATASETS", "IGNORE_INDEX", "PROCEDURAL", "DatasetError", "SegDataset", "build_dataset"]

@@ -11,12 +11,10 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-import torch
 
-from rss_core.data.base import DatasetError, SegDataset, to_tensors
+from rss_core.data.procedural import ProceduralDataset
 
 CLASS_NAMES = ["background", "ellipse", "rectangle", "triangle"]
-SPLITS = ("train", "val")
 GENERATOR_VERSION = 1  # bump when make_shapes_image draws differently: old runs' data is not the new data
 
 
@@ -95,54 +93,10 @@ def make_shapes_image(seed: int, split: str, index: int, size: int = 64) -> tupl
     return (image * 255).round().astype(np.uint8), label
 
 
-class ShapesDataset(SegDataset):
+class ShapesDataset(ProceduralDataset):
     """A split of procedural shapes; ids are ``{split}/{index:06d}``."""
 
     name = "shapes"
-
-    def __init__(
-        self,
-        split: str = "train",
-        *,
-        size: int = 64,
-        length: int | None = None,
-        seed: int = 0,
-        num_classes: int | None = None,
-        class_names: list[str] | None = None,
-        image_size: int | None = None,
-    ) -> None:
-        if split not in SPLITS:
-            raise DatasetError(f"shapes: unknown split {split!r} (choose from {', '.join(SPLITS)})")
-        if num_classes not in (None, len(CLASS_NAMES)):
-            raise DatasetError(f"shapes: has exactly {len(CLASS_NAMES)} classes, got --num-classes {num_classes}")
-        super().__init__(num_classes=len(CLASS_NAMES), class_names=class_names or CLASS_NAMES, image_size=image_size)
-        if size < 16:
-            raise DatasetError(f"shapes: image size must be at least 16, got {size}")
-        self.split, self.size, self.seed = split, size, seed
-        length = length if length is not None else (2000 if split == "train" else 200)
-        if length < 1:
-            raise DatasetError(f"shapes: split {split!r} would be empty (length {length})")
-        self.ids = [f"{split}/{i:06d}" for i in range(length)]
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def identity(self) -> dict:
-        """The generator's settings; the length is left out, so a learner on the first n images of a split
-        has the same data as a service serving more of it (ids outside the service's are refused anyway)."""
-        return {**super().identity(), "size": self.size, "seed": self.seed, "generator": GENERATOR_VERSION}
-
-    def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
-        split, _, index = image_id.partition("/")
-        if split != self.split or not index.isdigit() or not 0 <= int(index) < len(self.ids):
-            raise DatasetError(f"shapes: unknown image id {image_id!r} in split {self.split!r}")
-        return make_shapes_image(self.seed, split, int(index), self.size)
-
-    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self.tensors()
-        return images[indices], labels[indices]
-
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole split as (N, 3, S, S) float and (N, S, S) int64 tensors, built once."""
-        if self._cache is None:
-            pairs = [to_tensors(*self.load(i), self.image_size) for i in self.ids]
-            self._cache = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-        return self._cache
+    default_class_names = tuple(CLASS_NAMES)
+    generator_version = GENERATOR_VERSION
+    make = staticmethod(make_shapes_image)
