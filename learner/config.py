@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from learner.zoo import TV_AUX
-from rss_core.schemas import GridMode, Level, Metric, ScorerName
+from rss_core.schemas import PROCEDURAL, DatasetName, GridMode, Level, Metric, ScorerName
 
 # The best image-level configuration `rss bench convergence` found (docs/benchmarks.md, "Convergence").
 # `rss train --reward image` uses it when no other flag is given.
@@ -20,8 +20,9 @@ PIXEL_DEFAULT = {"samples": 1, "estimator": "likelihood"}
 @dataclass
 class TrainArgs:
     # Data
-    dataset: Literal["shapes", "voc", "cityscapes", "context"] = "shapes"
-    """dataset layout: built-in procedural `shapes`, or a folder in VOC/Cityscapes/Pascal Context layout"""
+    dataset: DatasetName = "shapes"
+    """dataset layout: built-in procedural `shapes` (4 classes) or `scenes` (8 classes, cluttered and
+    occluded, the harder benchmark), or a folder in VOC/Cityscapes/Pascal Context layout"""
     data_root: str | None = None
     """dataset folder (folder datasets only)"""
     num_classes: int | None = None
@@ -32,10 +33,12 @@ class TrainArgs:
     """folder datasets: images and labels are resized to this square size"""
     shapes_size: int = 64
     """shapes: image side in pixels"""
+    scenes_size: int = 128
+    """scenes: image side in pixels"""
     train_size: int = 2000
-    """shapes: number of training images"""
+    """procedural datasets (shapes, scenes): number of training images"""
     val_size: int = 200
-    """shapes: number of validation images"""
+    """procedural datasets (shapes, scenes): number of validation images"""
     train_split: str = "train"
     """split to train on"""
     val_split: str = "val"
@@ -228,7 +231,7 @@ class TrainArgs:
             raise ValueError(f"--max-weight must be >= 1, got {self.max_weight}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
-        if self.dataset != "shapes" and not self.data_root:
+        if self.dataset not in PROCEDURAL and not self.data_root:
             raise ValueError(f"--dataset {self.dataset} needs --data-root")
         if self.class_names and self.num_classes is None:
             raise ValueError("--class-names needs --num-classes")

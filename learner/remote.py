@@ -43,7 +43,7 @@ import torch
 from learner.config import TrainArgs
 from learner.rewards import Episodes, Rewards
 from rss_core import codec, wire
-from rss_core.data import SegDataset
+from rss_core.data import PROCEDURAL, SegDataset
 from rss_core.keys import RESULTS_GROUP
 from rss_core.schemas import (
     EpisodeBatchCreate,
@@ -158,7 +158,7 @@ class RemoteRewardSource:
                          metric=self.args.metric, endpoint=self.args.endpoint or None,
                          task_kind=self.args.human_task if self.level == "image"
                          else "point" if self.args.points else "pixel",
-                         image_size=None if self.args.dataset == "shapes" else self.args.image_size,
+                         image_size=None if self.args.dataset in PROCEDURAL else self.args.image_size,
                          dataset_fingerprint=dataset.fingerprint())
         try:
             response = self._send("/v1/runs", body.model_dump_json(), retry_transport=False)

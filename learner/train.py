@@ -36,7 +36,7 @@ from learner.replay import (
 from learner.report import gallery_rows, write_curves, write_gallery
 from learner.rewards import Episodes, LabelStore, LocalRewardSource, Rewards, RewardSource
 from learner.weights import load_pretrained
-from rss_core.data import IGNORE_INDEX, SegDataset, build_dataset
+from rss_core.data import IGNORE_INDEX, PROCEDURAL, SegDataset, build_dataset
 from rss_core.grid import ActionGrid, random_grid
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ def build_splits(args: TrainArgs) -> tuple[SegDataset, SegDataset]:
     names = args.class_names.split(",") if args.class_names else None
     common = {
         "root": args.data_root, "num_classes": args.num_classes, "class_names": names,
-        "image_size": None if args.dataset == "shapes" else args.image_size,
-        "shapes_size": args.shapes_size, "seed": args.seed,
+        "image_size": None if args.dataset in PROCEDURAL else args.image_size,
+        "shapes_size": args.shapes_size, "scenes_size": args.scenes_size, "seed": args.seed,
     }
     train = build_dataset(args.dataset, args.train_split, shapes_length=args.train_size, **common)
     val = build_dataset(args.dataset, args.val_split, shapes_length=args.val_size, **common)

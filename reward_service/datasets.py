@@ -23,7 +23,7 @@ from PIL import Image
 from reward_service.core.config import Settings
 from rss_core.data import DatasetError, SegDataset, build_dataset
 from rss_core.data.base import FolderDataset
-from rss_core.data.shapes import ShapesDataset
+from rss_core.data.procedural import ProceduralDataset
 from rss_core.grid import as_action_grid, lattice_shape
 from rss_core.labels import label_at_grid, learner_label
 from rss_core.schemas import Grid
@@ -65,9 +65,10 @@ class ServedDataset:
     """One split of one dataset, with a cache of labels (bounded in bytes) at the sizes runs ask for.
 
     Every episode POST checks its masks' shape and every scored episode reads its label, so a
-    label made again per request is the service's main cost: a procedural `shapes` label is
-    drawn with its image (~5 ms at 64 px). The cache keeps ``RSS_LABEL_CACHE_MB`` of labels
-    (all 2000 shapes labels of 64 px take 8 MiB), least recently used out first; label shapes
+    label made again per request is the service's main cost: a procedural label is drawn with its
+    image (~5 ms for `shapes` at 64 px, ~8 ms for `scenes` at 128 px). The cache keeps
+    ``RSS_LABEL_CACHE_MB`` of labels (all 2000 shapes labels of 64 px take 8 MiB, scenes labels of
+    128 px 32 MiB), least recently used out first; label shapes
     are kept apart, for good, so a shape check never makes a label again."""
 
     def __init__(self, settings: Settings) -> None:
@@ -75,6 +76,7 @@ class ServedDataset:
         self.dataset: SegDataset = build_dataset(
             settings.dataset, settings.split, root=settings.data_root, num_classes=settings.num_classes,
             shapes_size=settings.shapes_size, shapes_length=settings.shapes_length, seed=settings.seed,
+            scenes_size=settings.scenes_size,
         )
         self.root = Path(settings.data_root).resolve() if settings.data_root else None
         self.ids = set(self.dataset.ids)
@@ -126,10 +128,10 @@ class ServedDataset:
         return label
 
     def warm(self) -> int:
-        """Make every label of a procedural split (`shapes`) ahead, when all fit the cache; how many.
+        """Make every label of a procedural split (`shapes`, `scenes`) ahead, when all fit the cache; how many.
 
         Folder datasets are read as asked (a PNG read is cheap, and runs pick their own size)."""
-        if not isinstance(self.dataset, ShapesDataset):
+        if not isinstance(self.dataset, ProceduralDataset):
             return 0
         ids = sorted(self.ids)
         if len(ids) * self.dataset.size**2 > self._budget:
@@ -146,7 +148,7 @@ class ServedDataset:
         """The label's (H, W): known without the label when resized or procedural, else read once."""
         if image_size is not None:
             return image_size, image_size  # rss_core.data.base.to_tensors resizes to a square
-        if isinstance(self.dataset, ShapesDataset):
+        if isinstance(self.dataset, ProceduralDataset):
             return self.dataset.size, self.dataset.size
         shape = self._shapes.get((image_id, image_size))
         return shape if shape is not None else self.label(image_id, image_size).shape

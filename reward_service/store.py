@@ -109,6 +109,8 @@ async def claim_database(r: aioredis.Redis, settings: Settings) -> None:
         "data_root": str(settings.data_root.resolve()) if settings.data_root else None,
         "num_classes": settings.num_classes, "shapes_size": settings.shapes_size,
         "shapes_length": settings.shapes_length, "seed": settings.seed,
+        # only for scenes, so a database claimed before scenes existed still matches its service
+        **({"scenes_size": settings.scenes_size} if settings.dataset == "scenes" else {}),
     }, sort_keys=True)
     if not await r.set(keys.DEPLOYMENT, identity, nx=True):
         existing = _s(await r.get(keys.DEPLOYMENT))

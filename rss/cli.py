@@ -14,7 +14,7 @@ commands:
   serve               run the reward service (FastAPI + Redis; settings from RSS_* variables)
   worker              run one more scoring process for the reward service
   rater-sim           a simulated rater answering human-rating tasks from ground truth
-  bench convergence   CE vs pixel- and image-level RSS on shapes, one table
+  bench convergence   CE vs pixel- and image-level RSS on shapes (or scenes), one table
   bench service       GT scoring through the service vs in-process, and POST latency
   bench loop          training in-process vs through the service and Redis: steps/s and val mIoU
   bench load          N learners and M raters against one service for a while: lost? applied twice? p99?

@@ -30,6 +30,7 @@ import tyro
 
 from learner.config import TrainArgs
 from rss.procs import Process, exit_on_sigterm, free_port, start_redis, start_service
+from rss_core.schemas import PROCEDURAL
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ PIXEL_LEARNING = {"first_mask": "mode", "replay": 100_000, "replay_updates": 24,
 def service_dataset(args) -> dict[str, str]:
     """The service's RSS_* dataset settings that make it serve exactly the learner's training split."""
     env = {"RSS_DATASET": args.dataset, "RSS_SPLIT": args.train_split, "RSS_SEED": str(args.seed)}
-    if args.dataset == "shapes":
-        env |= {"RSS_SHAPES_SIZE": str(args.shapes_size), "RSS_SHAPES_LENGTH": str(args.train_size)}
+    if args.dataset in PROCEDURAL:
+        env |= {"RSS_SHAPES_SIZE": str(args.shapes_size), "RSS_SCENES_SIZE": str(args.scenes_size),
+                "RSS_SHAPES_LENGTH": str(args.train_size)}
     else:
         env["RSS_DATA_ROOT"] = str(Path(args.data_root).resolve())
     if args.num_classes is not None:
@@ -73,7 +75,7 @@ class DemoArgs(TrainArgs):
     """--scorer human: the flags you leave at their defaults take the configuration worth most per human-hour
     (region pairs from a warm start, every answer reused; see `rss demo --help`'s summary)"""
     warm_images: int = 16
-    """--scorer human, --human-best, shapes: train CE on this many labelled images first and start from it
+    """--scorer human, --human-best, shapes or scenes: train CE on this many labelled images first and start from it
     (the few images a team labels; 0: from scratch; ignored with --init-from or --resume)"""
     warm_steps: int = 500
     """--warm-images: CE steps of the warm start"""
@@ -83,9 +85,10 @@ class DemoArgs(TrainArgs):
             raise ValueError(f"--warm-images must be >= 0 and --warm-steps >= 1, got {self.warm_images}, "
                              f"{self.warm_steps}")
         if self.scorer == "human" and self.human_best:
-            if self.warm_images and self.dataset != "shapes" and not self.init_from:
-                raise ValueError("--scorer human starts from CE on --warm-images labelled images of shapes; for your "
-                                 "own data give --init-from CHECKPOINT (a CE model of yours) or --warm-images 0")
+            if self.warm_images and self.dataset not in PROCEDURAL and not self.init_from:
+                raise ValueError("--scorer human starts from CE on --warm-images labelled images of shapes or scenes; "
+                                 "for your own data give --init-from CHECKPOINT (a CE model of yours) or "
+                                 "--warm-images 0")
         super().validate()
 
     def take_human_best(self, given: set[str]) -> None:

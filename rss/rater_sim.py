@@ -39,9 +39,11 @@ class RaterSimArgs:
     split: str = "train"
     """the split the service serves (RSS_SPLIT)"""
     data_root: str | None = None
-    """the dataset's folder (RSS_DATA_ROOT), not for shapes"""
+    """the dataset's folder (RSS_DATA_ROOT), not for shapes or scenes"""
     shapes_size: int = 64
     """shapes: RSS_SHAPES_SIZE of the service"""
+    scenes_size: int = 128
+    """scenes: RSS_SCENES_SIZE of the service"""
     seed: int = 0
     """the dataset seed (RSS_SEED), also this rater's noise seed"""
     flip: float = 0.0
@@ -93,7 +95,8 @@ class RaterSim:
         split = self.args.split
         if split not in self.datasets:
             self.datasets[split] = build_dataset(
-                run.dataset, split, root=self.args.data_root, shapes_size=self.args.shapes_size, seed=self.args.seed)
+                run.dataset, split, root=self.args.data_root, shapes_size=self.args.shapes_size,
+                scenes_size=self.args.scenes_size, seed=self.args.seed)
         grid = as_action_grid(task.grid)
         return label_at_grid(learner_label(self.datasets[split], task.image_id, run.image_size), grid).numpy(), grid
 

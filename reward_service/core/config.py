@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rss_core.schemas import PROCEDURAL
+
 _HOST = re.compile(r"[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+")  # a name or an address, no wildcard
 
 
@@ -42,23 +44,25 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Socket timeout of ordinary commands, in s (blocking reads get their own, longer one).")
 
     # the dataset rewards are computed against and images are served from
-    dataset: str = Field("shapes", description="shapes (built in, no files), voc, cityscapes or context.")
+    dataset: str = Field("shapes", description="shapes or scenes (built in, no files), voc, cityscapes or context.")
     data_root: Path | None = Field(
         None, description="Folder of a voc/cityscapes/context dataset (required for those; image ids never leave "
                           "it). Under docker compose it is always /data, where DATA_DIR is mounted read-only.")
     split: str = Field("train", description="Split whose images are scored and served.")
     num_classes: int | None = Field(None, description="Override the dataset's number of classes.")
     shapes_size: int = Field(64, ge=16, description="shapes only: image size (must match the learner's).")
+    scenes_size: int = Field(128, ge=32, description="scenes only: image size (must match the learner's).")
     shapes_length: int | None = Field(
-        None, description="shapes only: number of images in the split (unset: the split's; must match the "
-                          "learner's).")
-    seed: int = Field(0, description="shapes only: generator seed (must match the learner's).")
+        None, description="shapes and scenes: number of images in the split (unset: the split's; must match "
+                          "the learner's --train-size).")
+    seed: int = Field(0, description="shapes and scenes: generator seed (must match the learner's).")
     label_cache_mb: float = Field(
         256.0, ge=0, description="Labels kept in memory per process (each HTTP and worker process), in MiB, least "
-                                 "recently used out first (2000 shapes labels of 64 px: 8 MiB).")
+                                 "recently used out first (2000 shapes labels of 64 px: 8 MiB; 2000 scenes labels of "
+                                 "128 px: 32 MiB).")
     warm_labels: bool = Field(
-        True, description="Workers make a `shapes` split's labels ahead at start, in the background, when they "
-                          "all fit the cache (as the learner builds its split before training).")
+        True, description="Workers make a `shapes` or `scenes` split's labels ahead at start, in the background, "
+                          "when they all fit the cache (as the learner builds its split before training).")
 
     # auth: tokens are secrets; no defaults
     learner_tokens: list[str] = Field(
@@ -180,7 +184,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.dataset != "shapes" and self.data_root is None:
+        if self.dataset not in PROCEDURAL and self.data_root is None:
             raise ValueError(f"RSS_DATA_ROOT is required for dataset {self.dataset!r}")
         for name, token in self.rater_tokens.items():
             if not token:

@@ -16,8 +16,8 @@ image (Bearman et al., "What's the Point", ECCV 2016), rounded to 240. The other
 conservative, until the annotator UI measures real ones: 3 s per pairwise answer, 4 s per score,
 10 s per brush answer.
 
-Only the built-in `shapes` data for now: CE on n labelled images uses `--train-size n`, which folder
-datasets do not take yet.
+Only the built-in procedural data (`shapes`, `scenes`) for now: CE on n labelled images uses
+`--train-size n`, which folder datasets do not take yet.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from learner.train import train
 from rss.bench.args import BenchArgs, parse
 from rss.raters import Imperfection, brush, choose_best, prefer, score, verify
 from rss_core.answers import PIXEL_REWARD, PREFERENCE
-from rss_core.data import SegDataset
+from rss_core.data import PROCEDURAL, SegDataset
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +172,9 @@ class FeedbackArgs(BenchArgs, TrainArgs):
         unknown = [c for c in self.configs if c not in CONFIGS]
         if unknown:
             raise ValueError(f"--configs: unknown {', '.join(unknown)} (choose from {', '.join(CONFIGS)})")
-        if self.dataset != "shapes":
-            raise ValueError("rss bench feedback: only --dataset shapes for now (CE on n labelled images uses "
-                             "--train-size, which folder datasets do not take)")
+        if self.dataset not in PROCEDURAL:
+            raise ValueError("rss bench feedback: only the procedural --dataset shapes or scenes for now (CE on n "
+                             "labelled images uses --train-size, which folder datasets do not take)")
         if not self.budgets_h or min(self.budgets_h) <= 0:
             raise ValueError(f"--budgets-h must be positive, got {self.budgets_h}")
         if not 2 <= self.best_of <= 8:

@@ -150,3 +150,19 @@ def test_cli_bench_convergence_smoke(tmp_path):
         assert 0.0 <= row["val_miou"] <= 1.0 and row["sec_per_step"] > 0
     assert rows[0]["ratio_to_ce"] == 1.0
     assert "ratio to CE" in r.stdout and (tmp_path / "bench" / "curves.png").is_file()
+
+
+def test_cli_bench_convergence_on_scenes(tmp_path):
+    path, out = tmp_path / "bench.json", tmp_path / "bench"
+    r = run_rss("bench", "convergence", "--dataset", "scenes", "--scenes-size", "32", "--train-size", "8",
+                "--val-size", "4", "--ce-steps", "2", "--rows", "pixel", "image_best", "--width", "4",
+                "--eval-every", "1", "--out", str(out), "--json", str(path))
+    assert r.returncode == 0, r.stderr
+    payload = json.loads(path.read_text())
+    assert [row["method"] for row in payload["rows"]] == ["ce", "pixel", "image_best"]
+    assert all(set(row) == {"method", "steps", "seconds", "sec_per_step", "val_miou", "ratio_to_ce"}
+               for row in payload["rows"])
+    assert payload["args"]["dataset"] == "scenes" and payload["rows"][-1]["steps"] == 8
+    final = json.loads((out / "image_best" / "final.json").read_text())
+    assert len(final["per_class_iou"]) == 8 and final["class_names"][-1] == "stripes"
+    assert (out / "curves.png").is_file()

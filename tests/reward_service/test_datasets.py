@@ -1,11 +1,14 @@
-"""ServedDataset's label cache (bounded in bytes) and mask shapes that never make a label twice."""
+"""ServedDataset's label cache (bounded in bytes), mask shapes that never make a label twice, and procedural
+labels (shapes, scenes) equal to the learner's."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from reward_service.core.config import Settings
 from reward_service.datasets import ServedDataset
+from rss_core.data import build_dataset
 from rss_core.schemas import Grid
 
 
@@ -63,3 +66,13 @@ def test_warming_makes_every_shapes_label_once_when_they_fit() -> None:
     assert len(loads) == 8  # all cached
     small, small_loads = served(cache_labels=7)
     assert small.warm() == 0 and small_loads == []  # would not fit: left to demand
+
+
+def test_a_scenes_label_made_by_the_service_is_the_learners() -> None:
+    dataset, loads = served(cache_labels=8, dataset="scenes", scenes_size=32)
+    learner = build_dataset("scenes", "train", scenes_size=32, shapes_length=8)
+    assert dataset.dataset.fingerprint() == learner.fingerprint() and dataset.num_classes == 8
+    assert dataset.mask_shape("train/000005", None, Grid(scale=8)) == (8, 8) and loads == []  # known unmade
+    for image_id in ("train/000000", "train/000005", "train/000007"):
+        np.testing.assert_array_equal(dataset.label(image_id, None), learner.load(image_id)[1])
+    assert dataset.warm() == 8 and sorted(loads) == sorted(dataset.ids)  # each made once: three were cached
