@@ -18,7 +18,7 @@ RATERS = {"alice": "alice-secret", "bob": "bob-secret"}
 DATABASES = {"service": 0, "voc": 1, "ui": 2, "remote": 3, "honeypots": 4, "ddp": 5, "remote_limited": 6,
              "faults_replicas": 7, "faults_endpoint": 8, "security_poison": 9, "security_voc": 10,
              "security_limited": 11, "fuzz": 12, "faults_poison": 13, "security_address": 14, "security_big": 15,
-             "memory": 16, "human_amend": 17}
+             "memory": 16, "human_amend": 17, "scenes": 18}
 
 
 def service_env(redis_server: RedisProcess, **settings: object) -> dict[str, str]:

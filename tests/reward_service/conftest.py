@@ -42,6 +42,15 @@ def voc_service(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFac
         yield proc.url, root
 
 
+@pytest.fixture(scope="session")
+def scenes_service(redis_server: RedisProcess) -> Iterator[str]:
+    """`rss serve` on 32 px `scenes` (RSS_DATASET=scenes, 8 images), in a database of its own; yields its URL."""
+    env = service_env(redis_server, dataset="scenes", scenes_size=32, shapes_length=8,
+                      redis_url=redis_server.db_url(DATABASES["scenes"]))
+    with start_service(env) as proc:
+        yield proc.url
+
+
 @pytest.fixture
 def learner(service: str, redis_client: redis.Redis) -> Iterator[httpx.Client]:
     """An HTTP client with the learner token, against a flushed Redis."""

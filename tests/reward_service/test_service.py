@@ -25,6 +25,7 @@ from tests.helpers import REPO
 from tests.helpers.cli import run_rss
 from tests.helpers.client import client, read_results, register, wait_status
 from tests.helpers.factories import IMAGE, bomb_png, episode, label_of, noisy
+from tests.helpers.service import DATABASES
 
 
 def test_gt_image_level_matches_the_reward_functions(learner, redis_client) -> None:
@@ -82,6 +83,22 @@ def test_gt_pixel_level_on_voc_with_ignore(voc_service, redis_server, redis_clie
         assert np.isnan(reward_map[label == 255]).all()
         np.testing.assert_array_equal(reward_map[valid.numpy()], pixel.numpy()[valid.numpy()])
     assert np.nanmin(codec.decode_array(codec.ArrayB64(**results[0]["reward_map"]))) == 1.0
+
+
+def test_gt_on_scenes_scores_as_the_learner_would(scenes_service, redis_server) -> None:
+    """RSS_DATASET=scenes: the service remakes the label of an id and scores it as in-process rewards do."""
+    scenes = build_dataset("scenes", "train", scenes_size=32, shapes_length=8)
+    label = scenes.load("train/000005")[1]
+    masks = [label, noisy(label, 1, classes=8), noisy(label, 2, 0.8, classes=8)]
+    with client(scenes_service) as c:
+        assert c.get("/v1/ready").json()["dataset_fingerprint"] == scenes.fingerprint()
+        register(c, "scenes", dataset="scenes", metric="miou", dataset_fingerprint=scenes.fingerprint())
+        body = episode("scenes", [codec.raw_mask(m) for m in masks], "train/000005")
+        assert c.post("/v1/episodes", json=body).status_code == 202
+    results = read_results(redis.Redis(port=redis_server.port, db=DATABASES["scenes"]), "scenes", 3)
+    expected = scoring.image_reward(np.stack(masks)[None], label[None, None], 8, "miou")[0]
+    assert [r["reward"] for r in results] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert results[0]["reward"] == pytest.approx(1.0) and results[2]["reward"] < 0.5
 
 
 def test_runs_are_idempotent_and_conflicts_are_refused(learner) -> None:

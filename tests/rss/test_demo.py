@@ -108,3 +108,20 @@ def test_flags_given_to_a_human_demo_keep_their_values() -> None:
     plain = parse(["--scorer", "human", "--no-human-best"])
     assert (plain.pairs, plain.replay, plain.warm_start()) == ("sample", 0, False)
     assert parse([]).pairs == "sample" and not parse([]).warm_start()  # ground truth: nothing changes
+
+
+def test_the_demo_serves_the_learners_procedural_split() -> None:
+    from learner.train import build_splits
+    from reward_service.core.config import Settings
+    from rss.demo import parse, service_dataset
+    from rss_core.data import build_dataset
+
+    for argv in (["--dataset", "scenes", "--scenes-size", "48", "--train-size", "6"], ["--shapes-size", "32"]):
+        args = parse(argv)
+        env = service_dataset(args)
+        settings = Settings(_env_file=None, **{k.removeprefix("RSS_").lower(): v for k, v in env.items()})
+        served = build_dataset(settings.dataset, settings.split, shapes_size=settings.shapes_size,
+                               scenes_size=settings.scenes_size, shapes_length=settings.shapes_length,
+                               seed=settings.seed)
+        train = build_splits(args)[0]
+        assert served.fingerprint() == train.fingerprint() and served.ids == train.ids, argv
