@@ -15,11 +15,12 @@ SPLITS = ("train", "val")
 
 class ProceduralDataset(SegDataset):
     """A split of a generator's images; ids are ``{split}/{index:06d}``. Subclasses set the class names, the
-    generator (seed, split, index, size) -> (image, label), its version and the smallest size it draws."""
+    generator (seed, split, index, size) -> (image, label), its version, and the default and smallest sizes."""
 
     name = "procedural"
     default_class_names: tuple[str, ...] = ()
     generator_version = 0
+    default_size = 64
     min_size = 16
     make: Callable[[int, str, int, int], tuple[np.ndarray, np.ndarray]]
 
@@ -27,7 +28,7 @@ class ProceduralDataset(SegDataset):
         self,
         split: str = "train",
         *,
-        size: int = 64,
+        size: int | None = None,
         length: int | None = None,
         seed: int = 0,
         num_classes: int | None = None,
@@ -41,6 +42,7 @@ class ProceduralDataset(SegDataset):
             raise DatasetError(f"{name}: has exactly {n} classes, got --num-classes {num_classes}")
         super().__init__(num_classes=n, class_names=class_names or list(self.default_class_names),
                          image_size=image_size)
+        size = self.default_size if size is None else size
         if size < self.min_size:
             raise DatasetError(f"{name}: image size must be at least {self.min_size}, got {size}")
         self.split, self.size, self.seed = split, size, seed

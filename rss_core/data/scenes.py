@@ -170,8 +170,6 @@ class ScenesDataset(ProceduralDataset):
     name = "scenes"
     default_class_names = tuple(CLASS_NAMES)
     generator_version = GENERATOR_VERSION
+    default_size = 128
     min_size = 32
     make = staticmethod(make_scenes_image)
-
-    def __init__(self, split: str = "train", *, size: int = 128, **kwargs) -> None:
-        super().__init__(split, size=size, **kwargs)
