@@ -23,6 +23,7 @@ import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -79,7 +80,12 @@ class Job:
     @property
     def masks(self) -> np.ndarray:
         # bytearray: a writable copy (torch warns on read-only numpy buffers)
-        return np.frombuffer(bytearray(self.ep["masks"]), np.uint8).reshape(json.loads(self.ep["shape"]))
+        return np.frombuffer(bytearray(self.ep["masks"]), np.uint8).reshape(self.shape)
+
+    @cached_property
+    def shape(self) -> tuple[int, ...]:
+        """(K, h, w) of the episode's masks (parsed once: the masks, the entries and the finish all need it)."""
+        return tuple(json.loads(self.ep["shape"]))
 
     @property
     def grid(self) -> Grid:
@@ -269,7 +275,7 @@ class Worker:
 
     async def create_tasks(self, job: Job) -> None:
         try:
-            await self.human.create_tasks(job.episode_id, job.run, json.loads(job.ep["shape"])[0], job.entry_id)
+            await self.human.create_tasks(job.episode_id, job.run, job.shape[0], job.entry_id)
         except RedisError:
             raise
         except Exception as exc:
@@ -306,7 +312,7 @@ class Worker:
 
     @staticmethod
     def samples(job: Job) -> int:
-        return json.loads(job.ep["shape"])[0]
+        return job.shape[0]
 
     def entries(self, job: Job, error: str | None = None) -> list[dict[str, str | bytes]]:
         """The results-stream entries of a scored (or, with ``error``, failed) episode: v2 one entry with all K

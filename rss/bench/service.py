@@ -220,21 +220,9 @@ async def through_service(url: str, token: str, redis_url: str, run_id: str, poo
             reader = asyncio.create_task(read())
             started = time.perf_counter()
             posters = asyncio.ensure_future(asyncio.gather(*(post(http) for _ in range(clients))))
-            try:
-                await asyncio.wait({posters, reader}, return_when=asyncio.FIRST_EXCEPTION)
-                for task in (posters, reader):
-                    if task.done() and task.exception() is not None:
-                        raise task.exception()
-                await posters
-                try:
-                    await asyncio.wait_for(reader, timeout)
-                except asyncio.TimeoutError as exc:
-                    raise BenchError(f"only {len(results)} of {expected} results arrived within {timeout:g} s "
-                                     f"after the last POST") from exc
-            finally:
-                posters.cancel()
-                reader.cancel()
-                await asyncio.gather(posters, reader, return_exceptions=True)
+            if not await traffic.drive(posters, reader, timeout):
+                raise BenchError(f"only {len(results)} of {expected} results arrived within {timeout:g} s "
+                                 f"after the last POST")
     finally:
         bar.close()
         await r.aclose()
@@ -278,15 +266,6 @@ def scrape(url: str) -> dict[str, float]:
             if match[1] == name and all(label in match[2] for label in labels):
                 values[key] += float(match[3])
     return values
-
-
-def register(url: str, token: str, run_id: str) -> None:
-    import httpx
-
-    body = {"run_id": run_id, "dataset": "shapes", "level": "image", "scorer": "gt", "metric": METRIC}
-    response = httpx.post(url + "/v1/runs", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    if response.status_code != 201:
-        raise BenchError(f"POST /v1/runs answered {response.status_code}, not 201: {response.text[:500]}")
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -421,7 +400,10 @@ def run(args: ServiceBenchArgs) -> dict:
         service = stack.enter_context(launched(start_service, env, log=folder / "rss-serve.log"))
         url = f"http://127.0.0.1:{service.port}"
         phase(f"rss serve on port {service.port} (1 worker, 1 torch thread); run {run_id}")
-        register(url, token, run_id)
+        try:
+            traffic.register(url, token, run_id)
+        except traffic.TrafficError as exc:
+            raise BenchError(str(exc)) from exc
 
         def measure(count: int, label: str) -> Phase:
             try:

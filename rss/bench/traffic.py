@@ -88,6 +88,26 @@ class Outcome:
     latencies_ms: list[float] = field(default_factory=list)
 
 
+async def drive(posters: asyncio.Future, reader: asyncio.Task, timeout: float) -> bool:
+    """Await ``posters``, then ``reader`` for up to ``timeout`` s more; the first failure of either is raised, and
+    both are cancelled on the way out. False when the reader had not finished in time."""
+    try:
+        await asyncio.wait({posters, reader}, return_when=asyncio.FIRST_EXCEPTION)
+        for task in (posters, reader):
+            if task.done() and task.exception() is not None:
+                raise task.exception()
+        await posters
+        try:
+            await asyncio.wait_for(reader, timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+    finally:
+        posters.cancel()
+        reader.cancel()
+        await asyncio.gather(posters, reader, return_exceptions=True)
+
+
 async def post_and_read(url: str, token: str, redis_url: str, run_id: str, steps: list[Step], wire: str, posts: int,
                         clients: int, timeout: float, rate: float | None = None) -> Outcome:
     """POST ``posts`` steps (cycling ``steps``) through ``wire`` and read every result, checking each reward.
@@ -146,6 +166,7 @@ async def post_and_read(url: str, token: str, redis_url: str, run_id: str, steps
         while len(got) < expected:
             reply = await r.xreadgroup(keys.RESULTS_GROUP, "bench", {stream: ">"}, count=1024, block=100)
             for _, entries in reply or []:
+                before = len(got)
                 for _, fields in entries:
                     for sample in samples_of(fields):
                         if sample.error:
@@ -154,7 +175,7 @@ async def post_and_read(url: str, token: str, redis_url: str, run_id: str, steps
                 if entries:
                     await r.xack(stream, keys.RESULTS_GROUP, *[entry_id for entry_id, _ in entries])
                     state["last_read"] = time.perf_counter()
-                    bar.update(sum(len(samples_of(f)) for _, f in entries) if wire == "v2" else len(entries))
+                    bar.update(len(got) - before)
 
     try:
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60.0,
@@ -163,20 +184,8 @@ async def post_and_read(url: str, token: str, redis_url: str, run_id: str, steps
             started = time.perf_counter()
             posters = asyncio.ensure_future(opened(http) if rate else asyncio.gather(
                 *(closed(http) for _ in range(clients))))
-            try:
-                await asyncio.wait({posters, reader}, return_when=asyncio.FIRST_EXCEPTION)
-                for task in (posters, reader):
-                    if task.done() and task.exception() is not None:
-                        raise task.exception()
-                await posters
-                try:
-                    await asyncio.wait_for(reader, timeout)
-                except asyncio.TimeoutError as exc:
-                    raise TrafficError(f"only {len(got)} of {expected} results within {timeout:g} s") from exc
-            finally:
-                posters.cancel()
-                reader.cancel()
-                await asyncio.gather(posters, reader, return_exceptions=True)
+            if not await drive(posters, reader, timeout):
+                raise TrafficError(f"only {len(got)} of {expected} results within {timeout:g} s")
     finally:
         bar.close()
         await r.aclose()
