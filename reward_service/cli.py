@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 
 import tyro
 from pydantic import ValidationError
 
-from reward_service.procs import die_with_parent, stop
+from reward_service.procs import Supervised
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +52,16 @@ def main(argv: list[str]) -> int:
         log.warning("no rater tokens configured (RSS_RATER_TOKENS): nobody can answer human rating tasks")
     # Scoring runs in processes of its own: in an HTTP process it would compete with request
     # handling for the GIL (measured: `rss bench service`).
-    worker = [sys.executable, "-m", "reward_service", "worker"]
-    scorers = [subprocess.Popen(worker, preexec_fn=die_with_parent) for _ in range(settings.worker_processes)]
+    # A worker that dies (a crash in a scorer's native code, the OOM killer) is started again: Supervised.
+    scorers = Supervised([sys.executable, "-m", "reward_service", "worker"], settings.worker_processes,
+                         "scoring worker")
     try:
         uvicorn.run("reward_service.main:create_app", factory=True, host=settings.host, port=settings.port,
                     workers=settings.workers, log_level=settings.log_level, access_log=False,
                     http=LimitedHttpToolsProtocol,  # limits on the request head: RSS_MAX_HEADER_BYTES, ...
                     proxy_headers=False)  # uvicorn's would believe X-Forwarded-For from 127.0.0.1: client_address
     finally:
-        for proc in scorers:  # all at once, then wait for each
-            proc.terminate()
-        for proc in scorers:
-            stop(proc, "rss worker")
+        scorers.stop()
     return 0
 
 

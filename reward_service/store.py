@@ -327,19 +327,13 @@ class Store:
             groups = await self.r.xinfo_groups(stream)
         except ResponseError:
             return 0
-        if not groups:
-            return 0  # nobody reads it yet: keep everything
-        floor: tuple[int, int] | None = None
+        oldest = {}
         for group in groups:
-            name = group["name"]
-            if group["pending"]:
-                summary = await self.r.xpending(stream, name)
-                needed = _sid(summary["min"])
-            else:
-                ms, seq = _sid(group["last-delivered-id"])
-                needed = (ms, seq + 1)
-            floor = needed if floor is None else min(floor, needed)
-        assert floor is not None
+            if group["pending"]:  # acknowledged meanwhile, XPENDING says min None: trim_floor reads that as none
+                oldest[_s(group["name"])] = (await self.r.xpending(stream, group["name"]))["min"]
+        floor = trim_floor(groups, oldest)
+        if floor is None:
+            return 0  # nobody reads it yet: keep everything
         return await self.r.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)
 
     async def group_depth(self, stream: str, group: str) -> tuple[int, int]:
@@ -386,6 +380,24 @@ class Store:
         now = minute()
         values = await self.r.mget([keys.stats_minute(name, now - i) for i in range(minutes)])
         return [int(v or 0) for v in values]
+
+
+def trim_floor(groups: list[dict], oldest_pending: dict[str, bytes | str | None]) -> tuple[int, int] | None:
+    """The lowest entry id any consumer group of a stream still needs (None: no group, keep everything):
+    per group, its oldest pending entry, else the entry after its last delivered one. ``groups`` is what
+    XINFO GROUPS says, ``oldest_pending`` group name -> XPENDING's ``min``, read after it, so an entry
+    acknowledged between the two reads leaves ``min`` None (or the group out): that group needs only what
+    follows its last delivered entry."""
+    floor: tuple[int, int] | None = None
+    for group in groups:
+        oldest = oldest_pending.get(_s(group["name"]))
+        if oldest is not None:
+            needed = _sid(oldest)
+        else:
+            ms, seq = _sid(group["last-delivered-id"])
+            needed = (ms, seq + 1)
+        floor = needed if floor is None else min(floor, needed)
+    return floor
 
 
 def _sid(entry_id: bytes | str) -> tuple[int, int]:

@@ -134,6 +134,10 @@ class Worker:
                 log.warning("worker: redis error, retrying in 1 s: %s", exc)
                 with suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
+            except Exception:  # a bug in housekeeping must not end scoring: said with its traceback, then on
+                log.exception("worker: unexpected error; going on in 1 s")
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
         with suppress(RedisError):
             await self.r.zrem(keys.WORKERS, self.consumer)
             await self.r.hdel(keys.BREAKERS, self.consumer)

@@ -18,12 +18,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 from reward_service.procs import die_with_parent, stop
 
-__all__ = ["Process", "RedisProcess", "ServiceProcess", "StartError", "die_with_parent", "exit_on_sigterm", "free_port",
-           "redis_executable", "start_redis", "start_service", "stop"]
+__all__ = ["Process", "RedisProcess", "ServiceProcess", "StartError", "children", "die_with_parent", "exit_on_sigterm",
+           "free_port", "redis_executable", "start_redis", "start_service", "stop"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,20 @@ def _proc_cpu(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def children(pid: int) -> list[int] | None:
+    """The live child processes of ``pid``, started by any of its threads (`rss serve` starts a restarted
+    worker from its supervising thread); None off Linux or when ``pid`` is gone."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    found: list[int] = []
+    for task in tasks:
+        with suppress(OSError):  # a thread that ended meanwhile
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 class Process:
@@ -175,11 +190,10 @@ class Process:
         """CPU time of the process's live children (`rss serve`'s scoring workers); None off Linux."""
         if self.popen is None:
             return None
-        try:
-            pids = Path(f"/proc/{self.popen.pid}/task/{self.popen.pid}/children").read_text().split()
-        except OSError:
+        pids = children(self.popen.pid)
+        if pids is None:
             return None
-        seconds = [_proc_cpu(int(pid)) for pid in pids]
+        seconds = [_proc_cpu(pid) for pid in pids]
         return sum(x for x in seconds if x is not None)
 
     def kill(self) -> None:

@@ -10,6 +10,18 @@ import redis
 
 from rss.procs import RedisProcess, StartError, start_redis
 from tests.helpers.factories import write_voc
+from tests.helpers.service import live_logs
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the recent output of every service and scorer still running: a scoring
+    worker that died or logged an error says so there, not in the assertion about a missing result."""
+    report = yield
+    if report.failed and call.when == "call":
+        for name, tail in live_logs():
+            report.sections.append((f"output of {name} (last 4000 characters)", tail or "(nothing)"))
+    return report
 
 
 @pytest.fixture

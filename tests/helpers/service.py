@@ -18,7 +18,8 @@ RATERS = {"alice": "alice-secret", "bob": "bob-secret"}
 DATABASES = {"service": 0, "voc": 1, "ui": 2, "remote": 3, "honeypots": 4, "ddp": 5, "remote_limited": 6,
              "faults_replicas": 7, "faults_endpoint": 8, "security_poison": 9, "security_voc": 10,
              "security_limited": 11, "fuzz": 12, "faults_poison": 13, "security_address": 14, "security_big": 15,
-             "memory": 16, "human_amend": 17, "scenes": 18}
+             "memory": 16, "human_amend": 17, "scenes": 18,
+             "faults_worker_restart": 19}
 
 
 def service_env(redis_server: RedisProcess, **settings: object) -> dict[str, str]:
@@ -37,18 +38,35 @@ def service_env(redis_server: RedisProcess, **settings: object) -> dict[str, str
     return env
 
 
+# Every service and scorer the tests started: when a test fails, tests/conftest.py adds the tail of each live
+# one's output to the report (a worker's traceback is in `rss serve`'s log, and CI shows nothing else of it).
+STARTED: list[ServiceProcess] = []
+
+
 def start_service(env: dict[str, str] | None = None, *, startup_s: float = 60.0, port: int = 0) -> ServiceProcess:
     """`rss serve` with ``env`` on ``port`` (a free loopback port when 0), started from the repository root;
     waits for /v1/ready. A context manager (leaving it stops the service); ``url`` is its base URL, ``log()``
     its output."""
-    return _start_service(env, port, cwd=REPO, startup_s=startup_s)
+    return _started(_start_service(env, port, cwd=REPO, startup_s=startup_s))
 
 
 def start_uvicorn(app: str, env: dict[str, str] | None = None, *, startup_s: float = 30.0,
                   health_path: str = "/health", port: int = 0) -> ServiceProcess:
     """``python -m uvicorn app`` ("module:attribute", importable from the repository root) on ``port`` (a free
     loopback port when 0); waits until ``health_path`` answers 200."""
-    return _start_service(env, port, app=app, ready_path=health_path, cwd=REPO, startup_s=startup_s)
+    return _started(_start_service(env, port, app=app, ready_path=health_path, cwd=REPO, startup_s=startup_s))
+
+
+def _started(proc: ServiceProcess) -> ServiceProcess:
+    STARTED[:] = [p for p in STARTED if p.popen is not None and p.popen.poll() is None]
+    STARTED.append(proc)
+    return proc
+
+
+def live_logs(chars: int = 4000) -> list[tuple[str, str]]:
+    """(name and port, tail of its output) of each started service or scorer still running."""
+    return [(f"{p.name} on port {p.port}", p.log_tail(chars)) for p in STARTED
+            if p.popen is not None and p.popen.poll() is None]
 
 
 def reserved_port() -> int:

@@ -7,7 +7,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from reward_service.core.config import Settings
-from reward_service.store import Store, ensure_group
+from reward_service.store import Store, ensure_group, trim_floor
 
 
 def test_trim_keeps_pending_and_undelivered_entries(redis_server, redis_client) -> None:
@@ -36,3 +36,14 @@ def test_trim_keeps_pending_and_undelivered_entries(redis_server, redis_client) 
             await r.aclose()
 
     asyncio.run(scenario())
+
+
+def test_the_trim_floor_of_a_group_acknowledged_between_two_reads() -> None:
+    """XINFO GROUPS said 2 pending; by XPENDING the learner had acknowledged both (min None). Before, that made
+    the worker's trim raise AttributeError, which ended the worker: no episode was scored after it."""
+    groups = [{"name": b"learner", "pending": 2, "last-delivered-id": b"1700-3"},
+              {"name": b"audit", "pending": 1, "last-delivered-id": b"1800-0"}]
+    assert trim_floor(groups, {"learner": None, "audit": b"1750-1"}) == (1700, 4)
+    assert trim_floor(groups, {"audit": b"1650-1"}) == (1650, 1)
+    assert trim_floor(groups, {"learner": b"1600-0", "audit": b"1750-1"}) == (1600, 0)
+    assert trim_floor([], {}) is None
