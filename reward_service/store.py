@@ -124,7 +124,7 @@ def minute() -> int:
     return int(time.time() // 60)
 
 
-# KEYS: episode, results stream, jobs stream, dead letters, results counter.
+# KEYS: episode, results stream, jobs stream, dead letters, results counter, the run's pending pixels.
 # ARGV: status, reason, ttl, job id, jobs group, counter ttl, dead-letter JSON or '', samples the entries carry,
 # then the entries: each its number of fields n and n name/value pairs (v1: payload; v2: episode[, maps]).
 _FINISH = """
@@ -141,7 +141,9 @@ while i <= #ARGV do
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
+local held = redis.call('HSTRLEN', KEYS[1], 'masks')
 redis.call('HDEL', KEYS[1], 'masks')  -- scored or failed, nothing reads them again: hold no more than in flight
+if held > 0 and redis.call('DECRBY', KEYS[6], held) <= 0 then redis.call('DEL', KEYS[6]) end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if ARGV[7] ~= '' then redis.call('XADD', KEYS[4], '*', 'payload', ARGV[7]) end
 redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
@@ -149,6 +151,23 @@ redis.call('INCRBY', KEYS[5], ARGV[8])
 redis.call('EXPIRE', KEYS[5], ARGV[6])
 return 1
 """
+
+
+# An episode done outside a finish script (a human task's finalize): its status, reason and TTL, its masks dropped
+# and released from the run's pending pixels. KEYS: episode, the run's pending pixels. ARGV: status, reason, ttl.
+_DONE = """
+redis.call('HSET', KEYS[1], 'status', ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
+local held = redis.call('HSTRLEN', KEYS[1], 'masks')
+redis.call('HDEL', KEYS[1], 'masks')
+if held > 0 and redis.call('DECRBY', KEYS[2], held) <= 0 then redis.call('DEL', KEYS[2]) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return held
+"""
+
+
+class RunBusy(ValueError):
+    """A run holds RSS_MAX_RUN_PENDING_PIXELS of masks not yet scored: refused for now (429)."""
 
 
 @dataclass
@@ -172,6 +191,7 @@ class Store:
     def __init__(self, r: aioredis.Redis, settings: Settings) -> None:
         self.r, self.settings = r, settings
         self._finish = r.register_script(_FINISH)
+        self._done = r.register_script(_DONE)
 
     # --- runs --------------------------------------------------------------------------
     async def create_run(self, run: RunPublic) -> tuple[RunPublic, bool]:
@@ -226,6 +246,10 @@ class Store:
         stored is returned instead of ids."""
         ids = [uuid.uuid4().hex for _ in episodes]
         counter = keys.stats_minute("episodes", minute())
+        adding: dict[str, int] = {}
+        for run, *_, masks, _, _ in episodes:
+            adding[run.run_id] = adding.get(run.run_id, 0) + len(masks)
+        await self.check_pending(adding)
         async with self.r.pipeline(transaction=True) as pipe:
             if idem is not None:
                 await pipe.watch(idem.key)
@@ -247,12 +271,29 @@ class Store:
                 pipe.xadd(keys.JOBS, {"kind": "episode", "id": episode_id})
             pipe.incrby(counter, len(episodes))
             pipe.expire(counter, 3600)
+            for run_id, pixels in adding.items():  # released by the finish (or done) script of each episode
+                pipe.incrby(keys.pending_pixels(run_id), pixels)
+                pipe.expire(keys.pending_pixels(run_id), self.settings.episode_ttl_s)
             try:
                 await pipe.execute()
             except WatchError:  # a concurrent request with the same key committed first
                 assert idem is not None
                 return await self.replayed(idem) or ""
         return ids
+
+    async def check_pending(self, adding: dict[str, int]) -> None:
+        """RunBusy when ``adding`` (run id -> mask pixels) would take a run past RSS_MAX_RUN_PENDING_PIXELS."""
+        limit = self.settings.max_run_pending_pixels
+        if not limit:
+            return
+        run_ids = sorted(adding)
+        held = await self.r.mget([keys.pending_pixels(r) for r in run_ids])
+        for run_id, now in zip(run_ids, held, strict=True):
+            now = int(now or 0)
+            if now + adding[run_id] > limit:
+                raise RunBusy(f"run {run_id!r} has {now} mask pixels stored and not yet scored; {adding[run_id]} "
+                              f"more would pass RSS_MAX_RUN_PENDING_PIXELS ({limit}): send them again once its "
+                              "episodes are scored (or rated)")
 
     async def episode_fields(self, episode_id: str, *names: str) -> dict[str, Any] | None:
         """Raw hash fields of an episode (all when no names), or None if it does not exist."""
@@ -300,7 +341,8 @@ class Store:
         async with self.r.pipeline(transaction=False) as pipe:
             for f in finishes:
                 letter = json.dumps(f.dead_letter) if f.dead_letter else ""
-                names = [keys.episode(f.episode_id), keys.results(f.run_id), keys.JOBS, keys.DEAD_LETTER, counter]
+                names = [keys.episode(f.episode_id), keys.results(f.run_id), keys.JOBS, keys.DEAD_LETTER, counter,
+                         keys.pending_pixels(f.run_id)]
                 args = [f.status, f.reason or "", self.settings.episode_ttl_s, f.job_id, keys.JOBS_GROUP, 3600,
                         letter, f.samples]
                 for entry in f.entries:
@@ -313,12 +355,13 @@ class Store:
         return [bool(a) for a in answers[: len(finishes)]]
 
     async def mark_scored(self, episode_id: str, status: str = "scored", reason: str | None = None) -> None:
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.episode(episode_id), "status", status)
-            if reason:
-                pipe.hset(keys.episode(episode_id), "reason", reason)
-            pipe.expire(keys.episode(episode_id), self.settings.episode_ttl_s)
-            await pipe.execute()
+        """An episode finished outside the worker's finish script (a human task's finalize): its status, its
+        masks dropped (nothing reads them again) and released from its run's pending pixels."""
+        run_id = _s(await self.r.hget(keys.episode(episode_id), "run_id"))
+        if run_id is None:  # expired
+            return
+        await self._done(keys=[keys.episode(episode_id), keys.pending_pixels(run_id)],
+                         args=[status, reason or "", self.settings.episode_ttl_s])
 
     # --- streams housekeeping --------------------------------------------------------------
     async def trim(self, stream: str) -> int:

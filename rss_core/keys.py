@@ -53,6 +53,12 @@ def run(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}"
 
 
+def pending_pixels(run_id: str) -> str:
+    """Integer: mask pixels of the run's episodes stored and not yet scored or failed (queued, scoring, waiting for
+    raters); RSS_MAX_RUN_PENDING_PIXELS bounds it."""
+    return f"{PREFIX}:pending-pixels:{run_id}"
+
+
 def results(run_id: str) -> str:
     """Stream: one entry per scored (or failed) sample of the run's episodes."""
     return f"{PREFIX}:results:{run_id}"

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         64 * 2**20, ge=64, description="Most mask pixels one request may make the service decode and hold, over all "
                                        "its episodes (a batch of 16 episodes of 32 full 512x512 masks is 128 Mi: "
                                        "split it); 413 above it, before anything is decoded.")
+    max_run_pending_pixels: int = Field(
+        512 * 2**20, ge=0, description="Most mask pixels one run may have stored and not yet scored (queued, "
+                                       "scoring, or waiting for raters; a pixel is a byte in Redis): a request "
+                                       "that would pass it gets 429 with Retry-After, and nothing is stored. A "
+                                       "learner at 512x512, K = 32, 16 episodes a step and 2 steps in flight "
+                                       "holds 256 Mi. Requests checked at the same moment may each pass it "
+                                       "once. 0 turns it off.")
     # per-token rate limits (token buckets in Redis, shared by replicas); a rate of 0 turns one off.
     # Episodes: a learner at 16 episodes a step posts ~80/s on 2 CPU cores and ~1300/s at the in-process
     # speed of an H200 (83 steps/s, `rss bench loop --device cuda`); the default leaves room for that.

@@ -14,12 +14,13 @@ import redis
 
 from rss.procs import RedisProcess
 from rss_core import codec
-from tests.helpers.client import client, register, wait_status
+from tests.helpers.client import answer, client, lease, rater, register, wait_status
 from tests.helpers.factories import episode, label_of
 from tests.helpers.service import DATABASES, service_env, start_service
 
 DB = DATABASES["memory"]
 REQUEST_PIXELS = 3 * 64 * 64  # three single-mask 64x64 episodes per request
+RUN_PIXELS = 4 * 64 * 64  # four such episodes stored and not yet scored, per run
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def small(redis_server: RedisProcess) -> Iterator[tuple[str, redis.Redis, int]]:
     r = redis.Redis(port=redis_server.port, db=DB)
     r.flushdb()
     env = service_env(redis_server, redis_url=redis_server.db_url(DB), max_request_pixels=REQUEST_PIXELS,
-                      worker=True)
+                      max_run_pending_pixels=RUN_PIXELS, worker=True)
     with start_service(env) as proc:
         yield proc.url, r, proc.popen.pid
     r.close()
@@ -94,3 +95,35 @@ def test_a_requests_masks_are_bounded_and_scored_masks_are_dropped(small) -> Non
             wait_status(learner, e["episode_id"], ("scored",))
             key = f"rss:v1:episode:{e['episode_id']}"
             assert r.hget(key, "status") == b"scored" and not r.hexists(key, "masks")  # nothing reads them again
+
+        assert r.get("rss:v1:pending-pixels:req") is None  # all released
+
+
+def test_a_run_holds_a_bounded_number_of_unscored_masks(small) -> None:
+    """Episodes waiting for raters are held until rated: a run's stored, unscored masks are bounded (429 with
+    Retry-After, nothing stored, other runs unaffected), and a rating frees its episode's share at once."""
+    url, r, _ = small
+    with client(url) as learner, rater(url, "alice") as alice:
+        register(learner, "slow", scorer="human")
+        register(learner, "other")
+        one = episode("slow", [codec.raw_mask(label_of())])
+        first = learner.post("/v1/episodes/batch", json={"episodes": [one] * 3})
+        assert first.status_code == 202, first.text
+        assert int(r.get("rss:v1:pending-pixels:slow")) == 3 * 64 * 64
+        stored = len(r.keys("rss:v1:episode:*"))
+        busy = learner.post("/v1/episodes/batch", json={"episodes": [one] * 2})  # 5 would pass the 4 allowed
+        assert busy.status_code == 429 and busy.headers["retry-after"] == "1", busy.text
+        assert busy.json()["detail"] == (
+            f"run 'slow' has {3 * 64 * 64} mask pixels stored and not yet scored; {2 * 64 * 64} more would pass "
+            f"RSS_MAX_RUN_PENDING_PIXELS ({RUN_PIXELS}): send them again once its episodes are scored (or rated).")
+        assert len(r.keys("rss:v1:episode:*")) == stored  # nothing of the refused request
+        other = learner.post("/v1/episodes/batch", json={"episodes": [episode("other", [codec.raw_mask(label_of())])]})
+        assert other.status_code == 202, other.text  # the bound is the run's, not the service's
+        assert learner.post("/v1/episodes", json=one).status_code == 202  # the fourth fits
+        assert learner.post("/v1/episodes", json=one).status_code == 429
+        task = lease(alice)
+        assert answer(alice, task, score=0.8).status_code == 200
+        wait_status(learner, task["episode_id"], ("scored",))
+        assert int(r.get("rss:v1:pending-pixels:slow")) == 3 * 64 * 64  # the rated one released its masks
+        assert not r.hexists(f"rss:v1:episode:{task['episode_id']}", "masks")
+        assert learner.post("/v1/episodes", json=one).status_code == 202

@@ -26,7 +26,7 @@ from reward_service.core.config import Settings
 from reward_service.datasets import ImageIdError, ServedDataset, UnknownImage
 from reward_service.scorers.human import task_groups
 from reward_service.services import Services
-from reward_service.store import IdempotencyConflict, Idempotent
+from reward_service.store import IdempotencyConflict, Idempotent, RunBusy
 from rss_core import keys, wire
 from rss_core.codec import MaskError, decode_mask
 from rss_core.schemas import (
@@ -141,10 +141,13 @@ async def accept(services: Services, bodies: list[EpisodeCreate] | list[EpisodeH
         return [EpisodeAccepted(episode_id=i, status="queued", results_stream=run.results_stream)
                 for i, run in zip(ids, checked, strict=True)]
 
-    ids = await store.add_episodes([(run, b.image_id, b.grid, b.policy_version, data, shape,
-                                     [list(p) for p in b.points] if b.points is not None else None)
-                                    for b, run, (data, shape) in zip(bodies, checked, masks, strict=True)], idem,
-                                   lambda ids: EpisodeBatchAccepted(episodes=answers(ids)).model_dump_json(), wire)
+    try:
+        ids = await store.add_episodes([(run, b.image_id, b.grid, b.policy_version, data, shape,
+                                         [list(p) for p in b.points] if b.points is not None else None)
+                                        for b, run, (data, shape) in zip(bodies, checked, masks, strict=True)], idem,
+                                       lambda ids: EpisodeBatchAccepted(episodes=answers(ids)).model_dump_json(), wire)
+    except RunBusy as exc:  # backpressure, not an error of the request: the learner retries 429 after Retry-After
+        raise HTTPException(429, detail=f"{exc}.", headers={"Retry-After": "1"}) from exc
     if isinstance(ids, str):
         return ids
     for run in checked:
