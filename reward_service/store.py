@@ -124,7 +124,7 @@ def minute() -> int:
     return int(time.time() // 60)
 
 
-# KEYS: episode, results stream, jobs stream, dead letters, results counter, the run's pending pixels.
+# KEYS: episode, results stream, jobs stream, dead letters, results counter, the run's pending pixels, its token's.
 # ARGV: status, reason, ttl, job id, jobs group, counter ttl, dead-letter JSON or '', samples the entries carry,
 # then the entries: each its number of fields n and n name/value pairs (v1: payload; v2: episode[, maps]).
 _FINISH = """
@@ -143,7 +143,11 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
 local held = redis.call('HSTRLEN', KEYS[1], 'masks')
 redis.call('HDEL', KEYS[1], 'masks')  -- scored or failed, nothing reads them again: hold no more than in flight
-if held > 0 and redis.call('DECRBY', KEYS[6], held) <= 0 then redis.call('DEL', KEYS[6]) end
+if held > 0 then
+  for k = 6, #KEYS do
+    if redis.call('DECRBY', KEYS[k], held) <= 0 then redis.call('DEL', KEYS[k]) end
+  end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if ARGV[7] ~= '' then redis.call('XADD', KEYS[4], '*', 'payload', ARGV[7]) end
 redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
@@ -154,20 +158,26 @@ return 1
 
 
 # An episode done outside a finish script (a human task's finalize): its status, reason and TTL, its masks dropped
-# and released from the run's pending pixels. KEYS: episode, the run's pending pixels. ARGV: status, reason, ttl.
+# and released from the pending pixels of its run and token. KEYS: episode, then those counters. ARGV: status,
+# reason, ttl.
 _DONE = """
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
 local held = redis.call('HSTRLEN', KEYS[1], 'masks')
 redis.call('HDEL', KEYS[1], 'masks')
-if held > 0 and redis.call('DECRBY', KEYS[2], held) <= 0 then redis.call('DEL', KEYS[2]) end
+if held > 0 then
+  for k = 2, #KEYS do
+    if redis.call('DECRBY', KEYS[k], held) <= 0 then redis.call('DEL', KEYS[k]) end
+  end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return held
 """
 
 
 class RunBusy(ValueError):
-    """A run holds RSS_MAX_RUN_PENDING_PIXELS of masks not yet scored: refused for now (429)."""
+    """A run (or its token) holds RSS_MAX_RUN_PENDING_PIXELS (RSS_MAX_TOKEN_PENDING_PIXELS) of masks not yet
+    scored: refused for now (429)."""
 
 
 @dataclass
@@ -183,6 +193,10 @@ class Finish:
     reason: str | None
     job_id: bytes | str
     dead_letter: dict | None = None
+    owner: str | None = None  # the learner token's id that posted it: its pending pixels are released too
+
+    def pending_keys(self) -> list[str]:
+        return [keys.pending_pixels(self.run_id), *([keys.token_pending_pixels(self.owner)] if self.owner else [])]
 
 
 class Store:
@@ -236,10 +250,13 @@ class Store:
 
     async def add_episodes(self, episodes: list[tuple[RunPublic, str, Grid, int, bytes, tuple[int, ...],
                                                       list | None]],
-                           idem: Idempotent | None = None, answer: Any = None, wire: int = 1) -> list[str] | str:
+                           idem: Idempotent | None = None, answer: Any = None, wire: int = 1,
+                           owner: str | None = None) -> list[str] | str:
         """Persist episodes, each ``(run, image_id, grid, policy_version, masks, shape, points)``, and queue
         their scoring jobs, all in one transaction; returns their ids in order. ``wire`` 2: their results are
-        written one entry per episode (`EpisodeResult`), 1: one per sample (`Result`).
+        written one entry per episode (`EpisodeResult`), 1: one per sample (`Result`). ``owner``, the learner
+        token's id, is held to RSS_MAX_TOKEN_PENDING_PIXELS over its runs (each run to RSS_MAX_RUN_PENDING_PIXELS:
+        RunBusy past either, nothing written).
 
         With ``idem``, ``answer(ids)`` is the JSON answer, stored under the key in the same transaction;
         when another request with the key committed first (WATCH), nothing is written and the answer it
@@ -249,7 +266,7 @@ class Store:
         adding: dict[str, int] = {}
         for run, *_, masks, _, _ in episodes:
             adding[run.run_id] = adding.get(run.run_id, 0) + len(masks)
-        await self.check_pending(adding)
+        await self.check_pending(adding, owner)
         async with self.r.pipeline(transaction=True) as pipe:
             if idem is not None:
                 await pipe.watch(idem.key)
@@ -267,13 +284,17 @@ class Store:
                     "status": "queued", "attempts": 0, "created_at": time.time(),
                     **({"points": json.dumps(points)} if points is not None else {}),
                     **({"wire": wire} if wire != 1 else {}),
+                    **({"owner": owner} if owner is not None else {}),
                 })
                 pipe.xadd(keys.JOBS, {"kind": "episode", "id": episode_id})
             pipe.incrby(counter, len(episodes))
             pipe.expire(counter, 3600)
-            for run_id, pixels in adding.items():  # released by the finish (or done) script of each episode
-                pipe.incrby(keys.pending_pixels(run_id), pixels)
-                pipe.expire(keys.pending_pixels(run_id), self.settings.episode_ttl_s)
+            counters = {keys.pending_pixels(run_id): pixels for run_id, pixels in adding.items()}
+            if owner is not None:
+                counters[keys.token_pending_pixels(owner)] = sum(adding.values())
+            for key, pixels in counters.items():  # released by the finish (or done) script of each episode
+                pipe.incrby(key, pixels)
+                pipe.expire(key, self.settings.episode_ttl_s)
             try:
                 await pipe.execute()
             except WatchError:  # a concurrent request with the same key committed first
@@ -281,19 +302,25 @@ class Store:
                 return await self.replayed(idem) or ""
         return ids
 
-    async def check_pending(self, adding: dict[str, int]) -> None:
-        """RunBusy when ``adding`` (run id -> mask pixels) would take a run past RSS_MAX_RUN_PENDING_PIXELS."""
-        limit = self.settings.max_run_pending_pixels
-        if not limit:
+    async def check_pending(self, adding: dict[str, int], owner: str | None = None) -> None:
+        """RunBusy when ``adding`` (run id -> mask pixels) would take a run past RSS_MAX_RUN_PENDING_PIXELS, or
+        the token ``owner`` past RSS_MAX_TOKEN_PENDING_PIXELS."""
+        checks = [(keys.pending_pixels(run_id), pixels, self.settings.max_run_pending_pixels,
+                   f"run {run_id!r}", "RSS_MAX_RUN_PENDING_PIXELS") for run_id, pixels in sorted(adding.items())]
+        if owner is not None:
+            checks.append((keys.token_pending_pixels(owner), sum(adding.values()),
+                           self.settings.max_token_pending_pixels, "this learner token's runs",
+                           "RSS_MAX_TOKEN_PENDING_PIXELS"))
+        checks = [c for c in checks if c[2]]  # a limit of 0 is off
+        if not checks:
             return
-        run_ids = sorted(adding)
-        held = await self.r.mget([keys.pending_pixels(r) for r in run_ids])
-        for run_id, now in zip(run_ids, held, strict=True):
+        held = await self.r.mget([key for key, *_ in checks])
+        for (_, pixels, limit, who, setting), now in zip(checks, held, strict=True):
             now = int(now or 0)
-            if now + adding[run_id] > limit:
-                raise RunBusy(f"run {run_id!r} has {now} mask pixels stored and not yet scored; {adding[run_id]} "
-                              f"more would pass RSS_MAX_RUN_PENDING_PIXELS ({limit}): send them again once its "
-                              "episodes are scored (or rated)")
+            if now + pixels > limit:
+                have, its = ("has", "its") if who.startswith("run") else ("have", "their")
+                raise RunBusy(f"{who} {have} {now} mask pixels stored and not yet scored; {pixels} more would pass "
+                              f"{setting} ({limit}): send them again once {its} episodes are scored (or rated)")
 
     async def episode_fields(self, episode_id: str, *names: str) -> dict[str, Any] | None:
         """Raw hash fields of an episode (all when no names), or None if it does not exist."""
@@ -342,7 +369,7 @@ class Store:
             for f in finishes:
                 letter = json.dumps(f.dead_letter) if f.dead_letter else ""
                 names = [keys.episode(f.episode_id), keys.results(f.run_id), keys.JOBS, keys.DEAD_LETTER, counter,
-                         keys.pending_pixels(f.run_id)]
+                         *f.pending_keys()]
                 args = [f.status, f.reason or "", self.settings.episode_ttl_s, f.job_id, keys.JOBS_GROUP, 3600,
                         letter, f.samples]
                 for entry in f.entries:
@@ -357,10 +384,11 @@ class Store:
     async def mark_scored(self, episode_id: str, status: str = "scored", reason: str | None = None) -> None:
         """An episode finished outside the worker's finish script (a human task's finalize): its status, its
         masks dropped (nothing reads them again) and released from its run's pending pixels."""
-        run_id = _s(await self.r.hget(keys.episode(episode_id), "run_id"))
+        run_id, owner = (_s(x) for x in await self.r.hmget(keys.episode(episode_id), ["run_id", "owner"]))
         if run_id is None:  # expired
             return
-        await self._done(keys=[keys.episode(episode_id), keys.pending_pixels(run_id)],
+        pending = Finish(episode_id, run_id, [], 0, status, reason, "", owner=owner).pending_keys()
+        await self._done(keys=[keys.episode(episode_id), *pending],
                          args=[status, reason or "", self.settings.episode_ttl_s])
 
     # --- streams housekeeping --------------------------------------------------------------

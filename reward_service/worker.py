@@ -78,6 +78,11 @@ class Job:
         return int(self.ep.get("wire") or 1)
 
     @property
+    def owner(self) -> str | None:
+        """The id of the learner token that posted it (its pending pixels are released with the run's)."""
+        return _s(self.ep.get("owner"))
+
+    @property
     def masks(self) -> np.ndarray:
         # bytearray: a writable copy (torch warns on read-only numpy buffers)
         return np.frombuffer(bytearray(self.ep["masks"]), np.uint8).reshape(self.shape)
@@ -291,7 +296,7 @@ class Worker:
         for job in jobs:
             if job.error is None:
                 finishes.append(Finish(job.episode_id, job.run.run_id, self.entries(job), self.samples(job), "scored",
-                                       None, job.entry_id))
+                                       None, job.entry_id, owner=job.owner))
                 continue
             error = job.error
             own_words = isinstance(error, PermanentError) or str(error).startswith(("endpoint", "circuit"))
@@ -411,7 +416,7 @@ class Worker:
         letter = {"kind": "episode", "id": job.episode_id, "run_id": _s(job.ep["run_id"]), "reason": reason,
                   "attempts": job.attempts, "at": time.time()}
         return Finish(job.episode_id, _s(job.ep["run_id"]), self.entries(job, error=reason), self.samples(job),
-                      "failed", reason, job.entry_id, letter)
+                      "failed", reason, job.entry_id, letter, owner=job.owner)
 
 
 async def run_worker(settings: Settings) -> None:

@@ -59,6 +59,12 @@ def pending_pixels(run_id: str) -> str:
     return f"{PREFIX}:pending-pixels:{run_id}"
 
 
+def token_pending_pixels(owner: str) -> str:
+    """Integer: the same over every run of one learner token (``owner``: the token's id, never the token);
+    RSS_MAX_TOKEN_PENDING_PIXELS bounds it."""
+    return f"{PREFIX}:token-pending-pixels:{owner}"
+
+
 def results(run_id: str) -> str:
     """Stream: one entry per scored (or failed) sample of the run's episodes."""
     return f"{PREFIX}:results:{run_id}"

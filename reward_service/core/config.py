@@ -100,6 +100,10 @@ class Settings(BaseSettings):
                                        "learner at 512x512, K = 32, 16 episodes a step and 2 steps in flight "
                                        "holds 256 Mi. Requests checked at the same moment may each pass it "
                                        "once. 0 turns it off.")
+    max_token_pending_pixels: int = Field(
+        2 * 2**30, ge=0, description="The same bound over all the runs of one learner token (a token may register "
+                                     "any number of runs): 2 Gi, four runs at RSS_MAX_RUN_PENDING_PIXELS. 0 turns "
+                                     "it off.")
     # per-token rate limits (token buckets in Redis, shared by replicas); a rate of 0 turns one off.
     # Episodes: a learner at 16 episodes a step posts ~80/s on 2 CPU cores and ~1300/s at the in-process
     # speed of an H200 (83 steps/s, `rss bench loop --device cuda`); the default leaves room for that.

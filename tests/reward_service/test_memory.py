@@ -21,6 +21,7 @@ from tests.helpers.service import DATABASES, service_env, start_service
 DB = DATABASES["memory"]
 REQUEST_PIXELS = 3 * 64 * 64  # three single-mask 64x64 episodes per request
 RUN_PIXELS = 4 * 64 * 64  # four such episodes stored and not yet scored, per run
+TOKEN_PIXELS = 6 * 64 * 64  # and six over all the runs of one learner token
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,8 @@ def small(redis_server: RedisProcess) -> Iterator[tuple[str, redis.Redis, int]]:
     r = redis.Redis(port=redis_server.port, db=DB)
     r.flushdb()
     env = service_env(redis_server, redis_url=redis_server.db_url(DB), max_request_pixels=REQUEST_PIXELS,
-                      max_run_pending_pixels=RUN_PIXELS, worker=True)
+                      max_run_pending_pixels=RUN_PIXELS, max_token_pending_pixels=TOKEN_PIXELS,
+                      worker=True)
     with start_service(env) as proc:
         yield proc.url, r, proc.popen.pid
     r.close()
@@ -96,13 +98,15 @@ def test_a_requests_masks_are_bounded_and_scored_masks_are_dropped(small) -> Non
             key = f"rss:v1:episode:{e['episode_id']}"
             assert r.hget(key, "status") == b"scored" and not r.hexists(key, "masks")  # nothing reads them again
 
-        assert r.get("rss:v1:pending-pixels:req") is None  # all released
+        assert r.get("rss:v1:pending-pixels:req") is None  # all released, by the worker's finish script
+        assert not r.keys("rss:v1:token-pending-pixels:*")
 
 
 def test_a_run_holds_a_bounded_number_of_unscored_masks(small) -> None:
     """Episodes waiting for raters are held until rated: a run's stored, unscored masks are bounded (429 with
     Retry-After, nothing stored, other runs unaffected), and a rating frees its episode's share at once."""
     url, r, _ = small
+    r.flushdb()  # no task or pending count of an earlier test (the worker makes its group again)
     with client(url) as learner, rater(url, "alice") as alice:
         register(learner, "slow", scorer="human")
         register(learner, "other")
@@ -127,3 +131,27 @@ def test_a_run_holds_a_bounded_number_of_unscored_masks(small) -> None:
         assert int(r.get("rss:v1:pending-pixels:slow")) == 3 * 64 * 64  # the rated one released its masks
         assert not r.hexists(f"rss:v1:episode:{task['episode_id']}", "masks")
         assert learner.post("/v1/episodes", json=one).status_code == 202
+
+
+def test_a_learner_token_holds_a_bounded_number_of_unscored_masks_over_its_runs(small) -> None:
+    """A token may register any number of runs: their unscored masks together are bounded too."""
+    url, r, _ = small
+    r.flushdb()
+    with client(url) as learner, rater(url, "alice") as alice:
+        for run_id in ("a", "b"):
+            register(learner, run_id, scorer="human")
+            three = [episode(run_id, [codec.raw_mask(label_of())])] * 3
+            assert learner.post("/v1/episodes/batch", json={"episodes": three}).status_code == 202
+        (token_key,) = r.keys("rss:v1:token-pending-pixels:*")
+        assert int(r.get(token_key)) == TOKEN_PIXELS
+        busy = learner.post("/v1/episodes", json=episode("b", [codec.raw_mask(label_of())]))  # b itself has room
+        assert busy.status_code == 429, busy.text
+        assert busy.json()["detail"] == (
+            f"this learner token's runs have {TOKEN_PIXELS} mask pixels stored and not yet scored; {64 * 64} more "
+            f"would pass RSS_MAX_TOKEN_PENDING_PIXELS ({TOKEN_PIXELS}): send them again once their episodes are "
+            "scored (or rated).")
+        task = lease(alice)
+        assert answer(alice, task, score=0.3).status_code == 200
+        wait_status(learner, task["episode_id"], ("scored",))
+        assert int(r.get(token_key)) == TOKEN_PIXELS - 64 * 64
+        assert learner.post("/v1/episodes", json=episode("b", [codec.raw_mask(label_of())])).status_code == 202

@@ -116,7 +116,7 @@ BATCH_ERRORS = errors(*AUTH, *JSON_BODY, 400, 404, 409, 429)
 
 async def accept(services: Services, bodies: list[EpisodeCreate] | list[EpisodeHeader], batch: bool,
                  idem: Idempotent | None = None, arrays: list[np.ndarray] | None = None,
-                 wire: int = 1) -> list[EpisodeAccepted] | str:
+                 wire: int = 1, learner: str | None = None) -> list[EpisodeAccepted] | str:
     """Check and decode every episode, then persist all of them in one transaction (or none).
 
     With ``idem``, the answer is stored under the key in that transaction; if a request with the same key
@@ -145,7 +145,8 @@ async def accept(services: Services, bodies: list[EpisodeCreate] | list[EpisodeH
         ids = await store.add_episodes([(run, b.image_id, b.grid, b.policy_version, data, shape,
                                          [list(p) for p in b.points] if b.points is not None else None)
                                         for b, run, (data, shape) in zip(bodies, checked, masks, strict=True)], idem,
-                                       lambda ids: EpisodeBatchAccepted(episodes=answers(ids)).model_dump_json(), wire)
+                                       lambda ids: EpisodeBatchAccepted(episodes=answers(ids)).model_dump_json(), wire,
+                                       learner)
     except RunBusy as exc:  # backpressure, not an error of the request: the learner retries 429 after Retry-After
         raise HTTPException(429, detail=f"{exc}.", headers={"Retry-After": "1"}) from exc
     if isinstance(ids, str):
@@ -166,7 +167,7 @@ async def create_episode(learner: Learner, body: Annotated[EpisodeCreate, Depend
                          services: ServicesDep) -> EpisodeAccepted:
     """Validate and persist an episode; 202 means it is in Redis and will be scored."""
     await spend(services, episode_limit(services.settings), learner)
-    return (await accept(services, [body], batch=False))[0]
+    return (await accept(services, [body], batch=False, learner=learner))[0]
 
 
 IDEMPOTENCY_KEY = Header(
@@ -210,7 +211,7 @@ async def create_episode_batch(learner: Learner,
     """Validate and persist several episodes (a learner's step) in one transaction: all or none."""
     return await accept_batch(
         learner, services, idempotency_key, lambda: hashlib.sha256(body.model_dump_json().encode()).hexdigest(),
-        len(body.episodes), lambda idem: accept(services, body.episodes, batch=True, idem=idem))
+        len(body.episodes), lambda idem: accept(services, body.episodes, batch=True, idem=idem, learner=learner))
 
 
 v2_router = APIRouter(prefix="/episodes", tags=["episodes"])
@@ -250,7 +251,8 @@ async def create_episode_batch_v2(learner: Learner, body: Annotated[bytes, Depen
     header, arrays = await run_in_threadpool(parse_v2, body) if len(body) > OFFLOAD_BYTES else parse_v2(body)
     return await accept_batch(
         learner, services, idempotency_key, lambda: hashlib.sha256(body).hexdigest(), len(header.episodes),
-        lambda idem: accept(services, header.episodes, batch=True, idem=idem, arrays=arrays, wire=2))
+        lambda idem: accept(services, header.episodes, batch=True, idem=idem, arrays=arrays, wire=2,
+                            learner=learner))
 
 
 @router.get("/{episode_id}", response_model=EpisodePublic, responses=errors(*AUTH, 404, 422))
