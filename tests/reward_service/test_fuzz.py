@@ -5,7 +5,7 @@ under a minute here), valid and invalid, sent with a learner token (a rater toke
 No answer may be a 5xx, and every answer must be declared: its status, content type, headers and
 body schema. The full run adds schemathesis's coverage phase (boundary values, missing and
 mistyped fields) and more cases:
-``RSS_FUZZ_EXAMPLES=250 RSS_FUZZ_COVERAGE=1 pytest tests/reward_service/test_fuzz.py``.
+``RSS_FUZZ_EXAMPLES=350 RSS_FUZZ_COVERAGE=1 pytest -s tests/reward_service/test_fuzz.py`` (over 5,000 cases).
 
 schemathesis only generates JSON a strict parser takes, so a second test poisons every operation with
 what Python's parser takes besides, or what no int64 or double holds: NaN, Infinity, 1e999, 10**400,
