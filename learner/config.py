@@ -35,6 +35,11 @@ class TrainArgs:
     """shapes: image side in pixels"""
     scenes_size: int = 128
     """scenes: image side in pixels"""
+    data_workers: int = -1
+    """DataLoader worker processes reading the batches of the steps ahead (-1: 2 for folder datasets, 0 for
+    the procedural ones, which are in memory already; 0: read in the training process)"""
+    label_cache_mb: int = 256
+    """folder datasets: MiB of labels kept for the in-process ground truth and CE (least recently used out)"""
     train_size: int = 2000
     """procedural datasets (shapes, scenes): number of training images"""
     val_size: int = 200
@@ -215,6 +220,11 @@ class TrainArgs:
             return self.samples
         return IMAGE_BEST["samples"] if self.reward == "image" else PIXEL_DEFAULT["samples"]
 
+    def resolved_data_workers(self) -> int:
+        if self.data_workers >= 0:
+            return self.data_workers
+        return 0 if self.dataset in PROCEDURAL else 2
+
     def resolved_estimator(self) -> str:
         if self.estimator != "auto":
             return self.estimator
@@ -224,7 +234,9 @@ class TrainArgs:
         """Reject impossible combinations up front, naming the flag."""
         if self.samples < 0:
             raise ValueError(f"--samples must be >= 1 (or 0 for the default), got {self.samples}")
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "width", "depth"):
+        if self.data_workers < -1:
+            raise ValueError(f"--data-workers must be >= 0 (or -1 for the default), got {self.data_workers}")
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "width", "depth", "label_cache_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_weight < 1:

@@ -8,6 +8,7 @@ HTTP and reads results from Redis.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,6 +16,7 @@ import torch
 
 from rss_core import scoring
 from rss_core.data import SegDataset
+from rss_core.data.base import FolderDataset
 from rss_core.grid import ActionGrid, grid_labels, masks_for_scoring
 
 
@@ -66,17 +68,51 @@ class RewardSource(Protocol):
 
 
 class LabelStore:
-    """Labels of a split by index, kept on ``device`` as uint8 (built on first use)."""
+    """Labels of a split by index, as uint8. An in-memory dataset's (procedural: `shapes`, `scenes`) are built
+    all at once on first use and kept on ``device``; a folder's are read per index and kept on the CPU up to
+    ``max_bytes`` (least recently used out), fed too by the batches the prefetcher reads (`put`), so memory is
+    bounded by the cache, not by the dataset."""
 
-    def __init__(self, dataset: SegDataset, device: torch.device) -> None:
-        self.dataset, self.device = dataset, device
+    def __init__(self, dataset: SegDataset, device: torch.device, max_bytes: int | None = None) -> None:
+        self.dataset, self.device, self.max_bytes = dataset, device, max_bytes
+        self.cached = max_bytes is not None and isinstance(dataset, FolderDataset)
         self._labels: torch.Tensor | None = None
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self.bytes = self.misses = 0
 
     def __call__(self, indices: torch.Tensor) -> torch.Tensor:
-        if self._labels is None:
-            labels = self.dataset.batch(torch.arange(len(self.dataset)))[1]
-            self._labels = labels.to(torch.uint8).to(self.device)
-        return self._labels[indices.to(self.device)].long()
+        if not self.cached:
+            if self._labels is None:
+                labels = self.dataset.batch(torch.arange(len(self.dataset)))[1]
+                self._labels = labels.to(torch.uint8).to(self.device)
+            return self._labels[indices.to(self.device)].long()
+        out = []
+        for i in indices.tolist():
+            label = self._cache.get(i)
+            if label is None:
+                self.misses += 1
+                label = self._add(i, self.dataset.label(i).to(torch.uint8))
+            else:
+                self._cache.move_to_end(i)
+            out.append(label)
+        return torch.stack(out).to(self.device).long()
+
+    def put(self, indices: torch.Tensor, labels: torch.Tensor) -> None:
+        """Labels read with a batch (uint8, (N, H, W)): a folder's are kept for the scoring that follows."""
+        if self.cached:
+            for i, label in zip(indices.tolist(), labels, strict=True):
+                self._add(i, label.to(torch.uint8).clone())
+
+    def _add(self, index: int, label: torch.Tensor) -> torch.Tensor:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        self._cache[index] = label
+        self.bytes += label.numel()
+        while self.bytes > self.max_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self.bytes -= old.numel()
+        return label
 
 
 class LocalRewardSource:
@@ -84,10 +120,11 @@ class LocalRewardSource:
 
     policy_version = 0
 
-    def __init__(self, dataset: SegDataset, device: torch.device, metric: str = "miou") -> None:
+    def __init__(self, dataset: SegDataset, device: torch.device, metric: str = "miou",
+                 labels: LabelStore | None = None) -> None:
         if metric not in scoring.METRICS:
             raise ValueError(f"--metric must be one of {', '.join(scoring.METRICS)}, got {metric!r}")
-        self.labels, self.metric, self.num_classes = LabelStore(dataset, device), metric, dataset.num_classes
+        self.labels, self.metric, self.num_classes = labels or LabelStore(dataset, device), metric, dataset.num_classes
 
     def score(self, episodes: Episodes) -> Rewards:
         labels = grid_labels(self.labels(episodes.indices), episodes.grid)  # (B, h, w)

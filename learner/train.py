@@ -18,6 +18,7 @@ from tqdm import tqdm
 from learner.advantages import baseline_advantages, likelihood_weights, pixel_advantages, psd_advantages, syncan
 from learner.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from learner.config import TrainArgs
+from learner.data import Prefetcher, StepIndices
 from learner.evaluate import evaluate
 from learner.model import build_model
 from learner.pipeline import Pipeline
@@ -166,12 +167,13 @@ def rl_loss(
     return pg_loss - entropy_bonus(args, logp), stats
 
 
-def build_source(args: TrainArgs, train_ds: SegDataset, device: torch.device) -> RewardSource:
+def build_source(args: TrainArgs, train_ds: SegDataset, device: torch.device,
+                 labels: LabelStore | None = None) -> RewardSource:
     if args.objective == "rl" and args.reward_source == "remote":
         from learner.remote import RemoteRewardSource
 
         return RemoteRewardSource(args, train_ds)
-    return LocalRewardSource(train_ds, device, args.metric)
+    return LocalRewardSource(train_ds, device, args.metric, labels)
 
 
 @dataclasses.dataclass
@@ -197,6 +199,7 @@ class Run:
     loop_path: Path  # rank 0's checkpoint holds the model; every rank keeps its own rewards in flight
     rank_log: Path | None = None
     scaler: torch.amp.GradScaler | None = None  # --amp fp16
+    prefetch: Prefetcher | None = None  # --data-workers: the batches of the steps ahead
     start: int = 0
     elapsed: float = 0.0
     step_seconds: float = 0.0
@@ -234,8 +237,8 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
     optimizer = torch.optim.Adam(core.parameters(), lr=args.lr)
     schedule = ScaleSchedule(list(args.psr_scales), args.steps, args.psr_rule,
                              list(args.psr_fractions) if args.psr_fractions else None, args.psr_patience)
-    source = (make_source or build_source)(args, train_ds, device)
-    labels = LabelStore(train_ds, device)
+    labels = LabelStore(train_ds, device, args.label_cache_mb * 2**20)  # one store: CE and ground truth share it
+    source = make_source(args, train_ds, device) if make_source else build_source(args, train_ds, device, labels)
     pipeline = Pipeline(args, source) if args.objective == "rl" and args.max_inflight > 0 else None
     ckpt_path = out / "checkpoint.pt"
     run = Run(args, rank, device, out, train_ds, val_ds, core, core, optimizer, schedule, source, labels, pipeline,
@@ -256,6 +259,11 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
     run.model = training_model(core, args, device, ddp=dist.is_initialized())
     # The first batch builds in-memory datasets (shapes: a few seconds), before the clock starts.
     run.height, run.width = load_batch(train_ds, torch.zeros(1, dtype=torch.long), device).shape[-2:]
+    workers = args.resolved_data_workers()
+    if workers:
+        run.prefetch = Prefetcher(train_ds, StepIndices(len(train_ds), args.batch_size * args.image_pool, args.seed,
+                                                        rank), run.start, args.steps, workers=workers,
+                                  pin_memory=device.type == "cuda")
     log.info("%s: %d train / %d val images of %dx%d, %d classes; training on %s",
              args.dataset, len(train_ds), len(val_ds), run.height, run.width, train_ds.num_classes, device)
     return run
@@ -333,7 +341,12 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
     args, device = run.args, run.device
     gen = step_generator(args.seed, step, run.rank)
     indices = torch.randint(len(run.train_ds), (args.batch_size * args.image_pool,), generator=gen)
-    images = load_batch(run.train_ds, indices, device)
+    if run.prefetch is not None:  # read ahead by the DataLoader's workers (learner/data.py)
+        _, images, labels = run.prefetch.take(step, indices)
+        run.labels.put(indices, labels)
+        images = images.to(device, non_blocking=True)
+    else:
+        images = load_batch(run.train_ds, indices, device)
     if args.image_pool > 1:  # ask about the images where the policy hesitates most
         indices, images = hesitant_images(run.model, indices, images, args.batch_size)
     scale = run.schedule.scale if run.use_psr else 0
@@ -394,7 +407,8 @@ def evaluate_and_log(run: Run, done: int, window: list[dict], scale: int) -> dic
     run.elapsed += time.perf_counter() - t1
     rewards = torch.tensor([w["reward"] for w in window] or [float("nan")])
     summary = {
-        "step": done, "seconds": round(run.elapsed, 3), "sec_per_step": run.step_seconds / (done - run.start or 1),
+        # step_seconds counts from step 0, across resumes: per step of all of them
+        "step": done, "seconds": round(run.elapsed, 3), "sec_per_step": run.step_seconds / (done or 1),
         "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(window) > 1 else 0.0,
         "loss": sum(w["loss"] for w in window) / max(len(window), 1), "scale": scale,
         "val_miou": round(metrics["miou"], 5), "val_pixel_acc": round(metrics["pixel_acc"], 5),
@@ -419,7 +433,7 @@ def write_report(run: Run, last_eval: dict, gallery_start: tuple[int, list] | No
         "val_miou": last_eval.get("val_miou"), "val_pixel_acc": last_eval.get("val_pixel_acc"),
         "per_class_iou": last_eval.get("per_class_iou"), "class_names": run.val_ds.class_names,
         "steps": args.steps, "seconds": round(run.elapsed, 3),
-        "sec_per_step": run.step_seconds / max(args.steps - run.start, 1),
+        "sec_per_step": run.step_seconds / max(args.steps, 1),
         # images trained on per second of step time (this rank's, under torchrun)
         "images_per_s": round(args.batch_size * args.steps / run.step_seconds, 3) if run.step_seconds else None,
         "peak_cuda_memory_bytes": torch.cuda.max_memory_allocated(run.device) if run.device.type == "cuda" else None,
@@ -466,5 +480,7 @@ def train(args: TrainArgs, make_source: SourceFactory | None = None) -> dict:
         if done % args.checkpoint_every == 0 or done == args.steps:
             save(run, done)
     bar.close()
+    if run.prefetch is not None:
+        run.prefetch.close()
     run.source.close()
     return write_report(run, last_eval, gallery_start)

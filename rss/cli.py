@@ -20,6 +20,7 @@ commands:
   bench load          N learners and M raters against one service for a while: lost? applied twice? p99?
   bench ui            the annotator UI in headless Chromium: submit-to-next-task and overlay draw times
   bench feedback      simulated rater answers vs pixel labelling at equal human-hours (in-process)
+  bench data          peak memory and time of training on a folder dataset, per --data-workers
 
 Run `rss <command> --help` for the options of each."""
 

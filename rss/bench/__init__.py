@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-BENCHES = ("convergence", "service", "ui", "loop", "load", "feedback")
+BENCHES = ("convergence", "service", "ui", "loop", "load", "feedback", "data")
 
 
 def main(argv: list[str]) -> int:
@@ -28,6 +28,10 @@ def main(argv: list[str]) -> int:
         from rss.bench.feedback import main as feedback_main
 
         return feedback_main(argv[1:])
+    if argv[0] == "data":
+        from rss.bench.data import main as data_main
+
+        return data_main(argv[1:])
     if argv[0] == "service":
         from rss.bench.service import main as service_main
 

@@ -80,6 +80,10 @@ class SegDataset(abc.ABC):
         image, label = self.load(self.ids[index])
         return to_tensors(image, label, self.image_size)
 
+    def label(self, index: int) -> torch.Tensor:
+        """The (S, S) int64 training label of ``index`` alone (a folder reads only its label file)."""
+        return self[index][1]
+
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (N, 3, S, S) and labels (N, S, S) of ``indices``; in-memory datasets slice."""
         pairs = [self[int(i)] for i in indices]
@@ -153,6 +157,10 @@ class FolderDataset(SegDataset):
         for image_id in sorted(self._pairs):
             digest.update(image_id.encode() + b"\0" + self._pairs[image_id][1].read_bytes())
         return {**super().identity(), "images": len(self._pairs), "labels_sha256": digest.hexdigest()}
+
+    def label(self, index: int) -> torch.Tensor:
+        _, label_path = self._pairs[self.ids[index]]
+        return resize_label(self.check_label(self.convert_label(read_label(label_path)), label_path), self.image_size)
 
     def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         paths = self.files(image_id)
