@@ -60,17 +60,18 @@ export class Api {
   image(url) { return this.request('GET', url, { as: 'blob' }); }
   /** The next leased task, or null when none came within waitS seconds. */
   nextTask(waitS, signal) { return this.request('GET', '/v1/tasks/next', { query: { wait_s: waitS }, signal }); }
-  rate(task, answer) {
+  rate(task, answer, signal) {
     return this.request('POST', `/v1/tasks/${encodeURIComponent(task.task_id)}/rating`,
-      { json: { lease_id: task.lease_id, ...answer } });
+      { json: { lease_id: task.lease_id, ...answer }, signal });
   }
   /** Replace the answer to an answered task, once, within the service's RSS_AMEND_S (the Undo). */
-  amend(task, answer) {
+  amend(task, answer, signal) {
     return this.request('PUT', `/v1/tasks/${encodeURIComponent(task.task_id)}/rating`,
-      { json: { lease_id: task.lease_id, ...answer } });
+      { json: { lease_id: task.lease_id, ...answer }, signal });
   }
-  skip(task) {
-    return this.request('POST', `/v1/tasks/${encodeURIComponent(task.task_id)}/skip`, { json: { lease_id: task.lease_id } });
+  skip(task, signal) {
+    return this.request('POST', `/v1/tasks/${encodeURIComponent(task.task_id)}/skip`,
+      { json: { lease_id: task.lease_id }, signal });
   }
   /** Give a leased task back unanswered: it waits again at once, for anyone (no skip counted). */
   release(task) {

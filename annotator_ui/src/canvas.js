@@ -1,7 +1,7 @@
-// The task's picture: the image, each mask's overlay (decoded once into an ImageBitmap with the
-// dataset palette), an optional paint layer and an optional focused mask cell (a point question),
-// drawn with drawImage under one zoom/pan transform. Redraws never touch pixels in JS, so a
-// 1024x1024 mask pans at frame rate.
+// The task's picture: the image (optionally dimmed or with its contrast changed), each mask's
+// overlay (fill and outline layers, see overlay.js), an optional paint layer and an optional focused
+// mask cell (a point question), drawn with drawImage under one zoom/pan transform. Redraws never touch
+// pixels in JS, so a 1024x1024 mask pans at frame rate.
 
 /** An ImageBitmap of ``mask`` ({width, height, data}) in the palette; classes past it are clear. */
 export async function maskBitmap(mask, palette) {
@@ -15,18 +15,52 @@ export async function maskBitmap(mask, palette) {
 }
 
 /**
- * Where a mask lies on the image, in image pixels: {x, y, w, h}.
- * A full-resolution or pooled mask covers the image. A PSR lattice mask (grid mode) holds one
- * pixel every `stride` of the label from `offset`, so each of its pixels is drawn as the
- * stride-sized cell it samples. The label may be the image resized to the run's image_size.
+ * Where a mask lies on the image, in image pixels: {x, y, w, h, lattice}.
+ * A full-resolution or pooled mask covers the image (lattice null). A PSR lattice mask (grid mode)
+ * holds the label's pixel every `stride` from `offset`: the pixels the learner acted on. Each is drawn
+ * as the stride-sized cell centred on it (the odd pixel of an even stride to its right and below), and
+ * the Viewer stretches the outer cells to the image's edges, so every image pixel shows the class of its
+ * nearest lattice pixel. ``lattice``: where lattice pixel (0, 0) is ({x, y}), the step to the next (dx,
+ * dy) and its size (w, h), all in image pixels (the label may be the image resized to the run's
+ * image_size).
  */
 export function maskRect(grid, maskWidth, maskHeight, imageWidth, imageHeight, imageSize) {
-  if (!grid || !grid.scale || grid.mode !== 'grid') return { x: 0, y: 0, w: imageWidth, h: imageHeight };
+  if (!grid || !grid.scale || grid.mode !== 'grid') {
+    return { x: 0, y: 0, w: imageWidth, h: imageHeight, lattice: null };
+  }
   const labelW = imageSize || imageWidth, labelH = imageSize || imageHeight;
   const sy = Math.max(1, Math.floor(labelH / grid.scale)), sx = Math.max(1, Math.floor(labelW / grid.scale));
   const fx = imageWidth / labelW, fy = imageHeight / labelH;
   const [oy, ox] = grid.offset;
-  return { x: ox * fx, y: oy * fy, w: maskWidth * sx * fx, h: maskHeight * sy * fy };
+  const lattice = { x: ox * fx, y: oy * fy, dx: sx * fx, dy: sy * fy, w: fx, h: fy };
+  return {
+    x: (ox - Math.floor(sx / 2)) * fx, y: (oy - Math.floor(sy / 2)) * fy,
+    w: maskWidth * sx * fx, h: maskHeight * sy * fy, lattice,
+  };
+}
+
+/**
+ * Draw ``source`` (a mask-sized layer) at ``rect``, its outer rows and columns stretched to the
+ * image's edges (0..width, 0..height) where the rect falls short of them, and nothing past them.
+ */
+function drawCovering(ctx, source, rect, width, height) {
+  const sw = source.width, sh = source.height;
+  const spans = (start, size, srcSize, end) => {  // [src from, src size, dest from, dest size]
+    const out = [];
+    const stop = start + size;
+    if (start > 0) out.push([0, 1, 0, start]);
+    out.push([0, srcSize, start, size]);
+    if (stop < end) out.push([srcSize - 1, 1, stop, end - stop]);
+    return out;
+  };
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(0, 0, width, height);
+  ctx.clip();
+  for (const [sx, sW, dx, dW] of spans(rect.x, rect.w, sw, width)) {
+    for (const [sy, sH, dy, dH] of spans(rect.y, rect.h, sh, height)) ctx.drawImage(source, sx, sy, sW, sH, dx, dy, dW, dH);
+  }
+  ctx.restore();
 }
 
 const GAP = 8;  // css px between side-by-side panes
@@ -45,12 +79,15 @@ export class Viewer {
     this.shown = 0;  // which overlay 'single' shows
     this.opacity = 0.5;
     this.hidden = false;
+    this.style = 'fill';  // 'fill' | 'outline' | 'both' (overlay.js STYLES)
+    this.filter = 'none';  // the image's CSS filter (dim, contrast); 'none' leaves it as it is
     this.view = { scale: 1, x: 0, y: 0 };  // image px -> pane css px
+    this.fitted = true;  // the view is the fitted one (a resize fits it again); a zoom or pan keeps it
     this.tool = null;  // {down(mx, my), move(mx, my), up(), radius} for painting, in mask pixels
     this.pointer = null;
     this.frame = 0;
     this.resize();
-    new ResizeObserver(() => { this.resize(); this.fit(); this.draw(); }).observe(canvas);
+    new ResizeObserver(() => this.onResize()).observe(canvas);
     canvas.addEventListener('wheel', (e) => this.onWheel(e), { passive: false });
     canvas.addEventListener('pointerdown', (e) => this.onDown(e));
     canvas.addEventListener('pointermove', (e) => this.onMove(e));
@@ -71,7 +108,24 @@ export class Viewer {
   }
 
   /**
-   * scene: {image (ImageBitmap), overlays: [ImageBitmap], rect, paint (canvas) | null, labels: ['A', 'B'] | null,
+   * The canvas changed size (the window, the layout): a fitted view is fitted again; a zoomed or
+   * panned one keeps its zoom, and the image point at the pane's centre stays at its centre.
+   */
+  onResize() {
+    const before = this.scene && !this.fitted ? this.panes()[0] : null;
+    this.resize();
+    if (before) {
+      const { scale, x, y } = this.view;
+      const after = this.panes()[0];
+      this.view = { scale, x: x + (after.w - before.w) / 2, y: y + (after.h - before.h) / 2 };
+    } else {
+      this.fit();
+    }
+    this.draw();
+  }
+
+  /**
+   * scene: {image (ImageBitmap), overlays: [MaskLayers (overlay.js) or a plain ImageBitmap], rect (maskRect), paint (canvas) | null, labels: ['A', 'B'] | null,
    * focus: {x, y} | null (a mask cell to ring, see setFocus), margin: css px kept clear around the fitted image (0)}
    */
   setScene(scene, layout = 'single') {
@@ -117,11 +171,19 @@ export class Viewer {
     const margin = this.scene.margin || 0;
     const scale = Math.max(1e-3, Math.min((pane.w - 2 * margin) / width, (pane.h - 2 * margin) / height));
     this.view = { scale, x: (pane.w - width * scale) / 2, y: (pane.h - height * scale) / 2 };
+    this.fitted = true;
   }
 
   setLayout(layout) { this.layout = layout; this.fit(); this.draw(); }
   setOpacity(opacity) { this.opacity = Math.min(1, Math.max(0, opacity)); this.schedule(); }
   setHidden(hidden) { this.hidden = hidden; this.schedule(); }
+  setStyle(style) { this.style = style; this.schedule(); }
+  /** The image's brightness, contrast and colour (saturation); 1 leaves each as it is. */
+  setImage(brightness, contrast, colour = 1) {
+    this.filter = brightness === 1 && contrast === 1 && colour === 1 ? 'none'
+      : `brightness(${brightness}) contrast(${contrast}) saturate(${colour})`;
+    this.schedule();
+  }
   flip() { this.shown = (this.shown + 1) % (this.scene ? this.scene.overlays.length : 1); this.schedule(); }
 
   /**
@@ -139,6 +201,7 @@ export class Viewer {
       const [cx, cy] = [x + (c.x + c.w / 2) * scale, y + (c.y + c.h / 2) * scale];
       if (cx < 0 || cy < 0 || cx > pane.w || cy > pane.h) {
         this.view = { scale, x: pane.w / 2 - (c.x + c.w / 2) * scale, y: pane.h / 2 - (c.y + c.h / 2) * scale };
+        this.fitted = false;
       }
     }
     this.schedule();
@@ -157,6 +220,8 @@ export class Viewer {
     if (!this.scene) return;
     const { image, overlays, rect, paint, labels } = this.scene;
     const { scale, x, y } = this.view;
+    // what the tests read back (image px -> css px of the first pane); nothing else is exposed
+    Object.assign(this.canvas.dataset, { scale: String(scale), x: String(x), y: String(y) });
     for (const pane of this.panes()) {
       ctx.save();
       ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -165,15 +230,10 @@ export class Viewer {
       ctx.clip();
       ctx.setTransform(dpr * scale, 0, 0, dpr * scale, dpr * (pane.x + x), dpr * (pane.y + y));
       ctx.imageSmoothingEnabled = false;  // class boundaries stay crisp when zoomed
+      ctx.filter = this.filter;
       ctx.drawImage(image, 0, 0);
-      if (!this.hidden) {
-        ctx.globalAlpha = this.opacity;
-        ctx.drawImage(overlays[pane.overlay], rect.x, rect.y, rect.w, rect.h);
-        if (paint) {
-          ctx.globalAlpha = 0.75;
-          ctx.drawImage(paint, rect.x, rect.y, rect.w, rect.h);
-        }
-      }
+      ctx.filter = 'none';
+      if (!this.hidden) this.drawOverlay(ctx, overlays[pane.overlay], rect, paint);
       ctx.globalAlpha = 1;
       if (this.tool && this.pointer && this.pointer.pane.index === pane.index) this.drawBrush(ctx);
       ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -186,6 +246,24 @@ export class Viewer {
         ctx.fillText(labels[pane.overlay], pane.x + 13, pane.y + 27);
       }
       ctx.restore();
+    }
+  }
+
+  /** A mask's fill and/or outline (by style; a plain bitmap is a fill), then the paint layer over it. */
+  drawOverlay(ctx, overlay, rect, paint) {
+    const { width, height } = this.scene.image;
+    const fill = overlay.fill || overlay, outline = overlay.outline;
+    if (this.style !== 'outline' || !outline) {
+      ctx.globalAlpha = this.opacity;
+      drawCovering(ctx, fill, rect, width, height);
+    }
+    if (outline && this.style !== 'fill') {
+      ctx.globalAlpha = Math.min(1, 2 * this.opacity);  // a thin line needs more opacity than a fill to be seen
+      drawCovering(ctx, outline, rect, width, height);
+    }
+    if (paint) {
+      ctx.globalAlpha = 0.75;
+      drawCovering(ctx, paint, rect, width, height);
     }
   }
 
@@ -243,11 +321,16 @@ export class Viewer {
     return { pane, cx, cy, ix: (cx - pane.x - x) / scale, iy: (cy - pane.y - y) / scale };
   }
 
-  /** Image pixels -> mask pixels (continuous): the mask's own grid, whatever the zoom or lattice. */
+  /** Image pixels -> mask pixels (continuous): the mask's own grid, whatever the zoom or lattice. On a
+   * lattice mask the image's edge strips belong to the outer cells (drawCovering stretches them there). */
   toMask(ix, iy) {
-    const { rect } = this.scene;
+    const { rect, image } = this.scene;
     const [mw, mh] = this.maskSize();
-    return [(ix - rect.x) / rect.w * mw, (iy - rect.y) / rect.h * mh];
+    const m = [(ix - rect.x) / rect.w * mw, (iy - rect.y) / rect.h * mh];
+    if (rect.lattice && ix >= 0 && iy >= 0 && ix < image.width && iy < image.height) {
+      return [Math.min(mw - 1e-3, Math.max(0, m[0])), Math.min(mh - 1e-3, Math.max(0, m[1]))];
+    }
+    return m;
   }
 
   /** Mask pixels (continuous) -> image pixels: toMask's inverse, the overlay's own placement. */
@@ -257,8 +340,11 @@ export class Viewer {
     return [rect.x + mx / mw * rect.w, rect.y + my / mh * rect.h];
   }
 
-  /** The image pixels {x, y, w, h} that mask cell (mx, my) is drawn over. */
+  /** The image pixels {x, y, w, h} mask cell (mx, my) stands for: on a lattice mask the one pixel the
+   * learner acted on (at the centre of the cell drawn), otherwise the pixels the cell is drawn over. */
   cellRect(mx, my) {
+    const { lattice } = this.scene.rect;
+    if (lattice) return { x: lattice.x + mx * lattice.dx, y: lattice.y + my * lattice.dy, w: lattice.w, h: lattice.h };
     const [x0, y0] = this.fromMask(mx, my), [x1, y1] = this.fromMask(mx + 1, my + 1);
     return { x: x0, y: y0, w: x1 - x0, h: y1 - y0 };
   }
@@ -272,6 +358,7 @@ export class Viewer {
     const scale = Math.min(64, Math.max(0.05, this.view.scale * factor));
     // keep the image point under the pointer where it is
     this.view = { scale, x: at.cx - at.pane.x - at.ix * scale, y: at.cy - at.pane.y - at.iy * scale };
+    this.fitted = false;
     this.schedule();
   }
 
@@ -294,6 +381,7 @@ export class Viewer {
     if (this.panning) {
       const { x, y, view } = this.panning;
       this.view = { ...view, x: view.x + event.clientX - x, y: view.y + event.clientY - y };
+      this.fitted = false;
     } else if (this.painting && at) {
       this.tool.move(...this.toMask(at.ix, at.iy));
     }

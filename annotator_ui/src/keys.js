@@ -37,6 +37,9 @@ export const HOTKEYS = [
   { keys: ['O'], action: 'opacity-up', help: 'More overlay opacity' },
   { keys: ['Shift+O'], action: 'opacity-down', help: 'Less overlay opacity' },
   { keys: ['R'], action: 'reset-view', help: 'Reset zoom and pan' },
+  { keys: ['M'], action: 'mask-style', help: 'Masks drawn as fill, outline (class boundaries only) or both' },
+  { keys: ['D'], action: 'image-dimmer', help: 'Dim the image (the View sliders: brightness, contrast, colour)' },
+  { keys: ['Shift+D'], action: 'image-brighter', help: 'Brighten the image' },
 ];
 
 /** Mouse gestures, shown in the help with the keys. */
@@ -65,6 +68,11 @@ function matches(spec, event) {
 /** The table entry an event triggers for the current task kind (null kind: no task shown). */
 export function lookup(event, kind) {
   return HOTKEYS.find((h) => (!h.tasks || h.tasks.includes(kind)) && h.keys.some((k) => matches(k, event))) || null;
+}
+
+/** The entry an event triggers for any task kind: what a key would do once a task is shown. */
+export function lookupAny(event) {
+  return HOTKEYS.find((h) => h.keys.some((k) => matches(k, event))) || null;
 }
 
 function keyLabel(entry) {

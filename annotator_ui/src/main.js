@@ -1,9 +1,10 @@
 // The annotator: sign-in, the task loop (lease, prefetch, show, answer), status, hotkeys, messages.
 
 import { Api, ApiError } from './api.js';
-import { Viewer, maskBitmap, maskRect } from './canvas.js';
+import { Viewer, maskRect } from './canvas.js';
 import { el } from './dom.js';
-import { lookup, renderHelp } from './keys.js';
+import { lookup, lookupAny, renderHelp } from './keys.js';
+import { MaskLayers, STYLES, STYLE_NAMES, classColour } from './overlay.js';
 import { base64ToBytes, decodeIndexPng } from './png.js';
 import { Stopwatch } from './stopwatch.js';
 import { Session } from './store.js';
@@ -24,6 +25,11 @@ const TAP_MS = 250;  // Space held longer than this peeks; shorter toggles
 const ANSWER_GUARD_MS = 150;
 const UNDO_MARGIN_MS = 800;  // the Undo is offered until this long before the service's amend window closes
 const MAX_RATER_SECONDS = 86400;  // rss_core/schemas.py
+// An answer the service has not acknowledged: a spinner after PENDING_MS (a quick answer shows none), and after
+// SLOW_MS a message with Retry (Enter retries too).
+const PENDING_MS = 300;
+const SLOW_MS = 4000;
+const REFUSED_MS = 4000;  // how long a refused key's notice stays
 // While a slider has focus its own keys move it and answer nothing; every other hotkey reaches the task.
 const SLIDER_KEYS = new Set(['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'Home', 'End', 'PageUp', 'PageDown']);
 
@@ -44,8 +50,12 @@ class App {
     this.front = [];  // prepared tasks to show before the prefetched one (the task an Undo put aside)
     this.lastAnswer = null;  // {prepared, view, until}: the answer an Undo may replace, until `until` (ms)
     this.acceptAt = Infinity;  // performance.now() from which the current task takes answers
+    this.pending = null;  // {task, slow, retry()}: the answer being sent, not yet acknowledged
+    this.hiddenClasses = new Set([0]);  // the classes the overlay leaves out (the legend's toggles): background
+    this.refusedCount = 0;
     renderHelp($('#help-table'));
     this.bind();
+    this.setImage();  // the sliders' defaults: the image a little dimmer and paler, so the overlay's colours stand out
     this.session.addEventListener('change', () => this.renderStatus());
     this.renderStatus();
     if (this.session.signedIn) this.resume();
@@ -53,16 +63,20 @@ class App {
   }
 
   // --- messages: every error reaches the rater -------------------------------------------
-  message(text, kind = 'error') {
+  /** Show ``text``; ``action`` ({label, run}) adds a button that does it and dismisses the message. */
+  message(text, kind = 'error', action = null) {
     const box = $('#messages');
     for (const m of box.children) if (m.dataset.text === text) m.remove();
     const close = el('button', { type: 'button', className: 'close', 'aria-label': 'Dismiss' }, '×');
+    const button = action ? el('button', { type: 'button', className: 'retry' }, action.label) : null;
     const node = el('div', { className: `message ${kind}`, role: kind === 'error' ? 'alert' : 'status' },
-      el('span', {}, text), close);
+      el('span', {}, text), button, close);
+    if (button) button.addEventListener('click', () => { node.remove(); action.run(); });
     node.dataset.text = text;
     close.addEventListener('click', () => node.remove());
     box.append(node);
     if (kind === 'info') setTimeout(() => node.remove(), 15000);
+    return node;
   }
 
   clearErrors() {
@@ -193,7 +207,7 @@ class App {
   async prepare(task) {
     const decode = async (sample) => {
       const mask = await decodeIndexPng(base64ToBytes(sample.mask.data));
-      return { ...mask, bitmap: await maskBitmap(mask, task.palette) };
+      return { ...mask, layers: new MaskLayers(mask, this.hiddenClasses) };
     };
     const [run, image, masks] = await Promise.all([
       this.run(task.run_id),
@@ -261,6 +275,7 @@ class App {
     this.current = { prepared, view, amend };
     prepared.watch = prepared.watch || new Stopwatch();
     this.showWaiting(false);
+    for (const m of prepared.masks) m.layers.update(this.hiddenClasses);  // a class hidden since it was prepared
     view.mount($('#panel'));  // draws the scene synchronously
     if (amend) {
       $('#panel').prepend(el('p', { id: 'amending', className: 'amending' },
@@ -294,11 +309,41 @@ class App {
     this.renderStatus();
   }
 
+  /** The classes in their overlay colours, each a toggle: a hidden class leaves the overlay (fill and outline)
+   * for this and every later task, until shown again. */
   renderLegend(task) {
     $('#legend').replaceChildren(...task.class_names.map((name, i) => {
-      const [r, g, b] = task.palette[i] || [0, 0, 0];
-      return el('li', {}, el('span', { className: 'swatch', style: `background: rgb(${r},${g},${b})` }), name);
+      const [r, g, b] = classColour(i);
+      const box = el('input', { type: 'checkbox', 'data-class': i, 'aria-label': `Show ${name}` });
+      box.checked = !this.hiddenClasses.has(i);
+      const item = el('li', { className: box.checked ? '' : 'off' },
+        el('label', {}, box, el('span', { className: 'swatch', style: `background: rgb(${r},${g},${b})` }), name));
+      box.addEventListener('change', () => {
+        box.blur();  // Space and Enter stay hotkeys
+        this.setClassShown(i, box.checked);
+        item.className = box.checked ? '' : 'off';
+      });
+      return item;
     }));
+  }
+
+  setClassShown(i, shown) {
+    if (shown) this.hiddenClasses.delete(i);
+    else this.hiddenClasses.add(i);
+    if (this.current) for (const m of this.current.prepared.masks) m.layers.update(this.hiddenClasses);
+    this.viewer.schedule();
+  }
+
+  cycleStyle() {
+    const style = STYLES[(STYLES.indexOf(this.viewer.style) + 1) % STYLES.length];
+    this.viewer.setStyle(style);
+    $('#style-name').textContent = STYLE_NAMES[style];
+    $('#canvas').dataset.style = style;
+  }
+
+  setImage() {
+    this.viewer.setImage(Number($('#brightness').value) / 100, Number($('#contrast').value) / 100,
+      Number($('#colour').value) / 100);
   }
 
   onLeaseExpired(task) {
@@ -312,7 +357,8 @@ class App {
   accepting() { return performance.now() >= this.acceptAt && $('#help').hidden; }
 
   async submit() {
-    if (!this.current || this.busy || !this.accepting()) return;
+    if (this.busy) { this.refuse('Submit'); return; }
+    if (!this.current || !this.accepting()) return;
     const { prepared, view, amend } = this.current;
     const { task } = prepared;
     const started = this.mark('rss:answer', task);
@@ -326,19 +372,20 @@ class App {
     // time on task: first draw to this answer, the tab's hidden time left out (an Undo's time added)
     const seconds = Math.min(MAX_RATER_SECONDS, Math.max(0.001, Math.round(prepared.watch.seconds * 1000) / 1000));
     answer = { ...answer, rater_seconds: seconds };
-    if (amend) await this.send(task, () => this.api.amend(task, answer), 'amended', started);
-    else await this.send(task, () => this.api.rate(task, answer), 'rated', started);
+    if (amend) await this.send(task, (signal) => this.api.amend(task, answer, signal), 'amended', started);
+    else await this.send(task, (signal) => this.api.rate(task, answer, signal), 'rated', started);
   }
 
   async skip() {
-    if (!this.current || this.busy || !this.accepting()) return;
+    if (this.busy) { this.refuse('Skip'); return; }
+    if (!this.current || !this.accepting()) return;
     if (this.current.amend) {  // S during an Undo: the first answer stands
       this.current.prepared.watch.stop();
       this.advance();
       return;
     }
     const { task } = this.current.prepared;
-    await this.send(task, () => this.api.skip(task), 'skipped', this.mark('rss:skip', task));
+    await this.send(task, (signal) => this.api.skip(task, signal), 'skipped', this.mark('rss:skip', task));
   }
 
   /** Z or the Undo button: show the task answered last again, to answer anew (the service keeps its
@@ -372,15 +419,80 @@ class App {
     return performance.mark(name, { detail: { taskId: task.task_id } }).startTime;
   }
 
+  /**
+   * One try of ``call(signal)`` while the rater sees it pending: the spinner after PENDING_MS (at once for a
+   * retry), and after SLOW_MS a message with Retry. Resolves {accepted}, {error}, or {retry: true} when the
+   * rater asked to send it again (this try is aborted).
+   */
+  attempt(call, task, counter, retrying) {
+    const controller = new AbortController();
+    const request = call(controller.signal);
+    request.catch(() => {});  // an aborted try's rejection is no news
+    const what = counter === 'skipped' ? 'skip' : 'answer';
+    return new Promise((resolve) => {
+      let slowMessage = null, settled = false;
+      const showSpinner = () => {
+        $('#pending-text').textContent = `${retrying ? 'Sending again' : 'Sending'} your ${what} to task ${task.task_id}…`;
+        $('#pending').hidden = false;
+      };
+      const spinner = retrying ? null : setTimeout(showSpinner, PENDING_MS);
+      if (retrying) showSpinner();
+      const slow = setTimeout(() => {
+        this.pending.slow = true;
+        slowMessage = this.message(`The service has not answered for ${SLOW_MS / 1000} s: your ${what} to task ` +
+          `${task.task_id} may not have arrived. Retry sends it again (so does Enter); it counts once.`, 'error',
+        { label: 'Retry', run: () => this.pending && this.pending.retry() });
+      }, SLOW_MS);
+      const done = (outcome) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(spinner);
+        clearTimeout(slow);
+        if (slowMessage) slowMessage.remove();
+        $('#pending').hidden = true;
+        this.pending = null;
+        resolve(outcome);
+      };
+      this.pending = { task, slow: false, retry: () => { controller.abort(); done({ retry: true }); } };
+      request.then((accepted) => done({ accepted }), (error) => done({ error }));
+    });
+  }
+
+  /** A key or button that would act on the task while it cannot: said so beside the task, not dropped silently. */
+  refuse(key, why = null) {
+    const task = this.pending ? this.pending.task : null;
+    why = why || (task ? `your answer to task ${task.task_id} is still being sent` : 'no task is shown yet');
+    const note = $('#refused');
+    note.textContent = `Not used: ${key === ' ' ? 'Space' : key} (${why}).`;
+    note.hidden = false;
+    this.refusedCount += 1;
+    note.dataset.count = String(this.refusedCount);
+    clearTimeout(this.refusedTimer);
+    this.refusedTimer = setTimeout(() => { note.hidden = true; }, REFUSED_MS);
+  }
+
   async send(task, call, counter, started) {
     this.busy = true;
     const { prepared, view } = this.current;
-    let accepted;
-    try {
-      accepted = await call();
-    } catch (err) {
+    let accepted, outcome, tries = 0;
+    do {
+      outcome = await this.attempt(call, task, counter, tries > 0);
+      tries += 1;
+    } while (outcome.retry);
+    if (outcome.error) {
+      const err = outcome.error;
       this.busy = false;
       if (!(err instanceof ApiError)) throw err;
+      if (tries > 1 && err.status === 409 && counter !== 'amended') {
+        // the lease was used: by the try the rater gave up on, which arrived after all (it counts once)
+        this.message(`Task ${task.task_id}: your first try had arrived after all; the ${counter === 'rated' ? 'answer' : 'skip'} ` +
+          'counts once. Here is the next task.', 'info');
+        this.busy = true;
+        outcome = { accepted: null };
+      }
+    }
+    if (outcome.error) {
+      const err = outcome.error;
       if (counter === 'amended' && (err.status === 409 || err.status === 404)) {
         this.message(`Undo came too late (${err.message}): your first answer to task ${task.task_id} stands.`, 'info');
         prepared.watch.stop();
@@ -402,6 +514,7 @@ class App {
       }
       return;
     }
+    accepted = outcome.accepted;
     this.clearErrors();
     prepared.watch.stop();
     this.held.delete(task.task_id);
@@ -423,8 +536,10 @@ class App {
     const q = s.queue;
     // what this rater can lease now (GET /v1/tasks/queue counts it for them), and what they skipped comes back
     $('#queue').textContent = q ? `${q.available ?? q.waiting} for you` +
-      (q.skipped_later ? ` · ${q.skipped_later} skipped, back later` : '') : '–';
-    $('#queue').title = q ? `${q.waiting} waiting and ${q.leased} leased, for all raters` : '';
+      (q.skipped_later ? ` · ${q.skipped_later} later` : '') : '–';
+    $('#queue').title = q ? `${q.available ?? q.waiting} you can lease now` +
+      (q.skipped_later ? `, ${q.skipped_later} you skipped that come back to you later` : '') +
+      `; ${q.waiting} waiting and ${q.leased} leased, for all raters` : '';
     const left = q ? (q.available ?? q.waiting) + (q.skipped_later || 0) + this.held.size : null;
     $('#progress').textContent = `${s.rated} answered · ${left === null ? '–' : left} left`;
     const current = this.current;
@@ -447,12 +562,26 @@ class App {
     const target = event.target;
     if (target instanceof HTMLInputElement && target.type === 'range' && SLIDER_KEYS.has(event.key)) return;
     const kind = this.current ? this.current.prepared.task.kind : null;
-    const entry = lookup(event, kind);
+    const entry = lookup(event, kind) || (!this.current && lookupAny(event));
     if (!entry) return;
     event.preventDefault();  // handled here, in the capture phase: a focused button or slider never sees it
     const { action } = entry;
     if (!$('#help').hidden && action !== 'help') return;  // under the help only ? and Esc do anything
-    if (entry.answers && (event.repeat || !this.accepting())) return;  // a held key, or the task not seen yet
+    // Typed ahead (while an answer is being sent, or before a task is shown, or in a new task's guard time): a
+    // key that would answer or change the task is refused where the rater sees it, never kept for a task they
+    // have not seen yet. Enter retries an answer the service is slow to acknowledge.
+    const actsOnTask = entry.answers || (entry.tasks && action !== 'flip');
+    if (actsOnTask && this.busy) {
+      if (event.repeat) return;
+      if (action === 'submit' && this.pending && this.pending.slow) this.pending.retry();
+      else this.refuse(event.key);
+      return;
+    }
+    if (actsOnTask && !this.current) { if (!event.repeat) this.refuse(event.key); return; }
+    if (entry.answers && (event.repeat || !this.accepting())) {  // a held key, or the task not seen yet
+      if (!event.repeat && $('#help').hidden) this.refuse(event.key, 'the task had just appeared; press it again');
+      return;
+    }
     if (action === 'undo-answer') {
       if (!event.repeat) this.undo();
       return;
@@ -465,6 +594,12 @@ class App {
     else if (action === 'opacity-up') this.setOpacity(this.viewer.opacity + 0.1);
     else if (action === 'opacity-down') this.setOpacity(this.viewer.opacity - 0.1);
     else if (action === 'reset-view') { this.viewer.fit(); this.viewer.schedule(); }
+    else if (action === 'mask-style') this.cycleStyle();
+    else if (action === 'image-dimmer' || action === 'image-brighter') {
+      const slider = $('#brightness');
+      slider.value = Number(slider.value) + (action === 'image-dimmer' ? -10 : 10);
+      this.setImage();
+    }
     else if (this.current) this.current.view.handle(action, event);
   }
 
@@ -486,6 +621,10 @@ class App {
     $('#help-button').addEventListener('click', () => this.toggleHelp());
     $('#help-close').addEventListener('click', () => this.toggleHelp(false));
     $('#opacity').addEventListener('input', (e) => this.viewer.setOpacity(Number(e.target.value) / 100));
+    $('#brightness').addEventListener('input', () => this.setImage());
+    $('#contrast').addEventListener('input', () => this.setImage());
+    $('#colour').addEventListener('input', () => this.setImage());
+    $('#style-button').addEventListener('click', () => this.cycleStyle());
     $('#skip-button').addEventListener('click', () => this.skip());
     $('#submit-button').addEventListener('click', () => this.submit());
     $('#undo-answer').addEventListener('click', () => this.undo());

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from rss.procs import RedisProcess, ServiceProcess
 from tests.helpers.service import DATABASES, RATERS, service_env, start_service
 
@@ -31,3 +33,26 @@ def wait_task(page, kind: str | None = None, other_than: str | None = None, time
         condition += f" && document.body.dataset.taskId !== {other_than!r}"
     page.wait_for_function(condition, timeout=timeout)
     return page.evaluate("document.body.dataset.taskId")
+
+
+# In the page, once the next two frames are drawn: the canvas's RGBA at each point (client css px).
+CANVAS_AT_JS = """
+async (points) => {
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  const canvas = document.querySelector('#canvas');
+  const box = canvas.getBoundingClientRect();
+  const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+  const sx = canvas.width / box.width, sy = canvas.height / box.height;
+  return points.map(([x, y]) => {
+    const i = 4 * (Math.floor((y - box.top) * sy) * canvas.width + Math.floor((x - box.left) * sx));
+    return Array.from(data.subarray(i, i + 4));
+  });
+}
+"""
+
+
+def canvas_at(page, points: list[tuple[float, float]]) -> np.ndarray:
+    """The canvas's RGBA (n, 4) at ``points`` (client css px) as drawn now, the pointer off the canvas
+    (no brush outline)."""
+    page.mouse.move(1, 1)
+    return np.array(page.evaluate(CANVAS_AT_JS, [list(p) for p in points]), np.float64).reshape(-1, 4)

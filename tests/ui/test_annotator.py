@@ -19,7 +19,7 @@ from rss_core import codec
 from tests.helpers import REPO
 from tests.helpers.client import client, read_results, register, wait_status
 from tests.helpers.factories import episode, label_of, noisy
-from tests.helpers.ui import sign_in, ui_service, wait_task
+from tests.helpers.ui import canvas_at, sign_in, ui_service, wait_task
 
 SHOTS = os.environ.get("RSS_UI_SCREENSHOTS")  # a folder: save a screenshot of each task kind there
 PAINT = ((40, 220, 90), (255, 40, 40))  # annotator_ui/src/tasks/pixel.js: correct (1), wrong (2)
@@ -27,25 +27,11 @@ PAINT_ALPHA = 0.75  # the paint layer's opacity over the image and mask (annotat
 NAMES = ["background", "ellipse", "rectangle", "triangle"]  # shapes' classes, as tasks name them
 RING_MARGIN = 8  # css px a point task keeps clear around the fitted image (annotator_ui/src/canvas.js FOCUS_MARGIN)
 
-# In the page, once the next two frames are drawn: the canvas's RGBA at each point (client css px).
-CANVAS_AT_JS = """
-async (points) => {
-  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
-  const canvas = document.querySelector('#canvas');
-  const box = canvas.getBoundingClientRect();
-  const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
-  const sx = canvas.width / box.width, sy = canvas.height / box.height;
-  return points.map(([x, y]) => {
-    const i = 4 * (Math.floor((y - box.top) * sy) * canvas.width + Math.floor((x - box.left) * sx));
-    return Array.from(data.subarray(i, i + 4));
-  });
-}
-"""
-
 # In the page, once the next two frames are drawn: every canvas pixel in the focus ring's cyan
 # (annotator_ui/src/canvas.js FOCUS_COLOUR, (0, 229, 255), or it blended with the ring's black
-# edge), as client css px of the pixel's centre. Neither the image (red >= 103) nor the palette
-# overlay over it (blue <= 127 at the default opacity) comes near it.
+# edge), as client css px of the pixel's centre. The image is drawn dim and pale by default and the
+# overlay palette (annotator_ui/src/overlay.js) has no cyan, so neither comes near it (a stray match
+# would break the ring's bounds in assert_ringed).
 CYAN_JS = """
 async () => {
   await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
@@ -110,13 +96,6 @@ def stroke(page, start: tuple[float, float], end: tuple[float, float]) -> None:
     page.mouse.down()
     page.mouse.move(*mask_to_client(page, *end), steps=12)
     page.mouse.up()
-
-
-def canvas_at(page, points: list[tuple[float, float]]) -> np.ndarray:
-    """The canvas's RGBA (n, 4) at ``points`` (client css px) as drawn now, the pointer off the canvas
-    (no brush outline)."""
-    page.mouse.move(1, 1)
-    return np.array(page.evaluate(CANVAS_AT_JS, [list(p) for p in points]), np.float64).reshape(-1, 4)
 
 
 def on_screen(page, size: int = 64) -> np.ndarray:
@@ -346,16 +325,17 @@ def test_an_expired_lease_shows_a_message_and_the_next_task(page, redis_server, 
 
 
 def test_a_lattice_mask_is_painted_in_mask_coordinates_after_a_zoom(page, service_url, learner, db) -> None:
-    """A PSR lattice mask (16 x 16, one pixel every 4 from offset (1, 2)) is drawn as 4-pixel cells,
-    and the brush marks the lattice pixel under the pointer, also after zooming in at the pointer."""
+    """A PSR lattice mask (16 x 16, one pixel every 4 from offset (1, 2)) is drawn as 4-pixel cells around
+    its lattice pixels, and the brush marks the lattice pixel under the pointer, also after zooming in at the
+    pointer."""
     register(learner, "ui-grid", scorer="human", level="pixel")
     lattice = label_of()[1::4, 2::4][:16, :16]
     post(learner, "ui-grid", [lattice], level="pixel", scale=16, grid_mode="grid", offset=[1, 2])
     sign_in(page, service_url)
     wait_task(page, "pixel")
     page.keyboard.press("[")  # radius 0: one lattice pixel per stamp
-    # lattice pixel (mx, my) covers image pixels [2 + 4 mx, 2 + 4 mx + 4) x [1 + 4 my, ...)
-    at = mask_to_client(page, 2 + 4 * 5.5, 1 + 4 * 9.5)
+    # lattice pixel (mx, my) is image pixel (2 + 4 mx, 1 + 4 my): the pointer on it
+    at = mask_to_client(page, 2 + 4 * 5 + 0.5, 1 + 4 * 9 + 0.5)
     box = page.locator("#canvas").bounding_box()
     corners = [(box["x"] + dx, box["y"] + dy) for dx in (2, box["width"] - 2) for dy in (2, box["height"] - 2)]
     assert (canvas_at(page, corners)[:, 3] == 0).all()  # fitted: the image leaves the canvas's sides clear
@@ -492,7 +472,8 @@ def test_a_point_on_a_lattice_or_resized_mask_is_ringed_at_the_image_pixels_its_
         page, service_url, learner, db) -> None:
     """A PSR lattice mask (16 x 16, one pixel every 4 from offset (1, 2)), and a full mask of a run
     that resizes labels to 32 x 32: each asked cell is ringed, in the canvas's pixels, around the
-    image pixels it stands for (4 x 4 from the offset; 2 x 2), and the ring covers none of them."""
+    image pixels it stands for (the one lattice pixel the learner acted on, every 4 from the offset;
+    2 x 2), and the ring covers none of them."""
     register(learner, "ui-pgrid", scorer="human", level="pixel", task_kind="point")
     register(learner, "ui-p32", scorer="human", level="pixel", task_kind="point", image_size=32)
     lattice = label_of()[1::4, 2::4][:16, :16]
@@ -502,12 +483,13 @@ def test_a_point_on_a_lattice_or_resized_mask_is_ringed_at_the_image_pixels_its_
     post(learner, "ui-p32", [label_of(size=32)], level="pixel", points=resized)
     sign_in(page, service_url)
     shown = None
-    # per task: the image pixel of mask cell (0, 0)'s corner (y, x), the image pixels a cell covers, the cells
-    for origin, side, asked in (((1, 2), 4, cells), ((0, 0), 2, resized)):
+    # per task: the image pixel of mask cell (0, 0)'s corner (y, x), the image pixels from one cell to the
+    # next, the side of the image pixels a cell stands for, the cells
+    for origin, step, side, asked in (((1, 2), 4, 1, cells), ((0, 0), 2, 2, resized)):
         shown = wait_task(page, "point", other_than=shown)
         for n, (my, mx) in enumerate(asked):
             assert question(page)[0] == f"point {n + 1} of {len(asked)}"
-            assert_ringed(page, origin[1] + side * mx, origin[0] + side * my, side)
+            assert_ringed(page, origin[1] + step * mx, origin[0] + step * my, side)
             page.keyboard.press("y")
     for run_id, shape, asked in (("ui-pgrid", (16, 16), cells), ("ui-p32", (32, 32), resized)):
         (result,) = read_results(db, run_id, 1)

@@ -18,7 +18,7 @@ export class BestTask {
   mount(panel) {
     const { image, masks, rect } = this.prepared;
     const labels = masks.map((_, i) => String(i + 1));
-    this.viewer.setScene({ image, overlays: masks.map((m) => m.bitmap), rect, paint: null, labels }, 'side');
+    this.viewer.setScene({ image, overlays: masks.map((m) => m.layers), rect, paint: null, labels }, 'side');
     this.buttons = labels.map((label, i) => {
       const b = el('button', { type: 'button', className: 'choice', 'data-best': i }, `${label} is best`,
         el('kbd', {}, label));

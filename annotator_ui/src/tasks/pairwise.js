@@ -15,7 +15,7 @@ export class PairwiseTask {
 
   mount(panel) {
     const { image, masks, rect } = this.prepared;
-    this.viewer.setScene({ image, overlays: masks.map((m) => m.bitmap), rect, paint: null, labels: ['A', 'B'] }, 'side');
+    this.viewer.setScene({ image, overlays: masks.map((m) => m.layers), rect, paint: null, labels: ['A', 'B'] }, 'side');
     const choice = (label, preference, keys) => {
       const b = el('button', { type: 'button', className: 'choice', 'data-preference': preference },
         label, el('kbd', {}, keys));

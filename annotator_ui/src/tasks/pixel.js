@@ -31,7 +31,7 @@ export class PixelTask {
 
   mount(panel) {
     const { image, masks, rect } = this.prepared;
-    this.viewer.setScene({ image, overlays: [masks[0].bitmap], rect, paint: this.paint, labels: null });
+    this.viewer.setScene({ image, overlays: [masks[0].layers], rect, paint: this.paint, labels: null });
     this.viewer.tool = this;
     const tool = (name, label, key) => {
       const b = el('button', { type: 'button', className: 'tool', 'data-tool': name }, label, el('kbd', {}, key));

@@ -4,6 +4,7 @@
 
 import { FOCUS_MARGIN } from '../canvas.js';
 import { el } from '../dom.js';
+import { classColour } from '../overlay.js';
 
 const VERDICTS = { 'verdict-yes': 'yes', 'verdict-no': 'no', 'verdict-unsure': 'unsure' };
 const SHOWN = { yes: 'yes', no: 'no', unsure: "can't tell" };
@@ -21,7 +22,7 @@ export class PointTask {
 
   mount(panel) {
     const { image, masks, rect } = this.prepared;
-    this.viewer.setScene({ image, overlays: [masks[0].bitmap], rect, paint: null, labels: null, margin: FOCUS_MARGIN });
+    this.viewer.setScene({ image, overlays: [masks[0].layers], rect, paint: null, labels: null, margin: FOCUS_MARGIN });
     const button = (action, label, key) => {
       const b = el('button', { type: 'button', className: 'choice', 'data-action': action }, label, el('kbd', {}, key));
       b.addEventListener('click', () => this.handle(action));
@@ -43,11 +44,11 @@ export class PointTask {
   }
 
   render() {
-    const { class_names: names, palette } = this.prepared.task;
+    const { class_names: names } = this.prepared.task;
     const i = Math.min(this.verdicts.length, this.points.length - 1);
     const point = this.points[i];
     this.progress.textContent = `point ${i + 1} of ${this.points.length}`;
-    const [r, g, b] = palette[point.class_id] || [0, 0, 0];
+    const [r, g, b] = classColour(point.class_id);
     this.question.replaceChildren('Is this ',
       el('span', { className: 'swatch', style: `background: rgb(${r},${g},${b})` }),
       el('b', { className: 'point-class' }, names[point.class_id] ?? `class ${point.class_id}`), '?');

@@ -13,7 +13,7 @@ export class ScoreTask {
 
   mount(panel) {
     const { image, masks, rect } = this.prepared;
-    this.viewer.setScene({ image, overlays: [masks[0].bitmap], rect, paint: null, labels: null });
+    this.viewer.setScene({ image, overlays: [masks[0].layers], rect, paint: null, labels: null });
     this.output = el('output', { id: 'score-value', className: 'score-value' }, '–');
     this.slider = el('input', { type: 'range', min: 0, max: 10, step: 1, value: 5, id: 'score-slider',
       'aria-label': 'Score from 0 to 10' });
