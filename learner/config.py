@@ -30,7 +30,16 @@ class TrainArgs:
     class_names: str | None = None
     """comma-separated class names to go with --num-classes"""
     image_size: int = 256
-    """folder datasets: images and labels are resized to this square size"""
+    """folder datasets: images and labels are resized to this square size; 0: kept at their own size and
+    aspect ratio (evaluation too), which needs --crop-size to train on images of different sizes"""
+    crop_size: int = 0
+    """training views, as torchvision's segmentation references make them: the shorter side rescaled at
+    random (--scale-range times this), a horizontal flip, then a crop of this square (padded with ignore);
+    0: whole images. In-process only (the service scores whole images)"""
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    """--crop-size: the range of the random rescale, as multiples of the crop"""
+    color_jitter: float = 0.0
+    """--crop-size: brightness, contrast and saturation jitter (0: none)"""
     shapes_size: int = 64
     """shapes: image side in pixels"""
     scenes_size: int = 128
@@ -234,6 +243,20 @@ class TrainArgs:
         """Reject impossible combinations up front, naming the flag."""
         if self.samples < 0:
             raise ValueError(f"--samples must be >= 1 (or 0 for the default), got {self.samples}")
+        if self.image_size < 0 or self.crop_size < 0 or self.color_jitter < 0:
+            raise ValueError("--image-size, --crop-size and --color-jitter must be >= 0")
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"--scale-range needs 0 < min <= max, got {self.scale_range}")
+        if self.image_size == 0 and self.reward_source == "remote":
+            raise ValueError("--image-size 0 needs --reward-source local: the service scores labels resized to the "
+                             "square the run registers")
+        if self.crop_size:
+            clash = [flag for flag, on in (("--reward-source remote", self.reward_source == "remote"),
+                                           ("--max-inflight", self.max_inflight > 0), ("--replay", self.replay > 0),
+                                           ("--image-pool", self.image_pool > 1)) if on]
+            if clash:
+                raise ValueError(f"--crop-size does not go with {', '.join(clash)} yet: the service scores whole "
+                                 "images, and kept answers and pools are looked up by image, not by view")
         if self.data_workers < -1:
             raise ValueError(f"--data-workers must be >= 0 (or -1 for the default), got {self.data_workers}")
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "width", "depth", "label_cache_mb"):

@@ -42,14 +42,24 @@ class StepIndices:
 
 
 class StepBatches(Dataset):
-    """Item ``step``: the (indices, images, labels) of that step, ``draw(step)`` being its indices."""
+    """Item ``step``: the (indices, images, labels) of that step, ``draw(step)`` being its indices; with
+    ``views`` (`learner.views.TrainViews`), each image and label is a random view of the image, drawn from
+    (``seed``, step, ``rank``, its place in the batch)."""
 
-    def __init__(self, dataset: SegDataset, draw: Callable[[int], torch.Tensor]) -> None:
-        self.dataset, self.draw = dataset, draw
+    def __init__(self, dataset: SegDataset, draw: Callable[[int], torch.Tensor], views=None, seed: int = 0,
+                 rank: int = 0) -> None:
+        self.dataset, self.draw, self.views, self.seed, self.rank = dataset, draw, views, seed, rank
 
     def __getitem__(self, step: int) -> Batch:
         indices = self.draw(step)
-        images, labels = self.dataset.batch(indices)
+        if self.views is None:
+            images, labels = self.dataset.batch(indices)
+        else:
+            from learner.views import view_seed
+
+            pairs = [self.views(*self.dataset[int(i)], view_seed(self.seed, step, self.rank, position))
+                     for position, i in enumerate(indices)]
+            images, labels = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
         return indices, images, labels.to(torch.uint8)  # uint8: a quarter of the bytes through the workers
 
     def __len__(self) -> int:  # DataLoader asks; the steps are given by the sampler
@@ -61,8 +71,10 @@ class Prefetcher:
     flight); `take(step, indices)` hands over the next one. Close it with `close()`."""
 
     def __init__(self, dataset: SegDataset, draw: Callable[[int], torch.Tensor], start: int, steps: int, *,
-                 workers: int, pin_memory: bool = False, ahead: int = 2) -> None:
-        self.loader = DataLoader(StepBatches(dataset, draw), sampler=range(start, steps), batch_size=None,
+                 workers: int, pin_memory: bool = False, ahead: int = 2, views=None, seed: int = 0,
+                 rank: int = 0) -> None:
+        batches = StepBatches(dataset, draw, views, seed, rank)
+        self.loader = DataLoader(batches, sampler=range(start, steps), batch_size=None,
                                  num_workers=workers, pin_memory=pin_memory,
                                  prefetch_factor=ahead if workers else None, persistent_workers=False)
         self._it: Iterator[Batch] | None = iter(self.loader) if start < steps else None

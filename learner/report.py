@@ -38,19 +38,20 @@ def gallery_rows(model, dataset, device, count: int = 4, seed: int = 0) -> list:
     colour = np.zeros((256, 3), np.uint8)
     colour[: len(palette)] = palette
     colour[IGNORE_INDEX] = (255, 255, 255)  # ignore
-    images, labels = dataset.batch(torch.arange(min(count, len(dataset))))
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
-        logp = torch.log_softmax(model(images.to(device)), 1)
-        sampled = sample_actions(logp, 1, torch.Generator(device).manual_seed(seed))[:, 0]
-        argmax = logp.argmax(1)
-    model.train(was_training)
     rows = []
-    for i in range(len(images)):
-        picture = (images[i].permute(1, 2, 0).numpy() * 255).clip(0, 255).astype(np.uint8)
-        masks = [colour[m.cpu().numpy().astype(np.uint8)] for m in (labels[i], sampled[i], argmax[i])]
+    generator = torch.Generator(device).manual_seed(seed)
+    for index in range(min(count, len(dataset))):  # one at a time: images may keep sizes of their own
+        images, labels = dataset.batch(torch.tensor([index]))
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(images.to(device)), 1)
+            sampled = sample_actions(logp, 1, generator)[:, 0]
+            argmax = logp.argmax(1)
+        picture = (images[0].permute(1, 2, 0).numpy() * 255).clip(0, 255).astype(np.uint8)
+        masks = [colour[m.cpu().numpy().astype(np.uint8)] for m in (labels[0], sampled[0], argmax[0])]
         rows.append(np.concatenate([picture, *masks], axis=1))
+    model.train(was_training)
     return rows
 
 

@@ -31,6 +31,7 @@ class Episodes:
     image_size: tuple[int, int]
     level: str
     query: torch.Tensor | None = None
+    labels: torch.Tensor | None = None  # (B, H, W): the labels of these very views (--crop-size); None: by index
 
 
 @dataclass
@@ -127,7 +128,8 @@ class LocalRewardSource:
         self.labels, self.metric, self.num_classes = labels or LabelStore(dataset, device), metric, dataset.num_classes
 
     def score(self, episodes: Episodes) -> Rewards:
-        labels = grid_labels(self.labels(episodes.indices), episodes.grid)  # (B, h, w)
+        labels = episodes.labels if episodes.labels is not None else self.labels(episodes.indices)
+        labels = grid_labels(labels.to(self.labels.device).long(), episodes.grid)  # (B, h, w)
         masks = masks_for_scoring(episodes.actions, episodes.grid, tuple(labels.shape[-2:]))
         target = labels.unsqueeze(1)  # (B, 1, h, w): shared by the K samples
         if episodes.level == "pixel":

@@ -36,6 +36,7 @@ from learner.replay import (
 )
 from learner.report import gallery_rows, write_curves, write_gallery
 from learner.rewards import Episodes, LabelStore, LocalRewardSource, Rewards, RewardSource
+from learner.views import TrainViews
 from learner.weights import load_pretrained
 from rss_core.data import IGNORE_INDEX, PROCEDURAL, SegDataset, build_dataset
 from rss_core.grid import ActionGrid, random_grid
@@ -72,7 +73,7 @@ def build_splits(args: TrainArgs) -> tuple[SegDataset, SegDataset]:
     names = args.class_names.split(",") if args.class_names else None
     common = {
         "root": args.data_root, "num_classes": args.num_classes, "class_names": names,
-        "image_size": None if args.dataset in PROCEDURAL else args.image_size,
+        "image_size": None if args.dataset in PROCEDURAL or not args.image_size else args.image_size,
         "shapes_size": args.shapes_size, "scenes_size": args.scenes_size, "seed": args.seed,
     }
     train = build_dataset(args.dataset, args.train_split, shapes_length=args.train_size, **common)
@@ -129,6 +130,7 @@ def rl_loss(
     source: RewardSource,
     generator: torch.Generator,
     replay: Ring | None = None,
+    labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Sample K masks, score them, and return the policy-gradient loss and step statistics
     (``replay``: keep the answers). With --pairs region the masks are a question rather than samples,
@@ -144,7 +146,7 @@ def rl_loss(
         actions[:, 0] = logp.detach().argmax(1).to(actions.dtype)
     if args.points:  # point verification: only these pixels are asked about
         query = point_queries(logp, args.points, args.point_query, generator)
-    rewards = source.score(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), args.reward, query))
+    rewards = source.score(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), args.reward, query, labels))
     if query is not None:  # nothing but the answers to the questions asked, whatever the source returned
         assert rewards.pixel is not None and rewards.valid is not None
         rewards.valid = rewards.valid & query
@@ -200,6 +202,7 @@ class Run:
     rank_log: Path | None = None
     scaler: torch.amp.GradScaler | None = None  # --amp fp16
     prefetch: Prefetcher | None = None  # --data-workers: the batches of the steps ahead
+    views: TrainViews | None = None  # --crop-size: random views of the images (learner/views.py)
     start: int = 0
     elapsed: float = 0.0
     step_seconds: float = 0.0
@@ -259,11 +262,17 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
     run.model = training_model(core, args, device, ddp=dist.is_initialized())
     # The first batch builds in-memory datasets (shapes: a few seconds), before the clock starts.
     run.height, run.width = load_batch(train_ds, torch.zeros(1, dtype=torch.long), device).shape[-2:]
+    if args.crop_size:
+        if make_source is not None:
+            raise ValueError("--crop-size needs the in-process ground truth: this reward source looks labels up by "
+                             "image, not by view")
+        run.views = TrainViews(args.crop_size, tuple(args.scale_range), jitter=args.color_jitter)
+        run.height = run.width = args.crop_size
     workers = args.resolved_data_workers()
-    if workers:
+    if workers or run.views is not None:  # views are drawn by the same code with or without workers
         run.prefetch = Prefetcher(train_ds, StepIndices(len(train_ds), args.batch_size * args.image_pool, args.seed,
                                                         rank), run.start, args.steps, workers=workers,
-                                  pin_memory=device.type == "cuda")
+                                  pin_memory=device.type == "cuda", views=run.views, seed=args.seed, rank=rank)
     log.info("%s: %d train / %d val images of %dx%d, %d classes; training on %s",
              args.dataset, len(train_ds), len(val_ds), run.height, run.width, train_ds.num_classes, device)
     return run
@@ -341,9 +350,13 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
     args, device = run.args, run.device
     gen = step_generator(args.seed, step, run.rank)
     indices = torch.randint(len(run.train_ds), (args.batch_size * args.image_pool,), generator=gen)
+    view_labels = None  # --crop-size: the labels of these views, which no store keeps by image
     if run.prefetch is not None:  # read ahead by the DataLoader's workers (learner/data.py)
         _, images, labels = run.prefetch.take(step, indices)
-        run.labels.put(indices, labels)
+        if run.views is not None:
+            view_labels = labels.to(device, non_blocking=True).long()
+        else:
+            run.labels.put(indices, labels)
         images = images.to(device, non_blocking=True)
     else:
         images = load_batch(run.train_ds, indices, device)
@@ -362,13 +375,13 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
                 applied.append(update)
         return applied, scale
     if args.objective == "ce":
-        loss, stats = ce_loss(run, images, indices)
+        loss, stats = ce_loss(run, images, indices, view_labels)
         optimize(run, loss, step)
         return [(loss, stats)], scale
     logits = run.model(images)
     grid = random_grid(scale, args.psr_mode, run.height, run.width, gen) if scale else ActionGrid(0)
     run.source.policy_version = step
-    loss, stats = rl_loss(args, logits, indices, grid, run.source, sample_gen, run.replay)
+    loss, stats = rl_loss(args, logits, indices, grid, run.source, sample_gen, run.replay, view_labels)
     if run.replay is not None and run.replay.size:  # learn again from kept answers (replay.py)
         replay_loss, replay_stats = replayed_loss(run, gen)
         loss = loss + args.replay_weight * replay_loss
@@ -380,10 +393,11 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
     return [(loss, stats)], scale
 
 
-def ce_loss(run: Run, images: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """The supervised baseline: cross-entropy on the labels, plus --aux-weight times that of torchvision's
-    auxiliary head (its references' recipe: 0.5)."""
-    labels = run.labels(indices)
+def ce_loss(run: Run, images: torch.Tensor, indices: torch.Tensor,
+            labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The supervised baseline: cross-entropy on the labels (``labels``: those of the views, else by index), plus
+    --aux-weight times that of torchvision's auxiliary head (its references' recipe: 0.5)."""
+    labels = run.labels(indices) if labels is None else labels
     if not run.args.aux_weight:
         return F.cross_entropy(run.model(images), labels, ignore_index=IGNORE_INDEX), {"reward": float("nan")}
     logits, aux = run.model(images, aux=True)

@@ -18,6 +18,10 @@ class DatasetError(ValueError):
     """Bad or missing data. The message names the file and what is wrong with it."""
 
 
+class UnevenBatch(DatasetError):
+    """Images of different sizes asked for as one batch (a folder kept at its own sizes, --image-size 0)."""
+
+
 class SegDataset(abc.ABC):
     """A split of a segmentation dataset addressed by dataset-relative image ids.
 
@@ -87,6 +91,11 @@ class SegDataset(abc.ABC):
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (N, 3, S, S) and labels (N, S, S) of ``indices``; in-memory datasets slice."""
         pairs = [self[int(i)] for i in indices]
+        sizes = {tuple(p[1].shape) for p in pairs}
+        if len(sizes) > 1:
+            shown = ", ".join(f"{w}x{h}" for h, w in sorted(sizes)[:3])
+            raise UnevenBatch(f"images of different sizes ({shown}) in one batch: give --image-size N to resize "
+                              "them to a square, or --crop-size N to train on views of one size")
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
     @property
