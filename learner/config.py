@@ -35,7 +35,7 @@ class TrainArgs:
     crop_size: int = 0
     """training views, as torchvision's segmentation references make them: the shorter side rescaled at
     random (--scale-range times this), a horizontal flip, then a crop of this square (padded with ignore);
-    0: whole images. In-process only (the service scores whole images)"""
+    0: whole images. Remote runs send each episode's view: the service's ground truth scores it alike"""
     scale_range: tuple[float, float] = (0.5, 2.0)
     """--crop-size: the range of the random rescale, as multiples of the crop"""
     color_jitter: float = 0.0
@@ -247,16 +247,14 @@ class TrainArgs:
             raise ValueError("--image-size, --crop-size and --color-jitter must be >= 0")
         if not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ValueError(f"--scale-range needs 0 < min <= max, got {self.scale_range}")
-        if self.image_size == 0 and self.reward_source == "remote":
-            raise ValueError("--image-size 0 needs --reward-source local: the service scores labels resized to the "
-                             "square the run registers")
         if self.crop_size:
-            clash = [flag for flag, on in (("--reward-source remote", self.reward_source == "remote"),
+            clash = [flag for flag, on in (("--scorer " + self.scorer, self.reward_source == "remote"
+                                            and self.scorer != "gt"),
                                            ("--max-inflight", self.max_inflight > 0), ("--replay", self.replay > 0),
                                            ("--image-pool", self.image_pool > 1)) if on]
             if clash:
-                raise ValueError(f"--crop-size does not go with {', '.join(clash)} yet: the service scores whole "
-                                 "images, and kept answers and pools are looked up by image, not by view")
+                raise ValueError(f"--crop-size does not go with {', '.join(clash)} yet: only the service's ground "
+                                 "truth scores views, and kept answers and pools are looked up by image, not by view")
         if self.data_workers < -1:
             raise ValueError(f"--data-workers must be >= 0 (or -1 for the default), got {self.data_workers}")
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "width", "depth", "label_cache_mb"):

@@ -25,7 +25,8 @@ from rss_core.data import SegDataset
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # indices (N,), images (N, 3, H, W), labels (N, H, W)
+# indices (N,), images (N, 3, H, W), labels (N, H, W) uint8, views (N, 7) (`rss_core.views.as_tensor`; (0, 7): none)
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class StepIndices:
@@ -54,13 +55,16 @@ class StepBatches(Dataset):
         indices = self.draw(step)
         if self.views is None:
             images, labels = self.dataset.batch(indices)
+            views = torch.zeros((0, 7), dtype=torch.long)
         else:
             from learner.views import view_seed
+            from rss_core.views import as_tensor
 
-            pairs = [self.views(*self.dataset[int(i)], view_seed(self.seed, step, self.rank, position))
-                     for position, i in enumerate(indices)]
-            images, labels = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-        return indices, images, labels.to(torch.uint8)  # uint8: a quarter of the bytes through the workers
+            made = [self.views(*self.dataset[int(i)], view_seed(self.seed, step, self.rank, position))
+                    for position, i in enumerate(indices)]
+            images, labels = torch.stack([m[0] for m in made]), torch.stack([m[1] for m in made])
+            views = torch.stack([as_tensor(m[2]) for m in made])
+        return indices, images, labels.to(torch.uint8), views  # uint8: a quarter of the bytes through the workers
 
     def __len__(self) -> int:  # DataLoader asks; the steps are given by the sampler
         raise TypeError("StepBatches is read through its sampler of steps")

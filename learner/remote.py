@@ -53,6 +53,7 @@ from rss_core.schemas import (
     RunCreate,
     RunPublic,
 )
+from rss_core.views import from_tensor
 from rss_core.wire import Sample
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,8 @@ class RemoteRewardSource:
                          metric=self.args.metric, endpoint=self.args.endpoint or None,
                          task_kind=self.args.human_task if self.level == "image"
                          else "point" if self.args.points else "pixel",
-                         image_size=None if self.args.dataset in PROCEDURAL else self.args.image_size,
+                         image_size=None if self.args.dataset in PROCEDURAL or not self.args.image_size
+                         else self.args.image_size,  # None: procedural, or a folder at its own sizes
                          dataset_fingerprint=dataset.fingerprint())
         try:
             response = self._send("/v1/runs", body.model_dump_json(), retry_transport=False)
@@ -235,15 +237,20 @@ class RemoteRewardSource:
                   else [None] * len(actions))
         common = {"run_id": self.run_id, "level": self.level, "scale": grid.scale, "grid_mode": grid.mode,
                   "offset": grid.offset, "policy_version": self.policy_version}
+        # --crop-size: the view each mask was sampled on, which the service's ground truth applies to its label too
+        views = ([from_tensor(v) for v in episodes.views.cpu()] if episodes.views is not None
+                 else [None] * len(actions))
         if self.args.wire == "v2":
             bodies: list = [
                 EpisodeHeader(image_id=self.ids[int(i)], samples=actions.shape[1], mask_shape=actions.shape[2:],
-                              points=[tuple(p) for p in points[b]] if points[b] is not None else None, **common)
+                              points=[tuple(p) for p in points[b]] if points[b] is not None else None, view=views[b],
+                              **common)
                 for b, i in enumerate(episodes.indices.tolist())]
         else:
             bodies = [
                 EpisodeCreate(image_id=self.ids[int(i)], samples=[codec.raw_mask(m) for m in actions[b]],
-                              points=[tuple(p) for p in points[b]] if points[b] is not None else None, **common)
+                              points=[tuple(p) for p in points[b]] if points[b] is not None else None, view=views[b],
+                              **common)
                 for b, i in enumerate(episodes.indices.tolist())]
         started = time.perf_counter()
         episode_ids = self._post(bodies, actions)

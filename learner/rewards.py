@@ -32,6 +32,7 @@ class Episodes:
     level: str
     query: torch.Tensor | None = None
     labels: torch.Tensor | None = None  # (B, H, W): the labels of these very views (--crop-size); None: by index
+    views: torch.Tensor | None = None  # (B, 7): the views themselves (`rss_core.views.as_tensor`), for the service
 
 
 @dataclass

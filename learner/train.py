@@ -131,6 +131,7 @@ def rl_loss(
     generator: torch.Generator,
     replay: Ring | None = None,
     labels: torch.Tensor | None = None,
+    views: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Sample K masks, score them, and return the policy-gradient loss and step statistics
     (``replay``: keep the answers). With --pairs region the masks are a question rather than samples,
@@ -146,7 +147,8 @@ def rl_loss(
         actions[:, 0] = logp.detach().argmax(1).to(actions.dtype)
     if args.points:  # point verification: only these pixels are asked about
         query = point_queries(logp, args.points, args.point_query, generator)
-    rewards = source.score(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), args.reward, query, labels))
+    rewards = source.score(Episodes(indices, actions, grid, tuple(logits.shape[-2:]), args.reward, query, labels,
+                                    views))
     if query is not None:  # nothing but the answers to the questions asked, whatever the source returned
         assert rewards.pixel is not None and rewards.valid is not None
         rewards.valid = rewards.valid & query
@@ -350,12 +352,13 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
     args, device = run.args, run.device
     gen = step_generator(args.seed, step, run.rank)
     indices = torch.randint(len(run.train_ds), (args.batch_size * args.image_pool,), generator=gen)
-    view_labels = None  # --crop-size: the labels of these views, which no store keeps by image
+    view_labels = views = None  # --crop-size: the labels of these views (no store keeps them by image), the views
     if run.prefetch is not None:  # read ahead by the DataLoader's workers (learner/data.py)
-        _, images, labels = run.prefetch.take(step, indices)
+        _, images, labels, views = run.prefetch.take(step, indices)
         if run.views is not None:
             view_labels = labels.to(device, non_blocking=True).long()
         else:
+            views = None
             run.labels.put(indices, labels)
         images = images.to(device, non_blocking=True)
     else:
@@ -381,7 +384,7 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
     logits = run.model(images)
     grid = random_grid(scale, args.psr_mode, run.height, run.width, gen) if scale else ActionGrid(0)
     run.source.policy_version = step
-    loss, stats = rl_loss(args, logits, indices, grid, run.source, sample_gen, run.replay, view_labels)
+    loss, stats = rl_loss(args, logits, indices, grid, run.source, sample_gen, run.replay, view_labels, views)
     if run.replay is not None and run.replay.size:  # learn again from kept answers (replay.py)
         replay_loss, replay_stats = replayed_loss(run, gen)
         loss = loss + args.replay_weight * replay_loss

@@ -26,7 +26,8 @@ from rss_core.data.base import FolderDataset
 from rss_core.data.procedural import ProceduralDataset
 from rss_core.grid import as_action_grid, lattice_shape
 from rss_core.labels import label_at_grid, learner_label
-from rss_core.schemas import Grid
+from rss_core.schemas import Grid, View
+from rss_core.views import view_label
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ def check_image_id(image_id: str) -> str:
             f"image id {image_id[:80]!r} is not a dataset-relative name (letters, digits, '_.-' and '/', no '..')"
         )
     return image_id
+
+
+MAX_VIEW_ZOOM = 4  # a view may resize its image to at most this many times its height and width
 
 
 class ServedDataset:
@@ -153,14 +157,25 @@ class ServedDataset:
         shape = self._shapes.get((image_id, image_size))
         return shape if shape is not None else self.label(image_id, image_size).shape
 
-    def target(self, image_id: str, image_size: int | None, grid: Grid) -> np.ndarray:
-        """The label a sample on ``grid`` is scored against: the lattice pixels, or full size."""
-        return label_at_grid(torch.from_numpy(self.label(image_id, image_size)), grid).numpy()
+    def target(self, image_id: str, image_size: int | None, grid: Grid, view: View | None = None) -> np.ndarray:
+        """The label a sample on ``grid`` is scored against: the lattice pixels, or full size; of ``view`` of the
+        label (`rss_core.views`, as the learner made it) when the episode was sampled on one."""
+        label = torch.from_numpy(self.label(image_id, image_size))
+        if view is not None:
+            label = view_label(label, view)
+        return label_at_grid(label, grid).numpy()
 
-    def mask_shape(self, image_id: str, image_size: int | None, grid: Grid) -> tuple[int, int]:
-        """The shape a sampled mask must have on ``grid``; a grid finer than the image is refused (a 4096
-        pooled grid on a 64 px image would be 4096x more mask than image)."""
-        height, width = self.label_shape(self.require(image_id), image_size)
+    def mask_shape(self, image_id: str, image_size: int | None, grid: Grid,
+                   view: View | None = None) -> tuple[int, int]:
+        """The shape a sampled mask must have on ``grid`` (over ``view``'s window, when given); a grid finer than
+        the image is refused (a 4096 pooled grid on a 64 px image would be 4096x more mask than image)."""
+        self.require(image_id)
+        height, width = self.label_shape(image_id, image_size)
+        if view is not None:  # the window's masks; the resize is bounded by the label's size (a zoom of 4 at most)
+            if view.resize[0] > MAX_VIEW_ZOOM * height or view.resize[1] > MAX_VIEW_ZOOM * width:
+                raise ValueError(f"view: resize {view.resize[0]}x{view.resize[1]} is more than {MAX_VIEW_ZOOM} times "
+                                 f"the {height}x{width} image")
+            height, width = view.crop[2:]
         if grid.scale > min(height, width):
             raise ValueError(f"grid scale {grid.scale} is finer than the {height}x{width} image it acts on (at most "
                              f"{min(height, width)}: one action per pixel)")

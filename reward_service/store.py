@@ -24,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from reward_service.core.config import Settings
 from rss_core import keys
-from rss_core.schemas import EpisodePublic, Grid, Result, RunPublic
+from rss_core.schemas import EpisodePublic, Grid, Result, RunPublic, View
 
 log = logging.getLogger(__name__)
 
@@ -249,10 +249,10 @@ class Store:
         return _s(answer)
 
     async def add_episodes(self, episodes: list[tuple[RunPublic, str, Grid, int, bytes, tuple[int, ...],
-                                                      list | None]],
+                                                      list | None, View | None]],
                            idem: Idempotent | None = None, answer: Any = None, wire: int = 1,
                            owner: str | None = None) -> list[str] | str:
-        """Persist episodes, each ``(run, image_id, grid, policy_version, masks, shape, points)``, and queue
+        """Persist episodes, each ``(run, image_id, grid, policy_version, masks, shape, points, view)``, and queue
         their scoring jobs, all in one transaction; returns their ids in order. ``wire`` 2: their results are
         written one entry per episode (`EpisodeResult`), 1: one per sample (`Result`). ``owner``, the learner
         token's id, is held to RSS_MAX_TOKEN_PENDING_PIXELS over its runs (each run to RSS_MAX_RUN_PENDING_PIXELS:
@@ -264,7 +264,7 @@ class Store:
         ids = [uuid.uuid4().hex for _ in episodes]
         counter = keys.stats_minute("episodes", minute())
         adding: dict[str, int] = {}
-        for run, *_, masks, _, _ in episodes:
+        for run, *_, masks, _, _, _ in episodes:
             adding[run.run_id] = adding.get(run.run_id, 0) + len(masks)
         await self.check_pending(adding, owner)
         async with self.r.pipeline(transaction=True) as pipe:
@@ -276,13 +276,14 @@ class Store:
                 pipe.multi()
                 pipe.hset(idem.key, mapping={"digest": idem.digest, "answer": answer(ids)})
                 pipe.expire(idem.key, self.settings.episode_ttl_s)
-            for episode_id, (run, image_id, grid, policy_version, masks, shape, points) in zip(ids, episodes,
-                                                                                                 strict=True):
+            for episode_id, (run, image_id, grid, policy_version, masks, shape, points, view) in zip(
+                    ids, episodes, strict=True):
                 pipe.hset(keys.episode(episode_id), mapping={
                     "run_id": run.run_id, "image_id": image_id, "level": run.level, "grid": grid.model_dump_json(),
                     "policy_version": policy_version, "shape": json.dumps(list(shape)), "masks": masks,
                     "status": "queued", "attempts": 0, "created_at": time.time(),
                     **({"points": json.dumps(points)} if points is not None else {}),
+                    **({"view": view.model_dump_json()} if view is not None else {}),
                     **({"wire": wire} if wire != 1 else {}),
                     **({"owner": owner} if owner is not None else {}),
                 })

@@ -45,7 +45,7 @@ from reward_service.store import (
     ensure_group,
 )
 from rss_core import codec, keys, scoring, wire
-from rss_core.schemas import EpisodeResult, ExternalScoreRequest, Grid, Result, RunPublic
+from rss_core.schemas import EpisodeResult, ExternalScoreRequest, Grid, Result, RunPublic, View
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,11 @@ class Job:
     @property
     def grid(self) -> Grid:
         return Grid.model_validate_json(self.ep["grid"])
+
+    @property
+    def view(self) -> View | None:
+        """The training view the masks were sampled on (None: the whole image)."""
+        return View.model_validate_json(self.ep["view"]) if self.ep.get("view") else None
 
 
 class Worker:
@@ -357,7 +362,7 @@ class Worker:
         for job in jobs:
             try:
                 run, grid = job.run, job.grid
-                target = self.dataset.target(_s(job.ep["image_id"]), run.image_size, grid)
+                target = self.dataset.target(_s(job.ep["image_id"]), run.image_size, grid, job.view)
                 masks = job.masks
             except UnknownImage as exc:
                 job.error = PermanentError(str(exc))

@@ -140,6 +140,28 @@ class RunPublic(RunCreate):
 
 # --- episodes -----------------------------------------------------------------------------
 
+VIEW_SIDE = 8192  # the most rows or columns a view may resize its image to
+
+
+class View(BaseModel):
+    """The training view an episode was sampled on (`rss_core.views`): the image and label resized to ``resize``
+    (h, w; the label nearest), mirrored left-right if ``flip``, then the window ``crop`` (top, left, h, w)
+    taken, ignore (255) where it passes the resized image's bottom or right edge. The masks are the
+    window's, and ground truth scores them against the same view of the label."""
+
+    resize: tuple[Annotated[int, Field(ge=1, le=VIEW_SIDE)], Annotated[int, Field(ge=1, le=VIEW_SIDE)]]
+    flip: bool = False
+    crop: tuple[Annotated[int, Field(ge=0, le=VIEW_SIDE)], Annotated[int, Field(ge=0, le=VIEW_SIDE)],
+                Annotated[int, Field(ge=1, le=VIEW_SIDE)], Annotated[int, Field(ge=1, le=VIEW_SIDE)]]
+
+    @model_validator(mode="after")
+    def _check_window(self) -> View:
+        if self.crop[0] >= self.resize[0] or self.crop[1] >= self.resize[1]:
+            raise ValueError(f"crop {list(self.crop)} must start inside the resized {self.resize[0]}x"
+                             f"{self.resize[1]} image")
+        return self
+
+
 class EpisodeMeta(BaseModel):
     """What an episode says besides its masks: the run, the image, the action grid, the policy version."""
 
@@ -153,6 +175,9 @@ class EpisodeMeta(BaseModel):
     points: list[tuple[Cell, Cell]] | None = Field(
         None, max_length=MAX_POINTS, description="Pixel level, point tasks: the (y, x) cells of the mask a rater is "
         "asked about (\"is this <class>?\"), distinct; required by runs whose task_kind is `point`.")
+    view: View | None = Field(
+        None, description="The training view the masks were sampled on (a random crop, say); ground truth scores "
+        "them against the same view of the label. None: the whole image.")
 
     @model_validator(mode="after")
     def _check_points(self) -> EpisodeMeta:

@@ -56,8 +56,9 @@ def test_the_prefetcher_hands_over_steps_once_in_order(voc_root):
     try:
         with pytest.raises(RuntimeError, match="reads step 3, not 4"):
             prefetch.take(4, draw(4))
-        indices, images, labels = prefetch.take(3, draw(3))
+        indices, images, labels, views = prefetch.take(3, draw(3))
         assert torch.equal(indices, draw(3)) and images.shape == (4, 3, 32, 32) and labels.dtype == torch.uint8
+        assert views.shape == (0, 7)  # no --crop-size: whole images
         with pytest.raises(RuntimeError, match="other images than the step drew"):
             prefetch.take(4, draw(5))
     finally:

@@ -91,6 +91,27 @@ def test_remote_training_applies_every_reward_once_and_learns_what_local_learns(
     assert (fields, r.xlen(stream)) == (({b"payload"}, 12 * 4 * 4) if wire == "v1" else ({b"episode"}, 12 * 4))
 
 
+@pytest.mark.parametrize("wire", ["v1", "v2"])
+def test_views_through_the_service_are_scored_as_in_process(shapes32_service, redis_server, tmp_path, wire) -> None:
+    """--crop-size: each episode carries the random view its masks were sampled on (resize, flip, a 24 px crop
+    of the 32 px images, padded with ignore where a view is smaller); the service's ground truth applies it to
+    its label: same rewards, same weights as in-process, at image level and at pixel level."""
+    url, views = redis_server.db_url(DB), ("--crop-size", "24", "--scale-range", "0.6", "1.5")
+    remote = train(tmp_path / f"views-{wire}", *views, "--wire", wire, service=shapes32_service, redis_url=url)
+    local = train(tmp_path / "views-local", *views)
+    assert remote["rewards"]["posted"] == remote["rewards"]["applied"] == 12 * 4 * 4
+    assert remote["val_miou"] == local["val_miou"]
+    assert same_weights(tmp_path / f"views-{wire}", tmp_path / "views-local")
+    if wire == "v2":
+        pixel = ("--reward", "pixel", "--samples", "1", *views)
+        train(tmp_path / "views-px", *pixel, service=shapes32_service, redis_url=url)
+        train(tmp_path / "views-px-local", *pixel)
+        assert same_weights(tmp_path / "views-px", tmp_path / "views-px-local")
+    r = redis.Redis.from_url(url)
+    episode = next(k for k in r.scan_iter("rss:v1:episode:*") if r.hget(k, "run_id") == f"views-{wire}".encode())
+    assert json.loads(r.hget(episode, "view"))["crop"][2:] == [24, 24]
+
+
 def test_remote_pixel_level_and_a_clear_error_without_a_token(
         shapes32_service, redis_server, tmp_path, monkeypatch) -> None:
     """Pixel-level rewards through v2 (float16 maps, lossless for ground truth) give in-process's weights."""

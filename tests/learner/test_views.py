@@ -34,27 +34,29 @@ def test_a_view_is_a_window_of_the_image_with_its_labels_never_blended() -> None
     image, label = striped(20, 40)
     window = TrainViews(16, scale=(16 / 16, 20 / 16), flip=False)  # shorter side 16..20: kept when it is 20
     for seed in range(8):
-        view, view_label = window(image, label, seed)
+        view, view_label, _ = window(image, label, seed)
         assert view.shape == (3, 16, 16) and view_label.shape == (16, 16)
         assert set(view_label.unique().tolist()) <= {0, 1, 2}  # nearest: classes only
     exact = TrainViews(16, scale=(20 / 16, 20 / 16), flip=False)  # always the 20 px shorter side: no rescale
-    view, view_label = exact(image, label, 3)
+    view, view_label, spec = exact(image, label, 3)
     top, left = int(round(float(view[0, 0, 0]) * 255)), int(round(float(view[1, 0, 0]) * 255))
+    assert spec.resize == (20, 40) and spec.crop == (top, left, 16, 16) and not spec.flip  # the view says it
     assert torch.equal(view, image[:, top:top + 16, left:left + 16])
     assert torch.equal(view_label, label[top:top + 16, left:left + 16])
     big = TrainViews(32, scale=(20 / 32, 20 / 32), flip=False)  # the 20x40 image stays, the crop is 32x32
-    view, view_label = big(image, label, 0)
-    padded = (view_label == 255).all(1)  # whole rows of ignore: the 12 padded ones, the image 0 there
-    assert int(padded.sum()) == 12 and (view_label == 255).sum() == 32 * 12
-    assert (view[:, padded] == 0).all() and (view[:, ~padded].abs().sum((0, 2)) > 0).all()
+    view, view_label, spec = big(image, label, 0)
+    assert spec.crop[0] == 0  # the window starts inside the image and passes its bottom edge
+    assert (view_label[20:] == 255).all() and (view_label[:20] != 255).all()  # 12 padded rows, ignore
+    assert (view[:, 20:] == 0).all()
     again = big(image, label, 0)
-    assert torch.equal(again[0], view) and torch.equal(again[1], view_label)  # a pure function of its seed
+    assert torch.equal(again[0], view) and again[2] == spec  # a pure function of its seed
     assert not torch.equal(TrainViews(16)(image, label, 1)[0], TrainViews(16)(image, label, 2)[0])
 
 
 def test_the_aspect_ratio_is_kept() -> None:
     image, label = striped(20, 40)
-    view, _ = TrainViews(10, scale=(1.0, 1.0), flip=False)(image, label, 0)  # shorter side 20 -> 10: half size
+    view, _, spec = TrainViews(10, scale=(1.0, 1.0), flip=False)(image, label, 0)  # shorter side 20 -> 10: half size
+    assert spec.resize == (10, 20)
     columns = (view[1] * 255).round()
     assert torch.all(columns[:, 1:] - columns[:, :-1] == 2)  # every other column: 40 -> 20 wide, not 10
 
@@ -95,9 +97,8 @@ def test_images_of_their_own_sizes_train_on_views_and_are_evaluated_whole(tmp_pa
 
 
 def test_views_refuse_what_scores_by_image(tmp_path) -> None:
-    for flags, named in (({"reward_source": "remote"}, "--reward-source remote"), ({"replay": 8}, "--replay"),
-                         ({"image_pool": 2}, "--image-pool")):
+    for flags, named in (({"reward_source": "remote", "scorer": "human"}, "--scorer human"),
+                         ({"replay": 8}, "--replay"), ({"image_pool": 2}, "--image-pool")):
         with pytest.raises(ValueError, match=f"--crop-size does not go with {named}"):
             TrainArgs(**RUN, data_root=str(tmp_path), crop_size=16, **flags).validate()
-    with pytest.raises(ValueError, match="--image-size 0 needs --reward-source local"):
-        TrainArgs(**RUN, data_root=str(tmp_path), image_size=0, reward_source="remote").validate()
+    TrainArgs(**RUN, data_root=str(tmp_path), crop_size=16, reward_source="remote").validate()  # gt scores views

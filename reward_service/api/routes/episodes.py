@@ -53,6 +53,12 @@ def check_episode(body: EpisodeCreate | EpisodeHeader, run: RunPublic | None, se
     if body.level == "pixel" and body.scale and body.grid_mode == "pool":
         raise HTTPException(422, detail=f"{where}Pixel level needs grid_mode 'grid' or scale 0: a pooled cell is "
                                         "not a pixel.")
+    if body.view is not None and run.scorer != "gt":
+        raise HTTPException(422, detail=f"{where}view: only the gt scorer scores episodes sampled on a view for now "
+                                        f"(run {run.run_id!r} is scored by {run.scorer!r}): send whole images.")
+    if body.view is not None and body.view.resize[0] * body.view.resize[1] > settings.max_mask_pixels:
+        raise HTTPException(413, detail=f"{where}view: resize {body.view.resize[0]}x{body.view.resize[1]} exceeds "
+                                        f"the limit of {settings.max_mask_pixels} pixels (RSS_MAX_MASK_PIXELS).")
     if body.count > settings.max_samples:
         raise HTTPException(422, detail=f"{where}{body.count} samples exceed the limit of "
                                         f"{settings.max_samples}.")
@@ -80,7 +86,7 @@ def decode_samples(dataset: ServedDataset, body: EpisodeCreate | EpisodeHeader, 
     except UnknownImage as exc:
         raise HTTPException(404, detail=f"{where}{exc}.") from exc
     try:
-        shape = dataset.mask_shape(body.image_id, run.image_size, body.grid)
+        shape = dataset.mask_shape(body.image_id, run.image_size, body.grid, body.view)
     except ValueError as exc:
         raise HTTPException(422, detail=f"{where}{exc}.") from exc
     outside = [p for p in body.points or () if p[0] >= shape[0] or p[1] >= shape[1]]
@@ -143,7 +149,7 @@ async def accept(services: Services, bodies: list[EpisodeCreate] | list[EpisodeH
 
     try:
         ids = await store.add_episodes([(run, b.image_id, b.grid, b.policy_version, data, shape,
-                                         [list(p) for p in b.points] if b.points is not None else None)
+                                         [list(p) for p in b.points] if b.points is not None else None, b.view)
                                         for b, run, (data, shape) in zip(bodies, checked, masks, strict=True)], idem,
                                        lambda ids: EpisodeBatchAccepted(episodes=answers(ids)).model_dump_json(), wire,
                                        learner)
