@@ -53,6 +53,17 @@ def test_scores_from_two_raters_are_averaged_with_their_spread(learner, raters, 
     assert stats["raters"]["alice"]["rated"] == 1 and stats["tasks_waiting"] == 0 and stats["leases_pending"] == 0
 
 
+def test_a_run_asking_more_ratings_per_task_than_there_are_raters_is_refused(learner, redis_client) -> None:
+    """Each rater rates a task once: with 2 raters, 3 ratings a task would leave every task waiting forever."""
+    refused = learner.post("/v1/runs", json={"run_id": "three", "dataset": "shapes", "level": "image",
+                                             "scorer": "human", "ratings_per_task": 3})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"] == ("ratings_per_task 3 needs as many raters, and this service has 2 "
+                                        "(RSS_RATER_TOKENS): ask for at most 2.")
+    assert not redis_client.exists("rss:v1:run:three")
+    register(learner, "two", scorer="human", ratings_per_task=2)
+
+
 def test_pairwise_preferences_become_win_shares(learner, raters, redis_client) -> None:
     alice, _ = raters
     register(learner, "pair", scorer="human", task_kind="pairwise")

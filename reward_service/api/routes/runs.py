@@ -46,6 +46,11 @@ async def create_run(_: Learner, body: Annotated[RunCreate, Depends(json_body(Ru
             raise HTTPException(409, detail=f"The learner's data (fingerprint {body.dataset_fingerprint}) is not the "
                                             f"data this service scores against: {described}. Start both with the "
                                             "same dataset settings (dataset, split, seed, size, labels).")
+    raters = len(services.settings.rater_tokens)
+    if body.scorer == "human" and body.ratings_per_task > raters:
+        # a rater rates a task once: with fewer raters than ratings per task, no task would ever complete
+        raise HTTPException(422, detail=f"ratings_per_task {body.ratings_per_task} needs as many raters, and this "
+                                        f"service has {raters} (RSS_RATER_TOKENS): ask for at most {raters}.")
     if body.scorer == "http":
         refusal = await run_in_threadpool(endpoint_refusal, body.endpoint or "", services.settings)  # resolves
         if refusal is not None:
