@@ -305,6 +305,10 @@ class App {
         start: submittedAt, end: shown.startTime,
         detail: { taskId: task.task_id, prefetched: prepared.readyAt <= submittedAt },
       });
+      // what the rater sees: the answer's key press to the second frame after the next task was drawn
+      requestAnimationFrame(() => performance.measure('rss:answer-to-frame', {
+        start: submittedAt, end: performance.now(), detail: { taskId: task.task_id, kind: task.kind },
+      }));
     });
     this.renderStatus();
   }

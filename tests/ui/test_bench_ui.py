@@ -20,5 +20,8 @@ def test_bench_ui_smoke(tmp_path: Path) -> None:
         value = report[key]
         assert isinstance(value, float) and math.isfinite(value) and 0 < value < 60_000, (key, value)
     assert report["submit_to_next_p50_ms"] <= report["submit_to_next_p95_ms"]
+    frames = report["answer_to_frame_p95_ms"]  # the key press to the second frame of the next task
+    assert list(frames) == ["score"] and report["submit_to_next_p95_ms"] < frames["score"] < 60_000, report
+    assert "answer key -> second frame after the next score task is drawn" in done.stdout
     assert report["tasks"] == 3 and report["size"] == 64
     assert "submit -> next task drawn" in done.stdout
