@@ -516,8 +516,9 @@ class HumanTasks:
                 if entry is not None:
                     checked += 1
                     task = await self._takeable(rater, *entry)
-                    if task is not None:
-                        return await self._grant(rater, entry[1], task, entry[0], time.time())
+                    if task is not None and (granted := await self._grant(rater, entry[1], task, entry[0],
+                                                                          time.time())) is not None:
+                        return granted
                 if cursor == "0-0":
                     break
             remaining = deadline - time.monotonic()
@@ -527,8 +528,9 @@ class HumanTasks:
             if entry is not None:
                 checked += 1
                 task = await self._takeable(rater, *entry)
-                if task is not None:
-                    return await self._grant(rater, entry[1], task, entry[0], time.time())
+                if task is not None and (granted := await self._grant(rater, entry[1], task, entry[0],
+                                                                      time.time())) is not None:
+                    return granted
             elif time.monotonic() >= deadline:
                 return None
         return None
@@ -620,7 +622,17 @@ class HumanTasks:
             log.info("returned %d task(s) whose lease expired to the queue", returned)
         return returned
 
-    async def _grant(self, rater: str, task_id: str, task: dict, entry_id: bytes, now: float) -> TaskPublic:
+    async def _grant(self, rater: str, task_id: str, task: dict, entry_id: bytes, now: float) -> TaskPublic | None:
+        """Lease the task to ``rater``; None when its episode is gone (expired after RSS_EPISODE_TTL_S, or the
+        database was flushed): nothing can be shown, so its entry leaves the queue and the caller goes on."""
+        ep = await self.store.episode_fields(task["episode_id"], "image_id", "grid", "shape", "masks", "points")
+        if ep is None or ep.get("masks") is None or ep.get("shape") is None:
+            log.warning("task %s: its episode %s is gone; dropped from the queue", task_id, task["episode_id"])
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.xack(keys.TASKS, keys.TASKS_GROUP, entry_id)
+                pipe.hset(keys.task(task_id), "status", "gone")
+                await pipe.execute()
+            return None
         lease_id, expires = uuid.uuid4().hex, now + self.settings.lease_s
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(keys.lease(lease_id), mapping={
@@ -628,7 +640,6 @@ class HumanTasks:
             pipe.expire(keys.lease(lease_id), int(max(3600, 10 * self.settings.lease_s)))
             pipe.hset(keys.task(task_id), f"holder:{rater}", expires)
             await pipe.execute()
-        ep = await self.store.episode_fields(task["episode_id"], "image_id", "grid", "shape", "masks", "points")
         shape = tuple(json.loads(ep["shape"]))
         masks = np.frombuffer(ep["masks"], np.uint8).reshape(shape)
         run = await self.store.get_run(task["run_id"])

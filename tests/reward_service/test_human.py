@@ -64,6 +64,21 @@ def test_a_run_asking_more_ratings_per_task_than_there_are_raters_is_refused(lea
     register(learner, "two", scorer="human", ratings_per_task=2)
 
 
+def test_a_task_whose_episode_is_gone_is_dropped_not_a_500(learner, raters, redis_client) -> None:
+    """An episode expires (RSS_EPISODE_TTL_S) while its task waits, or the database is flushed under a worker
+    that was creating tasks: the task cannot be shown. It leaves the queue and the rater gets the next one."""
+    alice, _ = raters
+    register(learner, "expired", scorer="human")
+    gone, kept = post(learner, "expired", [label_of()]), post(learner, "expired", [noisy(label_of(), 4)])
+    wait_status(learner, kept, ("waiting_for_rater",))
+    redis_client.delete(f"rss:v1:episode:{gone}")
+    task = lease(alice)
+    assert task is not None and task["episode_id"] == kept
+    assert lease(alice, wait_s=0) is None  # the dropped task is not offered again (and no 500)
+    statuses = {redis_client.hget(k, "status") for k in redis_client.scan_iter("rss:v1:task:*")}
+    assert b"gone" in statuses
+
+
 def test_pairwise_preferences_become_win_shares(learner, raters, redis_client) -> None:
     alice, _ = raters
     register(learner, "pair", scorer="human", task_kind="pairwise")
