@@ -124,10 +124,28 @@ def minute() -> int:
     return int(time.time() // 60)
 
 
+def _release(first: int) -> str:
+    """Lua, shared by the scripts that finish an episode: its masks dropped (scored or failed, nothing reads them
+    again: hold no more than in flight), their bytes taken off the pending-pixel counters KEYS[first..]."""
+    return f"""local held = redis.call('HSTRLEN', KEYS[1], 'masks')
+redis.call('HDEL', KEYS[1], 'masks')
+if held > 0 then
+  for k = {first}, #KEYS do
+    if redis.call('DECRBY', KEYS[k], held) <= 0 then redis.call('DEL', KEYS[k]) end
+  end
+end
+"""
+
+
+def pending_keys(run_id: str, owner: str | None) -> list[str]:
+    """The pending-pixel counters an episode of ``run_id`` posted by token ``owner`` counts in."""
+    return [keys.pending_pixels(run_id), *([keys.token_pending_pixels(owner)] if owner else [])]
+
+
 # KEYS: episode, results stream, jobs stream, dead letters, results counter, the run's pending pixels, its token's.
 # ARGV: status, reason, ttl, job id, jobs group, counter ttl, dead-letter JSON or '', samples the entries carry,
 # then the entries: each its number of fields n and n name/value pairs (v1: payload; v2: episode[, maps]).
-_FINISH = """
+_FINISH = '''
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'scored' or status == 'failed' then
   redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
@@ -141,38 +159,24 @@ while i <= #ARGV do
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
-local held = redis.call('HSTRLEN', KEYS[1], 'masks')
-redis.call('HDEL', KEYS[1], 'masks')  -- scored or failed, nothing reads them again: hold no more than in flight
-if held > 0 then
-  for k = 6, #KEYS do
-    if redis.call('DECRBY', KEYS[k], held) <= 0 then redis.call('DEL', KEYS[k]) end
-  end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+''' + _release(6) + '''redis.call('EXPIRE', KEYS[1], ARGV[3])
 if ARGV[7] ~= '' then redis.call('XADD', KEYS[4], '*', 'payload', ARGV[7]) end
 redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
 redis.call('INCRBY', KEYS[5], ARGV[8])
 redis.call('EXPIRE', KEYS[5], ARGV[6])
 return 1
-"""
+'''
 
 
 # An episode done outside a finish script (a human task's finalize): its status, reason and TTL, its masks dropped
 # and released from the pending pixels of its run and token. KEYS: episode, then those counters. ARGV: status,
 # reason, ttl.
-_DONE = """
+_DONE = '''
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[2]) end
-local held = redis.call('HSTRLEN', KEYS[1], 'masks')
-redis.call('HDEL', KEYS[1], 'masks')
-if held > 0 then
-  for k = 2, #KEYS do
-    if redis.call('DECRBY', KEYS[k], held) <= 0 then redis.call('DEL', KEYS[k]) end
-  end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+''' + _release(2) + '''redis.call('EXPIRE', KEYS[1], ARGV[3])
 return held
-"""
+'''
 
 
 class RunBusy(ValueError):
@@ -195,8 +199,6 @@ class Finish:
     dead_letter: dict | None = None
     owner: str | None = None  # the learner token's id that posted it: its pending pixels are released too
 
-    def pending_keys(self) -> list[str]:
-        return [keys.pending_pixels(self.run_id), *([keys.token_pending_pixels(self.owner)] if self.owner else [])]
 
 
 class Store:
@@ -370,7 +372,7 @@ class Store:
             for f in finishes:
                 letter = json.dumps(f.dead_letter) if f.dead_letter else ""
                 names = [keys.episode(f.episode_id), keys.results(f.run_id), keys.JOBS, keys.DEAD_LETTER, counter,
-                         *f.pending_keys()]
+                         *pending_keys(f.run_id, f.owner)]
                 args = [f.status, f.reason or "", self.settings.episode_ttl_s, f.job_id, keys.JOBS_GROUP, 3600,
                         letter, f.samples]
                 for entry in f.entries:
@@ -388,8 +390,7 @@ class Store:
         run_id, owner = (_s(x) for x in await self.r.hmget(keys.episode(episode_id), ["run_id", "owner"]))
         if run_id is None:  # expired
             return
-        pending = Finish(episode_id, run_id, [], 0, status, reason, "", owner=owner).pending_keys()
-        await self._done(keys=[keys.episode(episode_id), *pending],
+        await self._done(keys=[keys.episode(episode_id), *pending_keys(run_id, owner)],
                          args=[status, reason or "", self.settings.episode_ttl_s])
 
     # --- streams housekeeping --------------------------------------------------------------
