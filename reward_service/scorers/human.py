@@ -515,9 +515,8 @@ class HumanTasks:
                 cursor, entry = await self._claim(rater, cursor)
                 if entry is not None:
                     checked += 1
-                    task = await self._takeable(rater, *entry)
-                    if task is not None and (granted := await self._grant(rater, entry[1], task, entry[0],
-                                                                          time.time())) is not None:
+                    granted = await self._take(rater, entry)
+                    if granted is not None:
                         return granted
                 if cursor == "0-0":
                     break
@@ -527,9 +526,8 @@ class HumanTasks:
             entry = await self._next_entry(rater, block)
             if entry is not None:
                 checked += 1
-                task = await self._takeable(rater, *entry)
-                if task is not None and (granted := await self._grant(rater, entry[1], task, entry[0],
-                                                                      time.time())) is not None:
+                granted = await self._take(rater, entry)
+                if granted is not None:
                     return granted
             elif time.monotonic() >= deadline:
                 return None
@@ -621,6 +619,11 @@ class HumanTasks:
         if returned:
             log.info("returned %d task(s) whose lease expired to the queue", returned)
         return returned
+
+    async def _take(self, rater: str, entry: tuple[bytes, str]) -> TaskPublic | None:
+        """The queue entry's task leased to ``rater``, or None when it may not take it or the task is gone."""
+        task = await self._takeable(rater, *entry)
+        return await self._grant(rater, entry[1], task, entry[0], time.time()) if task is not None else None
 
     async def _grant(self, rater: str, task_id: str, task: dict, entry_id: bytes, now: float) -> TaskPublic | None:
         """Lease the task to ``rater``; None when its episode is gone (expired after RSS_EPISODE_TTL_S, or the
