@@ -12,20 +12,14 @@ from torch import nn
 
 from learner.metrics import ConfusionMatrix
 from rss_core.data import SegDataset
-from rss_core.data.base import UnevenBatch
 
 
 def iterate_split(dataset: SegDataset, batch_size: int, rank: int = 0, world: int = 1):
-    """(images, labels) batches in order, of the images ``rank, rank + world, ...``; one image at a time where
+    """(images, labels) batches in order, of the images ``rank, rank + world, ...``; runs of one size where
     images keep sizes of their own (--image-size 0: evaluated at their native resolution, never squashed)."""
     indices = torch.arange(rank, len(dataset), world)
     for i in range(0, len(indices), batch_size):
-        chunk = indices[i:i + batch_size]
-        try:
-            yield dataset.batch(chunk)
-        except UnevenBatch:
-            for index in chunk:
-                yield dataset.batch(index[None])
+        yield from dataset.batches(indices[i:i + batch_size])
 
 
 def evaluate(model: nn.Module, dataset: SegDataset, device: torch.device, batch_size: int = 32) -> dict:

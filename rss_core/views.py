@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from rss_core.data import IGNORE_INDEX
+from rss_core.data.base import nearest
 from rss_core.schemas import View
 
 
@@ -28,9 +29,7 @@ def _window(x: torch.Tensor, view: View, fill: float) -> torch.Tensor:
 def view_label(label: torch.Tensor, view: View) -> torch.Tensor:
     """The (h, w) int64 label of ``view`` of an (H, W) label: nearest resize (a class is never blended), flip,
     window (255 = ignore past the edges)."""
-    y = label.long()
-    if tuple(y.shape) != view.resize:
-        y = F.interpolate(y[None, None].float(), size=view.resize, mode="nearest")[0, 0].long()
+    y = nearest(label, view.resize)
     if view.flip:
         y = y.flip(-1)
     return _window(y, view, IGNORE_INDEX)

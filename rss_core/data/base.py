@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -90,13 +92,20 @@ class SegDataset(abc.ABC):
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (N, 3, S, S) and labels (N, S, S) of ``indices``; in-memory datasets slice."""
-        pairs = [self[int(i)] for i in indices]
-        sizes = {tuple(p[1].shape) for p in pairs}
-        if len(sizes) > 1:
-            shown = ", ".join(f"{w}x{h}" for h, w in sorted(sizes)[:3])
+        runs = list(self.batches(indices))
+        if len(runs) > 1:
+            shown = ", ".join(f"{w}x{h}" for h, w in sorted({tuple(r[1].shape[-2:]) for r in runs})[:3])
             raise UnevenBatch(f"images of different sizes ({shown}) in one batch: give --image-size N to resize "
                               "them to a square, or --crop-size N to train on views of one size")
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        return runs[0]
+
+    def batches(self, indices: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`batch` of each run of consecutive ``indices`` whose images share a size (one run when all do), each
+        image read once: a folder kept at its own sizes (--image-size 0) is evaluated so, never squashed."""
+        pairs = [self[int(i)] for i in indices]
+        for _, run in itertools.groupby(pairs, key=lambda p: tuple(p[1].shape)):
+            run = list(run)
+            yield torch.stack([p[0] for p in run]), torch.stack([p[1] for p in run])
 
     @property
     def palette(self) -> np.ndarray:
@@ -169,17 +178,20 @@ class FolderDataset(SegDataset):
 
     def label(self, index: int) -> torch.Tensor:
         _, label_path = self._pairs[self.ids[index]]
-        return resize_label(self.check_label(self.convert_label(read_label(label_path)), label_path), self.image_size)
+        return resize_label(self._label_file(label_path), self.image_size)
 
     def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         paths = self.files(image_id)
         if paths is None:
             raise DatasetError(f"{self._source}: image id {image_id!r} is not in split {self.split!r}")
         image_path, label_path = paths
-        image = read_image(image_path)
-        label = self.convert_label(read_label(label_path))
+        image, label = read_image(image_path), self._label_file(label_path)
         check_same_size(image, label, image_path, label_path)
-        return image, self.check_label(label, label_path)
+        return image, label
+
+    def _label_file(self, path: Path) -> np.ndarray:
+        """A label file as checked class indices (stored values converted, values out of range refused)."""
+        return self.check_label(self.convert_label(read_label(path)), path)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -251,9 +263,15 @@ def to_tensors(image: np.ndarray, label: np.ndarray, size: int | None) -> tuple[
 def resize_label(label: np.ndarray, size: int | None) -> torch.Tensor:
     """(H, W) uint8 label -> (S, S) int64, nearest (a label value is a class, never a blend)."""
     y = torch.from_numpy(np.ascontiguousarray(label)).long()
-    if size is not None and (y.shape[0] != size or y.shape[1] != size):
-        y = torch.nn.functional.interpolate(y[None, None].float(), size=(size, size), mode="nearest")[0, 0].long()
-    return y
+    return y if size is None else nearest(y, (size, size))
+
+
+def nearest(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) label -> ``size`` (h, w) int64, nearest; the label itself when it has that size already."""
+    y = label.long()
+    if tuple(y.shape) == tuple(size):
+        return y
+    return torch.nn.functional.interpolate(y[None, None].float(), size=tuple(size), mode="nearest")[0, 0].long()
 
 
 def voc_palette(n: int = 256) -> np.ndarray:

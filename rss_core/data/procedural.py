@@ -67,6 +67,9 @@ class ProceduralDataset(SegDataset):
         images, labels = self.tensors()
         return images[indices], labels[indices]
 
+    def batches(self, indices: torch.Tensor):
+        yield self.batch(indices)  # one size, in memory: one slice
+
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole split as (N, 3, S, S) float and (N, S, S) int64 tensors, built once."""
         if self._cache is None:
