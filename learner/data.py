@@ -36,10 +36,13 @@ class StepIndices:
     def __init__(self, length: int, count: int, seed: int, rank: int) -> None:
         self.length, self.count, self.seed, self.rank = length, count, seed, rank
 
-    def __call__(self, step: int) -> torch.Tensor:
+    def __call__(self, step: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``generator``: the step's own, when the caller goes on drawing from it (the loop); else a fresh one."""
         from learner.train import step_generator
 
-        return torch.randint(self.length, (self.count,), generator=step_generator(self.seed, step, self.rank))
+        if generator is None:
+            generator = step_generator(self.seed, step, self.rank)
+        return torch.randint(self.length, (self.count,), generator=generator)
 
 
 class StepBatches(Dataset):

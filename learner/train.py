@@ -203,6 +203,7 @@ class Run:
     loop_path: Path  # rank 0's checkpoint holds the model; every rank keeps its own rewards in flight
     rank_log: Path | None = None
     scaler: torch.amp.GradScaler | None = None  # --amp fp16
+    indices: StepIndices | None = None  # which images each step trains on (set by setup)
     prefetch: Prefetcher | None = None  # --data-workers: the batches of the steps ahead
     views: TrainViews | None = None  # --crop-size: random views of the images (learner/views.py)
     start: int = 0
@@ -270,10 +271,10 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
                              "image, not by view")
         run.views = TrainViews(args.crop_size, tuple(args.scale_range), jitter=args.color_jitter)
         run.height = run.width = args.crop_size
+    run.indices = StepIndices(len(train_ds), args.batch_size * args.image_pool, args.seed, rank)
     workers = args.resolved_data_workers()
     if workers or run.views is not None:  # views are drawn by the same code with or without workers
-        run.prefetch = Prefetcher(train_ds, StepIndices(len(train_ds), args.batch_size * args.image_pool, args.seed,
-                                                        rank), run.start, args.steps, workers=workers,
+        run.prefetch = Prefetcher(train_ds, run.indices, run.start, args.steps, workers=workers,
                                   pin_memory=device.type == "cuda", views=run.views, seed=args.seed, rank=rank)
     log.info("%s: %d train / %d val images of %dx%d, %d classes; training on %s",
              args.dataset, len(train_ds), len(val_ds), run.height, run.width, train_ds.num_classes, device)
@@ -351,7 +352,7 @@ def train_step(run: Run, step: int) -> tuple[list[tuple[torch.Tensor, dict]], in
     Returns the updates applied (loss, statistics) and the PSR scale the step sampled at."""
     args, device = run.args, run.device
     gen = step_generator(args.seed, step, run.rank)
-    indices = torch.randint(len(run.train_ds), (args.batch_size * args.image_pool,), generator=gen)
+    indices = run.indices(step, gen)  # the first draw of the step's generator, as the prefetcher draws it
     view_labels = views = None  # --crop-size: the labels of these views (no store keeps them by image), the views
     if run.prefetch is not None:  # read ahead by the DataLoader's workers (learner/data.py)
         _, images, labels, views = run.prefetch.take(step, indices)
