@@ -161,6 +161,10 @@ class TrainArgs:
     """--replay: kept answers per step"""
     replay_weight: float = 1.0
     """--replay: weight of the supervised term from kept answers"""
+    replay_margin: int = 0
+    """--replay, pixel level: keep a confirmed pixel only where the mask shown has one class and nothing is
+    painted wrong within this many pixels, and a wrong one only this far inside what is painted (a brush
+    misses strips thinner than its stroke and spills past edges; learner/replay.py); 0: every pixel"""
     replay_updates: int = 0
     """--replay: after each answered step, this many more updates on kept answers alone (answers arrive
     slowly; the learner keeps learning from what it has meanwhile)"""
@@ -286,8 +290,8 @@ class TrainArgs:
             raise ValueError(f"--reclaim-idle-s must be >= 0, got {self.reclaim_idle_s}")
         if self.reward_timeout_s <= 0:
             raise ValueError(f"--reward-timeout-s must be positive, got {self.reward_timeout_s}")
-        if self.replay < 0 or self.replay_batch < 1 or self.replay_weight < 0:
-            raise ValueError("--replay and --replay-weight must be >= 0, --replay-batch >= 1")
+        if self.replay < 0 or self.replay_batch < 1 or self.replay_weight < 0 or self.replay_margin < 0:
+            raise ValueError("--replay, --replay-weight and --replay-margin must be >= 0, --replay-batch >= 1")
         if self.replay and self.objective != "rl":
             raise ValueError("--replay needs --objective rl (it keeps answers about sampled masks)")
         pairwise = self.objective == "rl" and self.reward == "image"
@@ -321,6 +325,9 @@ class TrainArgs:
             raise ValueError(f"--points must be >= 0, got {self.points}")
         if self.points and not (self.objective == "rl" and self.reward == "pixel" and self.resolved_samples() == 1):
             raise ValueError("--points needs --reward pixel and --samples 1 (questions about the most likely mask)")
+        if self.replay_margin and (self.points or self.reward != "pixel"):
+            raise ValueError("--replay-margin trusts brush answers away from edges: it needs --reward pixel, and "
+                             "not --points (a point answer is one pixel, which no margin would keep)")
         if self.first_mask == "mode" and self.max_inflight:
             raise ValueError("--first-mask mode does not work with --max-inflight yet")
         if self.replay and self.max_inflight:

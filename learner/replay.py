@@ -12,6 +12,11 @@ policy sampled the masks, so neither needs behaviour log-probabilities however o
                                         -log (1 - pi(a))   where r < 0   (a ruled-out class)
 
   (the second is the "unlikelihood" of Welleck et al., ICLR 2020). Pixels with r = 0 say nothing.
+  A person's brush misses wrong strips thinner than its stroke, which lie along the edges of the mask
+  shown, and spills past what it paints: with ``margin`` m > 0 (`--replay-margin`), a confirmed pixel
+  is kept only where the mask shown has one class and nothing is painted wrong within m pixels, and a
+  painted pixel only m pixels inside its stroke (`trusted`). Otherwise every missed strip is kept as a
+  label, and the policy learns its own mistakes along every edge.
 
 * **preferences between two masks** (`--reward image`, masks paired 0-1, 2-3, ...: a rater's pairwise
   answer, or two scores compared): the preferred mask w is better than the other l where they differ,
@@ -79,11 +84,35 @@ class Ring:
         raise NotImplementedError
 
 
+def _dilate(x: torch.Tensor, margin: int) -> torch.Tensor:
+    return F.max_pool2d(x, 2 * margin + 1, stride=1, padding=margin)
+
+
+def trusted(actions: torch.Tensor, signs: torch.Tensor, margin: int) -> torch.Tensor:
+    """The signs (n, h, w) of pixel answers about masks ``actions`` (n, h, w) that a brush answer can be
+    trusted on: +1 where the pixel and every pixel within ``margin`` of it carry one class in the mask and
+    none is painted wrong, -1 where every pixel within ``margin`` is painted wrong, 0 elsewhere."""
+    if margin == 0:
+        return signs
+    a = actions.unsqueeze(1).float()
+    one_class = _dilate(a, margin) == -_dilate(-a, margin)  # max == min over the window (the border pads)
+    wrong = (signs < 0).unsqueeze(1).float()
+    near_wrong = _dilate(wrong, margin) > 0
+    inside_wrong = -_dilate(-wrong, margin) > 0  # an erosion: the whole window is painted
+    confirmed = (signs > 0).unsqueeze(1) & one_class & ~near_wrong
+    return (confirmed.to(signs.dtype) - inside_wrong.to(signs.dtype)).squeeze(1)
+
+
 class AnswerReplay(Ring):
-    """Pixel-level answers: per kept sample, its classes and the sign of each pixel's reward."""
+    """Pixel-level answers: per kept sample, its classes and the sign of each pixel's reward (``margin``:
+    only where a brush answer can be trusted, `trusted`)."""
 
     fields = ("actions", "rewards")
     dtypes = (torch.uint8, torch.int8)
+
+    def __init__(self, capacity: int, device: torch.device, margin: int = 0) -> None:
+        super().__init__(capacity, device)
+        self.margin = margin
 
     @property
     def actions(self) -> torch.Tensor:
@@ -102,8 +131,9 @@ class AnswerReplay(Ring):
         rows = torch.arange(len(indices)) if keep is None else keep.cpu().nonzero().flatten()
         on = rows.to(actions.device)
         signs = torch.sign(pixel_rewards[on]) * valid.to(pixel_rewards.device)[on].unsqueeze(1)
-        self._put(indices.cpu()[rows].repeat_interleave(actions.shape[1]), actions[on].flatten(0, 1),
-                  signs.flatten(0, 1))
+        kept = actions[on].flatten(0, 1)
+        self._put(indices.cpu()[rows].repeat_interleave(actions.shape[1]), kept,
+                  trusted(kept.to(signs.device), signs.flatten(0, 1), self.margin))
 
     def loss(self, logits: torch.Tensor, slots: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """The supervised term over the answered pixels of ``slots``, given the policy's ``logits`` (n, C, H, W)

@@ -55,6 +55,8 @@ class Config:
     # are shown the policy's most likely mask (--first-mask mode)
     region: bool = False  # pairwise: the pair is a question about one region (--pairs region)
 
+    margin: int = 0  # brush: trust kept answers only this far from the edges of the mask and of the strokes
+    # (--replay-margin; 0: the run's own --replay-margin)
     random_points: bool = False  # points: asked anywhere, not where the policy hesitates
     image_pool: int = 1  # ask about the images the policy hesitates most about, of this many times a batch
 
@@ -80,6 +82,7 @@ CONFIGS |= {f"brush{'_warm' if warm else ''}_replay": Config("brush", warm, repl
 for _warm in (False, True):
     _w = "_warm" if _warm else ""
     CONFIGS[f"brush{_w}_reuse"] = Config("brush", _warm, replay=True, reuse=True)
+    CONFIGS[f"brush{_w}_trust"] = Config("brush", _warm, replay=True, reuse=True, margin=1)
     CONFIGS[f"pairwise{_w}_reuse"] = Config("pairwise", _warm, replay=True, reuse=True)
     CONFIGS[f"pairwise{_w}_region"] = Config("pairwise", _warm, replay=True, reuse=True, region=True)
     CONFIGS[f"best{_w}_reuse"] = Config("best", _warm, replay=True, reuse=True)
@@ -101,7 +104,9 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     """feedback configurations: pairwise, score, brush, each from scratch or `_warm` (from CE on
     --warm-images labelled images); `brush_replay`, `brush_warm_replay` keep every answer (--replay);
     `*_reuse` also learn from kept answers between answers (--reuse-updates; brush raters see the policy's
-    most likely mask; pairwise ones full-resolution sampled pairs); `pairwise_region`,
+    most likely mask; pairwise ones full-resolution sampled pairs); `brush_trust`, `brush_warm_trust` are
+    `brush_reuse` trusting each answer only 1 pixel away from the edges of the mask shown and of the strokes
+    (--replay-margin 1: a brush misses thin errors along edges and spills past them); `pairwise_region`,
     `pairwise_warm_region` ask about one region where the policy hesitates (--pairs region); `points`,
     `points_warm` verify --points-per-image pixels where the policy hesitates (`_random`: anywhere), every
     answer kept and reused; `best_reuse`, `best_warm_reuse` pick the best of --best-of sampled masks, kept as
@@ -306,7 +311,7 @@ def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -
                     eval_every=eval_every, checkpoint_every=steps, resume=False,
                     init_from=str(warm[1]) if config.warm_start and warm else None,
                     lr=args.warm_lr if config.warm_start and args.warm_lr else args.lr,
-                    replay=steps * per_step if config.replay else 0,
+                    replay=steps * per_step if config.replay else 0, replay_margin=config.margin or args.replay_margin,
                     replay_updates=max(1, round(args.reuse_updates * per_step * cost
                                                 / (args.batch_size * args.seconds_brush))) if config.reuse else 0,
                     points=args.points_per_image if config.kind == "points" else 0,

@@ -10,7 +10,7 @@ import torch
 
 from learner.checkpoint import load_checkpoint
 from learner.config import TrainArgs
-from learner.replay import AnswerReplay, PairReplay, pair_loss, point_queries, preferred, region_pairs
+from learner.replay import AnswerReplay, PairReplay, pair_loss, point_queries, preferred, region_pairs, trusted
 from learner.rewards import Episodes, LocalRewardSource, Rewards
 from learner.train import hesitant_images, train
 from rss_core.grid import ActionGrid
@@ -32,6 +32,26 @@ def test_a_confirmed_pixel_is_a_label_and_a_wrong_one_rules_its_class_out() -> N
     # -log pi(0) = log 2 at the confirmed pixel; -log(1 - 0.75) = log 4 at the wrong one; mean of the two
     assert float(loss) == pytest.approx((math.log(2) + math.log(4)) / 2, rel=1e-5)
     assert stats["replay_pixels"] == 2
+
+
+def test_a_brush_answer_is_trusted_away_from_the_edges_of_the_mask_and_of_the_strokes() -> None:
+    # the mask shown: class 1 in a 4x4 square; the rater painted columns 6 and 7 wrong (a stroke whose
+    # left column spilled onto right pixels) and missed the thin strip of errors along the square's edge
+    mask = torch.zeros(1, 8, 8, dtype=torch.uint8)
+    mask[0, 2:6, 2:6] = 1
+    signs = torch.ones(1, 8, 8, dtype=torch.int8)
+    signs[0, :, 6:] = -1
+    signs[0, 0, 0] = 0  # ignore: says nothing, whatever the margin
+    kept = trusted(mask, signs, 1)[0]
+    assert torch.equal(trusted(mask, signs, 0), signs)  # margin 0: every pixel as answered
+    assert kept[0, 0] == 0 and kept[1, 0] == 1 and kept[7, 4] == 1  # far from every edge: a label
+    assert kept[1:7, 1:7][kept[1:7, 1:7] != 0].tolist() == [1, 1, 1, 1]  # the square's core only, no rim
+    assert (kept[:, 5] == 0).all()  # next to a stroke: not confirmed
+    assert (kept[:, 6] == 0).all() and (kept[:, 7] == -1).all()  # the stroke's edge is not ruled out, its core is
+    replay = AnswerReplay(2, torch.device("cpu"), margin=1)
+    replay.add(torch.tensor([3]), mask.view(1, 1, 8, 8), signs.view(1, 1, 8, 8).float(),
+               (signs != 0).view(1, 8, 8), ActionGrid(0))
+    assert torch.equal(replay.rewards[0], kept)
 
 
 def test_the_ring_keeps_the_newest_answers() -> None:
@@ -224,6 +244,9 @@ def test_replay_updates_learn_more_from_the_same_answers(tmp_path) -> None:
     ({"reward": "image", "samples": 3, "psr": False}, "an even --samples .* or --human-task best"),
     ({"reward": "image", "samples": 9, "psr": False, "human_task": "best"}, "--samples must be 2 to 8, got 9"),
     ({"replay_batch": 0}, "--replay-batch >= 1"),
+    ({"replay_margin": -1}, "--replay-margin must be >= 0"),
+    ({"replay_margin": 1, "points": 4}, "--replay-margin trusts brush answers"),
+    ({"replay_margin": 1, "reward": "image", "samples": 2, "psr": False}, "it needs --reward pixel"),
     ({"replay": 0, "replay_updates": 2}, "--replay-updates needs --replay"),
     ({"reward": "image", "samples": 2, "psr": False, "first_mask": "mode"}, "--first-mask mode needs --reward pixel"),
     ({"reward": "image", "samples": 4, "psr": False, "pairs": "region"}, "--pairs region needs"),
