@@ -101,7 +101,7 @@ def expected_figures(o: dict) -> dict[str, str]:
 
 
 def test_the_operator_page_draws_the_curve_and_shows_the_services_figures(service_url, learner, page) -> None:
-    register(learner, "a-gt-run")
+    register(learner, "z-gt-run")
     register(learner, "seg", scorer="human")
     for step in STEPS:
         gallery = [{"image_id": image_id, "shape": [64, 64], "argmax": codec.png_mask(label_of(image_id)).model_dump(),
@@ -129,8 +129,8 @@ def test_the_operator_page_draws_the_curve_and_shows_the_services_figures(servic
     page.fill("#token", LEARNER_TOKEN)
     page.press("#token", "Enter")
     page.wait_for_function("document.body.dataset.state === 'dashboard' && document.body.dataset.refreshed")
-    assert page.locator("#run-select option").all_inner_texts() == ["a-gt-run", "seg"]
-    assert page.locator("#run-select").input_value() == "seg"  # the last run by id, at first
+    assert page.locator("#run-select option").all_inner_texts() == ["seg", "z-gt-run"]
+    assert page.locator("#run-select").input_value() == "seg"  # the newest run, at first
 
     # The figures are the service's, as the page formats them; the page refreshes by itself.
     for _ in range(5):

@@ -153,7 +153,9 @@ class OperatorApp {
   renderRuns(runs) {
     const select = $('#run-select');
     const ids = runs.map((r) => r.run_id);
-    if (this.runId === null || !ids.includes(this.runId)) this.runId = ids.length ? ids[ids.length - 1] : null;
+    if (this.runId === null || !ids.includes(this.runId)) {  // the newest run, until the operator picks one
+      this.runId = runs.length ? runs.reduce((a, b) => (b.created_at > a.created_at ? b : a)).run_id : null;
+    }
     if (select.dataset.ids !== ids.join('\n')) {
       select.replaceChildren(...ids.map((id) => el('option', { value: id }, id)));
       select.dataset.ids = ids.join('\n');
