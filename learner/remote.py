@@ -5,7 +5,8 @@ and the policy version), then reads the run's results stream with the consumer g
 service created when the run registered. A result is applied at most once, keyed by
 (episode id, sample index): a duplicate delivery is counted and ignored, a result of an
 episode a step gave up on is counted as stale, and one of an episode this learner never
-posted, or whose sampled actions a crash lost, as orphaned.
+posted, or whose sampled actions a crash lost, as orphaned. Each evaluation is posted too (`report`), for the
+service's operator page: a failed post is a warning, and training goes on.
 
 Restart safety: an entry is acknowledged only once no checkpoint can need it again. The
 checkpoint holds the batches posted and not yet applied (`state_dict`), so their results must
@@ -41,16 +42,21 @@ import redis
 import torch
 
 from learner.config import TrainArgs
+from learner.report import policy_masks
 from learner.rewards import Episodes, Rewards
 from rss_core import codec, wire
 from rss_core.data import PROCEDURAL, SegDataset
 from rss_core.keys import RESULTS_GROUP
 from rss_core.schemas import (
+    GALLERY_IMAGES,
+    GALLERY_SIDE,
     EpisodeBatchCreate,
     EpisodeBatchHeader,
     EpisodeCreate,
     EpisodeHeader,
+    GalleryItemCreate,
     RunCreate,
+    RunMetricsCreate,
     RunPublic,
 )
 from rss_core.views import from_tensor
@@ -61,6 +67,7 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "RSS_LEARNER_TOKEN"
 BATCH = 256  # episodes per request: the service's default RSS_MAX_BATCH
 RETRY_STATUS = {429, 502, 503, 504}  # refused for now (rate limit, restarting service or proxy): try again
+METRICS_TIMEOUT_S = 5.0  # one try per evaluation: the next evaluation posts again, training never waits longer
 
 
 def rank_run_id(run_id: str) -> str:
@@ -123,7 +130,7 @@ class RemoteRewardSource:
         token = token or os.environ.get(TOKEN_ENV)
         if not token:
             raise ValueError(f"--reward-source remote needs the learner token in ${TOKEN_ENV}")
-        self.args, self.ids, self.level = args, list(dataset.ids), args.reward
+        self.args, self.dataset, self.ids, self.level = args, dataset, list(dataset.ids), args.reward
         self.run_id = rank_run_id(args.run_id or Path(args.out).resolve().name)
         self.http = httpx.Client(base_url=args.service_url.rstrip("/"), timeout=30.0,
                                  headers={"Authorization": f"Bearer {token}"})
@@ -485,6 +492,37 @@ class RemoteRewardSource:
         for episode_id in episode_ids:
             self.outstanding[episode_id] = pending
         return pending
+
+    def report(self, summary: dict, model: torch.nn.Module) -> None:
+        """Post one evaluation to the service (`POST /v1/runs/{id}/metrics`), the operator page's curve and gallery:
+        its finite numbers, per-class IoUs, and the policy's argmax and one sampled mask on the first training
+        images (which the service serves). One try; a failure is a warning, never the end of training."""
+        path = f"/v1/runs/{self.run_id}/metrics"
+        try:
+            body = RunMetricsCreate(
+                step=summary["step"], per_class_iou=summary.get("per_class_iou"), gallery=self._gallery(model),
+                metrics={k: float(v) for k, v in summary.items() if k not in ("step", "per_class_iou")
+                         and isinstance(v, int | float) and np.isfinite(v)})  # NaN: not computed at this step
+            response = self.http.post(path, content=body.model_dump_json(), timeout=METRICS_TIMEOUT_S,
+                                      headers={"content-type": "application/json"})
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("POST %s failed (%s: %s); training goes on, the next evaluation posts again", path,
+                        type(exc).__name__, exc)
+            return
+        if response.status_code != 200:
+            log.warning("POST %s refused: %d %s; training goes on", path, response.status_code, response.text[:300])
+
+    def _gallery(self, model: torch.nn.Module) -> list[GalleryItemCreate]:
+        """The policy's masks on the first GALLERY_IMAGES training images, every ``stride``-th pixel of an image
+        over GALLERY_SIDE (a picture for the page, not a measurement)."""
+        device = next(model.parameters()).device
+        items = []
+        for index, (_, _, sampled, argmax) in enumerate(policy_masks(model, self.dataset, device, GALLERY_IMAGES)):
+            stride = -(-max(argmax.shape) // GALLERY_SIDE)
+            argmax, sampled = (m[::stride, ::stride].to(torch.uint8).numpy() for m in (argmax, sampled))
+            items.append(GalleryItemCreate(image_id=self.ids[index], shape=argmax.shape,
+                                           argmax=codec.png_mask(argmax), sampled=codec.png_mask(sampled)))
+        return items
 
     policy_version = 0
 

@@ -1,4 +1,4 @@
-"""Report figures: validation mIoU and mean reward against steps."""
+"""Report figures: validation mIoU and mean reward against steps, and the policy's masks on a few images."""
 
 from __future__ import annotations
 
@@ -26,18 +26,14 @@ def write_curves(metrics_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
-def gallery_rows(model, dataset, device, count: int = 4, seed: int = 0) -> list:
-    """Per val image: the image, its label, a mask sampled from the policy and the argmax mask (uint8 RGB)."""
-    import numpy as np
+def policy_masks(model, dataset, device, count: int = 4, seed: int = 0) -> list:
+    """Per image of the first ``count`` of ``dataset``: (image (3, H, W), label, a mask sampled from the policy,
+    the argmax mask), CPU tensors; the model in eval mode, sampled by a generator of its own (training's
+    randomness and batch-norm statistics are left as they were)."""
     import torch
 
     from learner.policy import sample_actions
-    from rss_core.data import IGNORE_INDEX
 
-    palette = np.asarray(dataset.palette, np.uint8)
-    colour = np.zeros((256, 3), np.uint8)
-    colour[: len(palette)] = palette
-    colour[IGNORE_INDEX] = (255, 255, 255)  # ignore
     was_training = model.training
     model.eval()
     rows = []
@@ -48,10 +44,26 @@ def gallery_rows(model, dataset, device, count: int = 4, seed: int = 0) -> list:
             logp = torch.log_softmax(model(images.to(device)), 1)
             sampled = sample_actions(logp, 1, generator)[:, 0]
             argmax = logp.argmax(1)
-        picture = (images[0].permute(1, 2, 0).numpy() * 255).clip(0, 255).astype(np.uint8)
-        masks = [colour[m.cpu().numpy().astype(np.uint8)] for m in (labels[0], sampled[0], argmax[0])]
-        rows.append(np.concatenate([picture, *masks], axis=1))
+        rows.append((images[0], labels[0], sampled[0].cpu(), argmax[0].cpu()))
     model.train(was_training)
+    return rows
+
+
+def gallery_rows(model, dataset, device, count: int = 4, seed: int = 0) -> list:
+    """Per val image: the image, its label, a mask sampled from the policy and the argmax mask (uint8 RGB)."""
+    import numpy as np
+
+    from rss_core.data import IGNORE_INDEX
+
+    palette = np.asarray(dataset.palette, np.uint8)
+    colour = np.zeros((256, 3), np.uint8)
+    colour[: len(palette)] = palette
+    colour[IGNORE_INDEX] = (255, 255, 255)  # ignore
+    rows = []
+    for image, label, sampled, argmax in policy_masks(model, dataset, device, count, seed):
+        picture = (image.permute(1, 2, 0).numpy() * 255).clip(0, 255).astype(np.uint8)
+        masks = [colour[m.numpy().astype(np.uint8)] for m in (label, sampled, argmax)]
+        rows.append(np.concatenate([picture, *masks], axis=1))
     return rows
 
 

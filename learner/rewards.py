@@ -64,6 +64,9 @@ class RewardSource(Protocol):
 
     def load_state_dict(self, state: dict, step: int) -> None: ...
 
+    def report(self, summary: dict, model: torch.nn.Module) -> None:
+        """Called with each evaluation's summary (rank 0): a remote source posts it to the service."""
+
     def stats(self) -> dict[str, float]: ...
 
     def close(self) -> None: ...
@@ -150,6 +153,9 @@ class LocalRewardSource:
 
     def load_state_dict(self, state: dict, step: int) -> None:
         pass
+
+    def report(self, summary: dict, model: torch.nn.Module) -> None:
+        pass  # metrics.jsonl has it: there is no service to tell
 
     def stats(self) -> dict[str, float]:
         return {}

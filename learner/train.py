@@ -420,7 +420,8 @@ def replayed_loss(run: Run, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
 
 
 def evaluate_and_log(run: Run, done: int, window: list[dict], scale: int) -> dict:
-    """Validate, summarise the steps since the last evaluation, append it to metrics.jsonl (rank 0)."""
+    """Validate, summarise the steps since the last evaluation, append it to metrics.jsonl and hand it to the reward
+    source (rank 0)."""
     t1 = time.perf_counter()
     metrics = evaluate(run.core, run.val_ds, run.device)
     run.elapsed += time.perf_counter() - t1
@@ -442,6 +443,7 @@ def evaluate_and_log(run: Run, done: int, window: list[dict], scale: int) -> dic
             f.write(json.dumps(summary) + "\n")
         log.info("step %d: val mIoU %.4f, pixel acc %.4f, reward %.4f, scale %s",
                  done, metrics["miou"], metrics["pixel_acc"], summary["reward_mean"], scale or "full")
+        run.source.report(summary, run.core)  # through the service: its operator page's curve and gallery
     return summary
 
 

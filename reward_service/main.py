@@ -42,6 +42,7 @@ from rss_core.schemas import (
     RatingCreate,
     Result,
     RunCreate,
+    RunMetricsCreate,
 )
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def add_contract_schemas(app: FastAPI) -> None:
             schema = build()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in (RunCreate, EpisodeCreate, EpisodeBatchCreate, EpisodeBatchHeader, RatingCreate, LeaseRef,
-                          Result, EpisodeResult, ExternalScoreRequest, ExternalScoreResponse):
+                          Result, EpisodeResult, ExternalScoreRequest, ExternalScoreResponse, RunMetricsCreate):
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(definition.pop("$defs", {}))
                 components[model.__name__] = definition

@@ -24,9 +24,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from reward_service.core.config import Settings
 from rss_core import keys
-from rss_core.schemas import EpisodePublic, Grid, Result, RunPublic, View
+from rss_core.schemas import EpisodePublic, Grid, MetricsPoint, Result, RunGallery, RunPublic, View
 
 log = logging.getLogger(__name__)
+
+CURVE_POINTS = 2000  # evaluations kept per run's learning curve: the operator page's, not a training log
 
 
 class RunConflict(ValueError):
@@ -238,6 +240,37 @@ class Store:
 
     async def run_ids(self) -> list[str]:
         return sorted(_s(x) for x in await self.r.smembers(keys.RUNS))
+
+    # --- learning curves (the operator page) ---------------------------------------------------
+    async def put_metrics(self, run_id: str, point: MetricsPoint, gallery: RunGallery | None) -> tuple[bool, int]:
+        """Store one evaluation (replacing the point of its step, if any) and, when given, the run's gallery, in one
+        transaction; the lowest steps go past CURVE_POINTS. Returns (replaced, points held now)."""
+        key = keys.run_metrics(run_id)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, point.step, point.step)
+            pipe.zadd(key, {point.model_dump_json(): point.step})
+            pipe.zremrangebyrank(key, 0, -CURVE_POINTS - 1)
+            pipe.zcard(key)
+            if gallery is not None:
+                pipe.set(keys.run_gallery(run_id), gallery.model_dump_json())
+            replies = await pipe.execute()
+        return bool(replies[0]), int(replies[3])
+
+    async def curve(self, run_id: str) -> list[MetricsPoint]:
+        """The run's learning curve, by step."""
+        return [MetricsPoint.model_validate_json(m) for m in await self.r.zrange(keys.run_metrics(run_id), 0, -1)]
+
+    async def curve_end(self, run_id: str) -> tuple[int, int | None]:
+        """(points held, the highest step) of the run's curve."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.run_metrics(run_id))
+            pipe.zrange(keys.run_metrics(run_id), -1, -1, withscores=True)
+            count, last = await pipe.execute()
+        return int(count), int(last[0][1]) if last else None
+
+    async def gallery(self, run_id: str) -> RunGallery | None:
+        value = await self.r.get(keys.run_gallery(run_id))
+        return RunGallery.model_validate_json(value) if value else None
 
     # --- episodes ------------------------------------------------------------------------
     async def replayed(self, idem: Idempotent) -> str | None:

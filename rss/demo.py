@@ -141,8 +141,8 @@ def main(argv: list[str]) -> int:
             env["RSS_HTTP_ENDPOINT_ALLOW"] = json.dumps([train_args.endpoint.split("?")[0].split("#")[0]])
         procs.append(start_service(env, port, log=out / "service.log", startup_s=90, new_session=True))
         print(f"reward service: {url}  (API docs {url}/docs, metrics {url}/metrics)\n"  # noqa: T201
-              f"annotator UI: {url}/ui/  rater token: {rater_token}   logs: {out}/service.log, {out}/redis.log",
-              flush=True)
+              f"annotator UI: {url}/ui/  rater token: {rater_token}   logs: {out}/service.log, {out}/redis.log\n"
+              f"operator page: {url}/ui/runs  learner token: {learner_token}", flush=True)
         os.environ["RSS_LEARNER_TOKEN"] = learner_token
         from learner.train import train
 

@@ -120,3 +120,14 @@ def rater_seconds(scope: str) -> str:
     """List: the latest ``rater_seconds`` of answers (newest first, the last 1000), per ``kind:<task kind>``
     and per ``rater:<name>``; GET /v1/stats shows their medians."""
     return f"{PREFIX}:seconds:{scope}"
+
+
+def run_metrics(run_id: str) -> str:
+    """Sorted set: the run's learning curve, one JSON point per evaluation scored by its step (a step posted again
+    replaces its point); the lowest steps go once it holds more than the service's bound (2000)."""
+    return f"{PREFIX}:run:{run_id}:metrics"
+
+
+def run_gallery(run_id: str) -> str:
+    """String: JSON of the run's latest gallery (its learner's argmax and a sampled mask on a few images)."""
+    return f"{PREFIX}:run:{run_id}:gallery"

@@ -505,6 +505,102 @@ class RaterStats(BaseModel):
     per_minute_5m: float
 
 
+# --- a run's learning curve and gallery (the operator page, /ui/runs) ------------------------
+
+MAX_METRICS = 32  # metric names per evaluation
+MAX_CLASSES = 256  # per-class IoUs per evaluation (masks are uint8)
+GALLERY_IMAGES = 4  # images in a run's gallery
+GALLERY_SIDE = 256  # the most rows or columns of a gallery mask (the learner subsamples larger ones)
+MetricName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_./-]{0,63}$")]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+GallerySide = Annotated[int, Field(ge=1, le=GALLERY_SIDE)]
+
+
+class GalleryItemCreate(BaseModel):
+    """One image of a run's gallery: the policy's argmax mask and one mask sampled from it, on image
+    ``image_id`` of the service's dataset, at ``shape`` (the image's size, or a subsampling of it)."""
+
+    image_id: ImageId
+    shape: tuple[GallerySide, GallerySide] = Field(description="(height, width) of both masks.")
+    argmax: Mask
+    sampled: Mask
+
+
+class RunMetricsCreate(BaseModel):
+    """One evaluation of a run, posted by its learner: replaces any point posted before for the same ``step``."""
+
+    step: Count = Field(description="Training steps done when evaluated (the curve's x-axis).")
+    metrics: dict[MetricName, Finite] = Field(
+        max_length=MAX_METRICS, description="Finite numbers by name (`val_miou`, `val_pixel_acc`, `reward_mean`, "
+        "...); a metric the learner could not compute at this step is left out, not sent as NaN.")
+    per_class_iou: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None] | None = Field(
+        None, max_length=MAX_CLASSES, description="Per class, its IoU on the validation split (null: the class is "
+        "in neither the labels nor the predictions).")
+    gallery: list[GalleryItemCreate] | None = Field(
+        None, max_length=GALLERY_IMAGES, description="The policy's masks on a few images now; replaces the run's "
+        "gallery.")
+
+
+class MetricsPoint(BaseModel):
+    step: int
+    at: float = Field(description="When the service received it (epoch seconds).")
+    metrics: dict[str, float]
+    per_class_iou: list[float | None] | None = None
+
+
+class RunMetricsAccepted(BaseModel):
+    step: int
+    replaced: bool = Field(description="A point of this step was there and is replaced.")
+    points: int = Field(description="Points the run's curve holds now (the oldest steps go past the bound).")
+
+
+class RunCurve(BaseModel):
+    run_id: str
+    max_points: int = Field(description="The most points kept per run: past it, the lowest steps are dropped.")
+    points: list[MetricsPoint] = Field(description="By step, ascending.")
+
+
+class GalleryItemPublic(BaseModel):
+    image_id: str
+    image_url: str
+    argmax: PngMask
+    sampled: PngMask
+
+
+class RunGallery(BaseModel):
+    step: int = Field(description="The evaluation that posted it.")
+    at: float
+    items: list[GalleryItemPublic]
+
+
+class RunList(BaseModel):
+    runs: list[RunPublic] = Field(description="Registered runs by id (the first 1000).")
+
+
+class RunOverview(BaseModel):
+    """What the operator page shows of one run. Queue depths, rater throughput, agreement and time per answer
+    are the service's own counters: the run's own where the service keeps them per run, service-wide
+    (``stats``) where it does not."""
+
+    run: RunPublic
+    pending_pixels: int = Field(description="Mask pixels of the run's episodes stored and not yet scored.")
+    results_unread: int = Field(description="Entries of the run's results stream the learner has not read yet.")
+    results_unacked: int = Field(description="Entries the learner read and has not acknowledged yet.")
+    ratings_last_minute: int = Field(description="Answers from all raters in the current minute so far.")
+    ratings_per_minute_5m: float = Field(description="Answers per minute from all raters over the 5 minutes "
+                                                     "before the current one.")
+    honeypots: int = Field(description="Honeypot answers, all raters.")
+    honeypots_agreed: int
+    agreement: float | None = Field(description="honeypots_agreed / honeypots; null before the first honeypot.")
+    median_rater_seconds: float | None = Field(
+        description="Human runs: the median `rater_seconds` of the last 1000 answers to tasks of the run's kind "
+        "(all runs of that kind); null when none was recorded.")
+    curve_points: int
+    last_step: int | None
+    gallery: RunGallery | None
+    stats: Stats = Field(description="The service-wide figures of GET /v1/stats.")
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 class ErrorPublic(BaseModel):

@@ -56,8 +56,12 @@ def test_each_side_imports_with_only_its_extra(side: str, modules: list[str], bl
 def test_the_wheel_carries_the_ui_in_the_service_and_no_stray_top_level(tmp_path: Path) -> None:
     # built from a copy: setuptools writes build/ and *.egg-info beside the sources
     source = tmp_path / "src"
-    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", ".*_cache", "docs", "tests"))
+    skip = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "docs", "tests")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:  # runs/ at the root only: annotator_ui/runs/ is the UI's
+        return set(skip(folder, names)) | ({"runs"} if Path(folder) == REPO else set())
+
+    shutil.copytree(REPO, source, symlinks=True, ignore=ignore)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                             "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-2000:]

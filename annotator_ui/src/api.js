@@ -55,6 +55,10 @@ export class Api {
   }
 
   me() { return this.request('GET', '/v1/me'); }
+  // The operator page (/ui/runs), with a learner token: runs, one run's overview and its learning curve.
+  runs() { return this.request('GET', '/v1/runs'); }
+  overview(runId) { return this.request('GET', `/v1/runs/${encodeURIComponent(runId)}/overview`); }
+  curve(runId) { return this.request('GET', `/v1/runs/${encodeURIComponent(runId)}/metrics`); }
   queue() { return this.request('GET', '/v1/tasks/queue'); }
   run(runId) { return this.request('GET', `/v1/runs/${encodeURIComponent(runId)}`); }
   image(url) { return this.request('GET', url, { as: 'blob' }); }

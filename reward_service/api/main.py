@@ -6,11 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from reward_service.api.deps import limit_address
-from reward_service.api.routes import episodes, images, ops, raters, runs, tasks
+from reward_service.api.routes import curves, episodes, images, ops, raters, runs, tasks
 
 api_router = APIRouter(prefix="/v1")
 api_router.include_router(ops.router)  # /stats spends from the address bucket itself
-for module in (runs, episodes, tasks, images, raters):
+for module in (runs, curves, episodes, tasks, images, raters):
     api_router.include_router(module.router, dependencies=[Depends(limit_address)])
 
 # v2: what changed in the wire contract (a binary episode batch); everything else stays under /v1.

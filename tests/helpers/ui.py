@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from rss.procs import RedisProcess, ServiceProcess
 from tests.helpers.service import DATABASES, RATERS, service_env, start_service
 
 UI_DB = DATABASES["ui"]  # the UI tests' service claims its own database
+SHOTS = os.environ.get("RSS_UI_SCREENSHOTS")  # a folder: the tests save the docs' screenshots there
+
+
+def shoot(page, name: str) -> None:
+    """With RSS_UI_SCREENSHOTS set, the page as shown now in ``<folder>/<name>.png`` (docs/ui/ holds the docs')."""
+    if SHOTS:
+        from PIL import Image
+
+        path = Path(SHOTS) / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path))
+        # small enough to commit; an octree palette keeps rare colours (the legend's swatches, the point
+        # ring) exact, where median cut (PIL's default) folded them into their neighbours
+        Image.open(path).convert("RGB").quantize(128, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
 
 
 def ui_service(redis_server: RedisProcess, **settings: object) -> ServiceProcess:

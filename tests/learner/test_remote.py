@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,12 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import redis
 import torch
 
 from learner.checkpoint import load_checkpoint
-from learner.remote import read_jsonl
+from learner.config import TrainArgs
+from learner.model import build_model
+from learner.remote import RemoteRewardSource, read_jsonl
+from learner.report import policy_masks
+from learner.train import build_splits
+from rss.procs import free_port
+from rss_core import codec
+from rss_core.schemas import PngMask
 from rss_core.wire import samples_of
 from tests.helpers import REPO
 from tests.helpers.audit import ledger, wait_until_scored
@@ -320,3 +330,49 @@ def test_a_batch_whose_answer_was_lost_is_stored_once(shapes32_service, redis_se
     assert redis.Redis.from_url(url).xinfo_stream("rss:v1:results:lossy")["entries-added"] == 3 * 4
     first = next(line["episodes"] for line in ledger(tmp_path / "lossy") if line["posted_step"] == 0)
     assert sorted(first) == sorted(e["episode_id"] for e in lost["answer"]["episodes"])  # the first copy's ids
+
+
+def test_each_evaluation_reaches_the_service_with_the_policys_gallery(shapes32_service, redis_server,
+                                                                     tmp_path) -> None:
+    """Every evaluation of a remote run is posted to the service (the operator page's curve): its points are
+    metrics.jsonl's, step for step, and the gallery holds the final policy's argmax on the first training images."""
+    train(tmp_path / "curve", service=shapes32_service, redis_url=redis_server.db_url(DB))
+    logged = read_jsonl(tmp_path / "curve" / "metrics.jsonl")
+    with httpx.Client(base_url=shapes32_service, headers={"Authorization": f"Bearer {LEARNER_TOKEN}"}) as c:
+        curve = c.get("/v1/runs/curve/metrics").json()["points"]
+        gallery = c.get("/v1/runs/curve/overview").json()["gallery"]
+    assert [p["step"] for p in curve] == [row["step"] for row in logged] == [6, 12]
+    for point, row in zip(curve, logged, strict=True):
+        for name in ("val_miou", "val_pixel_acc", "reward_mean", "loss", "sec_per_step"):
+            assert point["metrics"][name] == row[name], name
+        assert point["per_class_iou"] == row["per_class_iou"]
+    ckpt = load_checkpoint(tmp_path / "curve" / "checkpoint.pt", torch.device("cpu"))
+    args = TrainArgs(**{k: v for k, v in ckpt["args"].items() if k in {f.name for f in dataclasses.fields(TrainArgs)}})
+    train_ds, _ = build_splits(args)
+    model = build_model(train_ds.num_classes, args.arch, args.width, args.depth)
+    model.load_state_dict(ckpt["model"])
+    expected = policy_masks(model, train_ds, torch.device("cpu"))
+    assert gallery["step"] == 12 and [item["image_id"] for item in gallery["items"]] == list(train_ds.ids[:4])
+    for item, (_, _, _, argmax) in zip(gallery["items"], expected, strict=True):
+        shown = codec.decode_mask(PngMask(**item["argmax"]), (32, 32))
+        assert np.array_equal(shown, argmax.numpy())
+        assert codec.decode_mask(PngMask(**item["sampled"]), (32, 32)).max() < train_ds.num_classes
+
+
+def test_a_metrics_post_that_fails_is_a_warning_not_the_end_of_training(shapes32_service, redis_server, tmp_path,
+                                                                        caplog) -> None:
+    """A refused post (422 here: per-class IoUs for another number of classes) and an unreachable service each
+    log a warning, and report() returns: the learner trains on."""
+    args = TrainArgs(dataset="shapes", shapes_size=32, train_size=64, val_size=16, reward_source="remote",
+                     service_url=shapes32_service, redis_url=redis_server.db_url(DB), out=str(tmp_path / "warn"))
+    train_ds, _ = build_splits(args)
+    source = RemoteRewardSource(args, train_ds)
+    model = build_model(train_ds.num_classes, args.arch, args.width, args.depth)
+    with caplog.at_level(logging.WARNING, logger="learner.remote"):
+        source.report({"step": 3, "val_miou": 0.5, "per_class_iou": [0.5]}, model)
+        assert "refused: 422" in caplog.text and "per_class_iou" in caplog.text
+        source.http.close()
+        source.http = httpx.Client(base_url=f"http://127.0.0.1:{free_port()}")  # nobody listens there
+        source.report({"step": 4, "val_miou": float("nan"), "reward_mean": 0.1}, model)
+        assert "failed (ConnectError" in caplog.text
+    source.close()

@@ -142,7 +142,8 @@ OPERATIONS = sorted((method.upper(), path) for path, ops in OPENAPI["paths"].ite
 PUBLIC = {("GET", "/v1/health"), ("GET", "/v1/ready")}
 PROTECTED = [op for op in OPERATIONS if op not in PUBLIC]
 LEARNER_ONLY = {("POST", "/v1/runs"), ("POST", "/v1/episodes"), ("POST", "/v1/episodes/batch"),
-                ("GET", "/v1/episodes/{episode_id}")}
+                ("GET", "/v1/episodes/{episode_id}"), ("GET", "/v1/runs"), ("POST", "/v1/runs/{run_id}/metrics"),
+                ("GET", "/v1/runs/{run_id}/metrics"), ("GET", "/v1/runs/{run_id}/overview")}
 PARAMS = {"run_id": "run1", "episode_id": "0" * 32, "task_id": "0" * 32 + "-0", "image_id": IMAGE}
 BODIES = {
     "/v1/runs": {"run_id": "run1", "dataset": "shapes", "level": "image"},
@@ -150,6 +151,7 @@ BODIES = {
     "/v1/episodes/batch": {"episodes": [episode("run1", [codec.raw_mask(label_of())])]},
     "/v1/tasks/{task_id}/rating": {"lease_id": "0" * 32, "score": 0.5},
     "/v1/tasks/{task_id}/skip": {"lease_id": "0" * 32},
+    "/v1/runs/{run_id}/metrics": {"step": 1, "metrics": {"val_miou": 0.5}},
 }
 
 

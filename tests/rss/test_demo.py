@@ -25,6 +25,7 @@ def test_demo_trains_through_the_service_and_cleans_up(tmp_path) -> None:
                      "--train-size", "32", "--val-size", "8", "--eval-every", "3", "--no-progress", timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "reward service: http://127.0.0.1:" in result.stdout and f"report in {out}" in result.stdout
+    assert re.search(r"operator page: http://127.0.0.1:\d+/ui/runs  learner token: \S+", result.stdout)
     final = json.loads((out / "final.json").read_text())
     assert final["config"]["reward_source"] == "remote"
     assert final["rewards"]["posted"] == final["rewards"]["applied"] == 6 * 4 * 4

@@ -6,9 +6,7 @@ the canvas's pixels, performance entries, the answers where the learner reads th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -19,9 +17,8 @@ from rss_core import codec
 from tests.helpers import REPO
 from tests.helpers.client import client, read_results, register, wait_status
 from tests.helpers.factories import episode, label_of, noisy
-from tests.helpers.ui import canvas_at, sign_in, ui_service, wait_task
+from tests.helpers.ui import canvas_at, shoot, sign_in, ui_service, wait_task
 
-SHOTS = os.environ.get("RSS_UI_SCREENSHOTS")  # a folder: save a screenshot of each task kind there
 PAINT = ((40, 220, 90), (255, 40, 40))  # annotator_ui/src/tasks/pixel.js: correct (1), wrong (2)
 PAINT_ALPHA = 0.75  # the paint layer's opacity over the image and mask (annotator_ui/src/canvas.js)
 NAMES = ["background", "ellipse", "rectangle", "triangle"]  # shapes' classes, as tasks name them
@@ -65,18 +62,6 @@ def post(learner: httpx.Client, run_id: str, masks: list[np.ndarray], level: str
     episode_id = response.json()["episode_id"]
     wait_status(learner, episode_id, ("waiting_for_rater",))
     return episode_id
-
-
-def shoot(page, name: str) -> None:
-    if SHOTS:
-        from PIL import Image
-
-        path = Path(SHOTS) / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(path))
-        # small enough to commit; an octree palette keeps rare colours (the legend's swatches, the point
-        # ring) exact, where median cut (PIL's default) folded them into their neighbours
-        Image.open(path).convert("RGB").quantize(128, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
 
 
 def mask_to_client(page, mx: float, my: float, size: int = 64, box: dict | None = None,

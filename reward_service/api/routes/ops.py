@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from reward_service.api.deps import Role, ServicesDep, limit_address
 from reward_service.api.errors import AUTH, errors
+from reward_service.services import Services
 from reward_service.store import DatabaseClaimed, _s, claim_database
 from rss_core import keys
 from rss_core.schemas import Health, RaterStats, Ready, Stats, TaskKind
@@ -80,6 +81,12 @@ async def read_stats(services: ServicesDep, role: Role) -> Stats | RaterStats:
         per_minute = await store.minute_counts(f"ratings:{who}", 6)
         return RaterStats(rater=who, rated=counts.get("rated", 0.0), skipped=counts.get("skipped", 0.0),
                           per_minute_5m=sum(per_minute[1:]) / 5)
+    return await service_stats(services)
+
+
+async def service_stats(services: Services) -> Stats:
+    """What GET /v1/stats shows a learner token (and the operator page beside a run's own figures)."""
+    store = services.store
     jobs_waiting, jobs_pending = await store.group_depth(keys.JOBS, keys.JOBS_GROUP)
     tasks_waiting, leases = await store.group_depth(keys.TASKS, keys.TASKS_GROUP)
     results = await store.minute_counts("results", 6)

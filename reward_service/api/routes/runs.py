@@ -14,7 +14,7 @@ from reward_service.scorers.http import endpoint_refusal
 from reward_service.services import Services
 from reward_service.store import DatabaseClaimed, RunConflict, claim_database
 from rss_core import keys
-from rss_core.schemas import RunCreate, RunPublic
+from rss_core.schemas import RunCreate, RunList, RunPublic
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -65,6 +65,13 @@ async def create_run(_: Learner, body: Annotated[RunCreate, Depends(json_body(Ru
         raise HTTPException(409, detail=f"{exc}.") from exc
     response.status_code = 201 if created else 200
     return run
+
+
+@router.get("", response_model=RunList, responses=errors(*AUTH))
+async def read_runs(_: Learner, services: ServicesDep) -> RunList:
+    """The registered runs, by id (the first 1000): what the operator page lists."""
+    ids = (await services.store.run_ids())[:1000]
+    return RunList(runs=[run for run in await services.store.get_runs(ids) if run is not None])
 
 
 @router.get("/{run_id}", response_model=RunPublic, responses=errors(*AUTH, 404, 422))
