@@ -7,11 +7,14 @@ start clean. Everything listens on 127.0.0.1 only, and every child process is st
 Ctrl-C included.
 
 With `--scorer human` (people rate in the browser) the demo asks what `rss bench feedback` found
-worth most per human-hour (docs/benchmarks.md, "Second round"): a CE model trained first on
---warm-images labelled images, then pairwise questions about one region where the policy
-hesitates (--pairs region), every answer kept and reused (--replay, --replay-updates), at the
-warm start's learning rate. Flags you give keep their values; --no-human-best asks for plain
-sampled pairs or scores instead.
+worth most per human-hour (docs/benchmarks.md, "Fifth round"): brush corrections of the policy's
+most likely mask (--reward pixel --first-mask mode), from scratch, every answer kept and learned
+from again between answers (--replay, --replay-updates 96), trusted only away from the edges of
+the mask and of the strokes (--replay-margin 1). Asking image-level questions (--reward image or
+--human-task) takes that level's best: a CE model trained first on --warm-images labelled images,
+then pairwise questions about one region where the policy hesitates (--pairs region), every
+answer kept and reused. Flags you give keep their values; --no-human-best asks for plain sampled
+pairs, scores or brush answers instead.
 """
 
 from __future__ import annotations
@@ -34,14 +37,21 @@ from rss_core.schemas import PROCEDURAL
 
 log = logging.getLogger(__name__)
 
-# The best configuration per human-hour in `rss bench feedback` (pairwise_warm_region: +0.13 val mIoU at
-# 10,560 preferences from CE on 16 images, docs/benchmarks.md): what `--scorer human` asks for by default.
-# The question (what raters are asked) is taken whole, unless you chose any part of it; the learning flags
-# each where you left the default. Pixel level (--reward pixel): brush corrections of the policy's best guess,
-# kept and reused (brush_warm_reuse, the best pixel-level configuration there).
+# The best configurations per human-hour in `rss bench feedback` (docs/benchmarks.md): what `--scorer human` asks
+# for by default. A question (what raters are asked) is taken whole, unless you chose any part of it; the learning
+# flags each where you left the default.
+# Overall best (brush_trust, "Fifth round": 0.85 val mIoU at 4 h, both seeds, against 0.42-0.45 for CE on the 60
+# images 4 hours label): brush corrections of the policy's best guess, from scratch, trusted away from edges.
+BRUSH_QUESTION = {"reward": "pixel", "samples": 1, "first_mask": "mode", "points": 0}
+BRUSH_LEARNING = {"replay": 100_000, "replay_updates": 96, "replay_margin": 1}
+# Image level, asked for with --reward image or --human-task (pairwise_warm_region: +0.13 val mIoU at 10,560
+# preferences from CE on 16 images, "Second round"; best_warm_region, the best of 4 such masks, "Third round"):
+# region questions from a warm start, every answer reused.
 HUMAN_QUESTION = {"human_task": "pairwise", "samples": 2, "pairs": "region"}
 HUMAN_LEARNING = {"psr": False, "replay": 100_000, "replay_updates": 7, "lr": 3e-4}
-PIXEL_LEARNING = {"first_mask": "mode", "replay": 100_000, "replay_updates": 24, "lr": 3e-4}
+# Point questions (--points N), from a warm start (points_warm, "Fourth round"), every answer reused.
+POINT_LEARNING = {"first_mask": "mode", "replay": 100_000, "replay_updates": 24, "lr": 3e-4}
+WARM_IMAGES = 16  # --warm-images for the configurations that start warm
 
 
 def service_dataset(args) -> dict[str, str]:
@@ -73,15 +83,17 @@ class DemoArgs(TrainArgs):
     """the service's port (another if taken)"""
     human_best: bool = True
     """--scorer human: the flags you leave at their defaults take the configuration worth most per human-hour
-    (region pairs from a warm start, every answer reused; see `rss demo --help`'s summary)"""
-    warm_images: int = 16
+    (brush corrections from scratch, or region pairs from a warm start at image level; see `rss demo --help`'s
+    summary)"""
+    warm_images: int | None = None
     """--scorer human, --human-best, shapes or scenes: train CE on this many labelled images first and start from it
-    (the few images a team labels; 0: from scratch; ignored with --init-from or --resume)"""
+    (the few images a team labels; 0: from scratch; ignored with --init-from or --resume); default: 0 for brush
+    corrections, 16 for image-level and point questions"""
     warm_steps: int = 500
     """--warm-images: CE steps of the warm start"""
 
     def validate(self) -> None:
-        if self.warm_images < 0 or self.warm_steps < 1:
+        if (self.warm_images or 0) < 0 or self.warm_steps < 1:
             raise ValueError(f"--warm-images must be >= 0 and --warm-steps >= 1, got {self.warm_images}, "
                              f"{self.warm_steps}")
         if self.scorer == "human" and self.human_best:
@@ -95,19 +107,50 @@ class DemoArgs(TrainArgs):
         """--scorer human, --human-best: the configuration worth most per human-hour, but the flags ``given``."""
         if self.scorer != "human" or not self.human_best:
             return
-        learning = HUMAN_LEARNING if self.reward == "image" else PIXEL_LEARNING
-        question = HUMAN_QUESTION if self.reward == "image" and not given & set(HUMAN_QUESTION) else {}
+        image_level = ({"human_task", "pairs"} & given or ("reward" in given and self.reward == "image")
+                       or ("samples" in given and self.samples and self.samples > 1))
+        if image_level:  # region questions: a pair, or the best of 4 (best_warm_region), unless you chose otherwise
+            task = self.human_task if "human_task" in given else HUMAN_QUESTION["human_task"]
+            question = {"reward": "image", "human_task": task}
+            if task in ("pairwise", "best"):
+                samples = self.samples if "samples" in given else 2 if task == "pairwise" else 4
+                region = samples == 2 if task == "pairwise" else 2 <= samples <= 8
+                question |= {"samples": samples, "pairs": "region" if region else "sample"}
+            learning = HUMAN_LEARNING
+        elif "points" in given and self.points:
+            question, learning = {"reward": "pixel", "samples": 1}, POINT_LEARNING
+        else:
+            question = {} if given & set(BRUSH_QUESTION) - {"reward"} else BRUSH_QUESTION
+            learning = BRUSH_LEARNING
         for name, value in {**question, **learning}.items():
             if name not in given:
                 setattr(self, name, value)
+        if self.warm_images is None:  # the measured best: brush corrections from scratch, the others warm
+            self.warm_images = 0 if self.reward == "pixel" and not self.points else WARM_IMAGES
 
     def warm_start(self) -> bool:
-        return (self.scorer == "human" and self.human_best and self.warm_images > 0 and not self.init_from
+        return (self.scorer == "human" and self.human_best and bool(self.warm_images) and not self.init_from
                 and not self.resume)
 
     def train_args(self, **overrides) -> TrainArgs:
         """The learner's configuration: these arguments but --port, with ``overrides``."""
         return TrainArgs.of(self, **overrides)
+
+
+def question(args: TrainArgs) -> str:
+    """What a --scorer human run asks its raters, in words."""
+    if args.reward == "pixel":
+        if args.points:
+            return f"{args.points} yes/no point questions per image (point tasks)"
+        shown = "the model's most likely mask" if args.first_mask == "mode" else "a mask sampled from the model"
+        return f"to paint what is wrong in {shown} (pixel tasks)"
+    if args.human_task == "best":
+        about = ", each with another region switched" if args.pairs == "region" else ""
+        return f"the best of {args.resolved_samples()} masks{about} (best tasks)"
+    if args.human_task == "pairwise":
+        about = ", about one region" if args.pairs == "region" else ""
+        return f"the better of two masks{about} (pairwise tasks)"
+    return "a score for each mask (score tasks)"
 
 
 def parse(argv: list[str]) -> DemoArgs:
@@ -157,6 +200,8 @@ def main(argv: list[str]) -> int:
                   f"({train_args.human_task} questions{', about one region' if train_args.pairs == 'region' else ''})",
                   flush=True)
             train_args = dataclasses.replace(train_args, init_from=str(out / "warm" / "checkpoint.pt"))
+        if train_args.scorer == "human":
+            print(f"raters are asked: {question(train_args)}", flush=True)  # noqa: T201
         final = train(train_args)
         print(f"val mIoU {final['val_miou']:.4f}; report in {out}/ "  # noqa: T201
               "(final.json, curves.png, gallery.png, metrics.jsonl, checkpoint.pt)")

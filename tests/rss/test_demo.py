@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.helpers import REPO
 from tests.helpers.cli import run_rss
 
@@ -61,16 +63,18 @@ def test_a_killed_demo_takes_its_children_with_it(tmp_path) -> None:
     assert not _listening(service_port) and not _listening(redis_port)
 
 
-def test_a_human_demo_starts_warm_and_asks_the_best_questions_per_human_hour(tmp_path) -> None:
-    """`rss demo --scorer human`: CE on a few labelled images first, then region pairs with every answer kept,
-    answered here by `rss rater-sim` with the token the demo prints, as a person in the browser would."""
+@pytest.mark.parametrize("flags", [[], ["--human-task", "pairwise"]], ids=["brush", "pairwise"])
+def test_a_human_demo_asks_the_best_questions_per_human_hour(tmp_path, flags: list[str]) -> None:
+    """`rss demo --scorer human`: brush corrections of the model's best guess from scratch, every answer kept and
+    trusted away from edges; with --human-task pairwise, CE on a few labelled images first, then region pairs.
+    Answered here by `rss rater-sim` with the token the demo prints, as a person in the browser would."""
     out = tmp_path / "human"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    demo = subprocess.Popen([sys.executable, "-m", "rss.cli", "demo", "--scorer", "human", "--steps", "3",
+    demo = subprocess.Popen([sys.executable, "-m", "rss.cli", "demo", "--scorer", "human", *flags, "--steps", "3",
                              "--out", str(out), "--port", "0", "--batch-size", "4", "--shapes-size", "32",
-                             "--train-size", "32", "--val-size", "8", "--eval-every", "3", "--warm-images", "4",
-                             "--warm-steps", "5", "--no-progress"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             "--train-size", "32", "--val-size", "8", "--eval-every", "3", "--warm-steps", "5",
+                             "--no-progress", *(["--warm-images", "4"] if flags else [])], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sim = None
     try:
         line = ""
@@ -91,11 +95,18 @@ def test_a_human_demo_starts_warm_and_asks_the_best_questions_per_human_hour(tmp
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-    assert "warm start: CE on 4 labelled images, 5 steps" in rest and "pairwise questions, about one region" in rest
     final = json.loads((out / "final.json").read_text())
     config = final["config"]
+    assert config["replay"] > 0
+    if not flags:
+        assert "warm start" not in rest and "to paint what is wrong in the model's most likely mask" in rest
+        assert config["init_from"] is None and (config["reward"], config["first_mask"]) == ("pixel", "mode")
+        assert (config["replay_updates"], config["replay_margin"]) == (96, 1)
+        assert final["rewards"]["posted"] == final["rewards"]["applied"] == 3 * 4
+        return
+    assert "warm start: CE on 4 labelled images, 5 steps" in rest and "pairwise questions, about one region" in rest
     assert config["init_from"] == str(out.resolve() / "warm" / "checkpoint.pt") and config["pairs"] == "region"
-    assert config["replay"] > 0 and config["replay_updates"] == 7 and config["psr"] is False
+    assert config["replay_updates"] == 7 and config["psr"] is False
     assert final["rewards"]["posted"] == final["rewards"]["applied"] == 3 * 4 * 2
     assert json.loads((out / "warm" / "final.json").read_text())["config"]["train_size"] == 4
 
@@ -103,9 +114,19 @@ def test_a_human_demo_starts_warm_and_asks_the_best_questions_per_human_hour(tmp
 def test_flags_given_to_a_human_demo_keep_their_values() -> None:
     from rss.demo import parse
 
-    best_of = parse(["--scorer", "human", "--human-task", "best", "--samples", "4", "--lr", "1e-3"])
-    assert (best_of.human_task, best_of.samples, best_of.pairs, best_of.lr) == ("best", 4, "sample", 1e-3)
+    best_of = parse(["--scorer", "human", "--human-task", "best", "--samples", "6", "--lr", "1e-3"])
+    assert (best_of.human_task, best_of.samples, best_of.pairs, best_of.lr) == ("best", 6, "region", 1e-3)
+    assert parse(["--scorer", "human", "--human-task", "best"]).samples == 4  # best_warm_region's question
+    sampled = parse(["--scorer", "human", "--human-task", "pairwise", "--pairs", "sample"])
+    assert (sampled.samples, sampled.pairs) == (2, "sample")
+    assert parse(["--scorer", "human", "--human-task", "score"]).pairs == "sample"
     assert best_of.replay > 0 and best_of.psr is False  # the learning flags not given still follow the bench
+    brush = parse(["--scorer", "human", "--reward", "pixel", "--replay-updates", "8"])
+    assert (brush.first_mask, brush.replay_margin, brush.replay_updates, brush.warm_start()) == ("mode", 1, 8, False)
+    pairs = parse(["--scorer", "human", "--reward", "image"])
+    assert (pairs.pairs, pairs.samples, pairs.warm_images, pairs.warm_start()) == ("region", 2, 16, True)
+    points = parse(["--scorer", "human", "--reward", "pixel", "--points", "10"])
+    assert (points.replay_margin, points.warm_images, points.reward) == (0, 16, "pixel")
     plain = parse(["--scorer", "human", "--no-human-best"])
     assert (plain.pairs, plain.replay, plain.warm_start()) == ("sample", 0, False)
     assert parse([]).pairs == "sample" and not parse([]).warm_start()  # ground truth: nothing changes
