@@ -512,7 +512,7 @@ MAX_CLASSES = 256  # per-class IoUs per evaluation (masks are uint8)
 GALLERY_IMAGES = 4  # images in a run's gallery
 GALLERY_SIDE = 256  # the most rows or columns of a gallery mask (the learner subsamples larger ones)
 MetricName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_./-]{0,63}$")]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e15, le=1e15)]  # a curve's value: finite, plottable
 GallerySide = Annotated[int, Field(ge=1, le=GALLERY_SIDE)]
 
 

@@ -379,6 +379,9 @@ def poison_templates() -> dict[str, list[dict]]:
         "/v1/tasks/{task_id}/rating": [{"lease_id": LEASE, "score": 0.5}, {"lease_id": LEASE, "preference": "a"},
                                        {"lease_id": LEASE, "pixels": pixels}],
         "/v1/tasks/{task_id}/skip": [{"lease_id": LEASE}],
+        "/v1/runs/{run_id}/metrics": [{"step": 1, "metrics": {"val_miou": 0.5}, "per_class_iou": [0.9, None, 0.5, 0.1],
+                                       "gallery": [{"image_id": IMAGE, "shape": [4, 4], "argmax": pixels,
+                                                    "sampled": pixels}]}],
     }
 
 
