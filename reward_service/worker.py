@@ -405,7 +405,10 @@ class Worker:
             level=run.level, metric=run.metric, grid=job.grid, image_size=run.image_size,
             samples=[codec.raw_mask(m) for m in job.masks])
         try:
-            response = await self.http.score(run.endpoint, request)
+            # the run's own allowlist entries (`rss scorer up --run`) are read for every call: `rss scorer down`
+            # removes them, and from then on the endpoint is refused
+            run_allow = await self.store.run_endpoint_allow(run.run_id)
+            response = await self.http.score(run.endpoint, request, run_allow)
         except Exception as exc:
             job.error = exc
             return
