@@ -334,10 +334,11 @@ class Worker:
         run_id, level = _s(job.ep["run_id"]), _s(job.ep["level"])
         source = job.run.scorer if job.run else "gt"
         common = {"episode_id": job.episode_id, "run_id": run_id, "level": level, "source": source,
-                  "policy_version": int(job.ep["policy_version"]), "scored_at": time.time()}
+                  "policy_version": int(job.ep["policy_version"]), "scored_at": time.time(),
+                  "scorer_version": job.scorer_version}
         k = self.samples(job)
         if job.wire == 2:
-            entry = EpisodeResult(samples=k, error=error, scorer_version=job.scorer_version, **common)
+            entry = EpisodeResult(samples=k, error=error, **common)
             fields: dict[str, str | bytes] = {}
             if error is None and job.maps is not None:
                 entry.maps, fields["maps"] = wire.maps_field(job.maps)
