@@ -171,3 +171,21 @@ def test_scorer_versions_swap_in_and_out_under_one_url_and_their_results_are_tra
         assert service.popen.poll() is None and service.popen.pid == pid  # never restarted
         scorer("down", NAME, "--redis-url", redis_url)
     r.close()
+
+
+def test_on_a_network_of_the_stacks_the_url_names_the_container(engine, images: list[str], our_scorers) -> None:
+    """`--network` of compose's kind (a user network `up` did not make): no fixed address, the URL names the
+    container, which the other containers on that network resolve."""
+    network = engine.networks.create(f"{NAME}-stack", driver="bridge")
+    try:
+        url = scorer("up", images[0], "--name", NAME, "--network", network.name, "--timeout-s", "120").strip()
+        assert url == f"http://rss-scorer-{NAME}:9000/score", url
+        (container,) = engine.containers.list(filters={"label": f"{LABEL}={NAME}"})
+        probe = f"import urllib.request; print(urllib.request.urlopen({url.replace('/score', '/health')!r}).read())"
+        code, out = container.exec_run(["python", "-c", probe])  # by name, through the network's DNS
+        assert code == 0 and b'"ok"' in out, out
+        scorer("down", NAME)
+    finally:
+        for container in engine.containers.list(all=True, filters={"label": f"{LABEL}={NAME}"}):
+            container.remove(force=True)
+        network.remove()
