@@ -61,7 +61,7 @@ def images(engine, offline_build_inputs: OfflineBuild) -> Iterator[list[str]]:
     finally:
         for tag in tags:
             try:
-                engine.images.remove(tag)  # the tag only: its layers stay in the cache for the next run
+                engine.images.remove(tag, noprune=True)  # its parent layers stay: the next run's build cache
             except docker.errors.ImageNotFound:
                 pass
 
