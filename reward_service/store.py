@@ -238,6 +238,10 @@ class Store:
             configs = await pipe.execute()
         return [RunPublic.model_validate_json(c) if c else None for c in configs]
 
+    async def run_endpoint_allow(self, run_id: str) -> list[str]:
+        """The endpoint allowlist entries of this run only (`rss scorer up --run` writes them), sorted."""
+        return sorted(_s(x) for x in await self.r.smembers(keys.run_endpoint_allow(run_id)))
+
     async def run_ids(self) -> list[str]:
         return sorted(_s(x) for x in await self.r.smembers(keys.RUNS))
 

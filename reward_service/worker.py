@@ -334,10 +334,11 @@ class Worker:
         run_id, level = _s(job.ep["run_id"]), _s(job.ep["level"])
         source = job.run.scorer if job.run else "gt"
         common = {"episode_id": job.episode_id, "run_id": run_id, "level": level, "source": source,
-                  "policy_version": int(job.ep["policy_version"]), "scored_at": time.time()}
+                  "policy_version": int(job.ep["policy_version"]), "scored_at": time.time(),
+                  "scorer_version": job.scorer_version}
         k = self.samples(job)
         if job.wire == 2:
-            entry = EpisodeResult(samples=k, error=error, scorer_version=job.scorer_version, **common)
+            entry = EpisodeResult(samples=k, error=error, **common)
             fields: dict[str, str | bytes] = {}
             if error is None and job.maps is not None:
                 entry.maps, fields["maps"] = wire.maps_field(job.maps)
@@ -405,7 +406,10 @@ class Worker:
             level=run.level, metric=run.metric, grid=job.grid, image_size=run.image_size,
             samples=[codec.raw_mask(m) for m in job.masks])
         try:
-            response = await self.http.score(run.endpoint, request)
+            # the run's own allowlist entries (`rss scorer up --run`) are read for every call: `rss scorer down`
+            # removes them, and from then on the endpoint is refused
+            run_allow = await self.store.run_endpoint_allow(run.run_id)
+            response = await self.http.score(run.endpoint, request, run_allow)
         except Exception as exc:
             job.error = exc
             return

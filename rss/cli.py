@@ -21,6 +21,7 @@ commands:
   bench ui            the annotator UI in headless Chromium: submit-to-next-task and overlay draw times
   bench feedback      simulated rater answers vs pixel labelling at equal human-hours (in-process)
   bench data          peak memory and time of training on a folder dataset, per --data-workers
+  scorer up|ls|logs|down  external scorers as containers (Docker): start one, print its URL, swap versions
 
 Run `rss <command> --help` for the options of each."""
 
@@ -67,10 +68,17 @@ def main(argv: list[str] | None = None) -> int:
             from rss.bench import main as bench_main
 
             return bench_main(rest)
+        if command == "scorer":
+            from rss.scorer import main as scorer_main
+
+            return scorer_main(rest)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         from rss.bench import BENCHES
+        from rss.scorer import COMMANDS
 
-        name = " ".join(argv[:2]) if command == "bench" and rest and rest[0] in BENCHES else command
+        two_words = (command == "bench" and rest and rest[0] in BENCHES) or (command == "scorer" and rest
+                                                                           and rest[0] in COMMANDS)
+        name = " ".join(argv[:2]) if two_words else command
         print(f"rss {name}: error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     print(f"rss: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)  # noqa: T201

@@ -53,6 +53,13 @@ def run(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}"
 
 
+def run_endpoint_allow(run_id: str) -> str:
+    """Set: endpoint allowlist entries (scheme://host:port[/path]) for this run only, beside
+    RSS_HTTP_ENDPOINT_ALLOW; written by the operator's `rss scorer up --run` straight into Redis (no route writes
+    it), removed by `rss scorer down`."""
+    return f"{PREFIX}:run:{run_id}:endpoint-allow"
+
+
 def pending_pixels(run_id: str) -> str:
     """Integer: mask pixels of the run's episodes stored and not yet scored or failed (queued, scoring, waiting for
     raters); RSS_MAX_RUN_PENDING_PIXELS bounds it."""

@@ -276,6 +276,8 @@ class Result(BaseModel):
     policy_version: int
     scored_at: float
     error: str | None = Field(None, description="Why the sample could not be scored (reward fields are empty).")
+    scorer_version: str | None = Field(None, description="What the `http` scorer's endpoint said it is "
+                                                         "(`scorer_version` of its answer).")
     rater_seconds: float | None = Field(
         None, description="Human scorer: the people-seconds this sample cost: the seconds its task was on screen "
         "(first draw to answer, tab hidden not counted), summed over the ratings combined here and split evenly "

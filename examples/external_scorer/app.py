@@ -32,26 +32,30 @@ class RequestError(ValueError):
     """A request this scorer cannot answer; it becomes a 422 with the message."""
 
 
+# Which scorer answered (a model's name and version, a prompt's hash...): the service carries it into each
+# result entry, so a run's rewards say what produced them. EXAMPLE_SCORER_VERSION overrides it (the
+# Dockerfile sets it from its SCORER_VERSION build argument).
+SCORER_VERSION = "example-gt-1"
+
+
 @dataclass(frozen=True)
 class ExampleSettings:
     shapes_size: int = 64
     shapes_length: int | None = None
     seed: int = 0
-
-
-# Which scorer answered (a model's name and version, a prompt's hash...): the service carries it into each
-# v2 result entry, so a run's rewards say what produced them.
-SCORER_VERSION = "example-gt-1"
+    version: str = SCORER_VERSION
 
 
 @lru_cache
 def get_settings() -> ExampleSettings:
-    """EXAMPLE_SCORER_SHAPES_SIZE (64), EXAMPLE_SCORER_SEED (0), EXAMPLE_SCORER_SHAPES_LENGTH (the split's default)."""
+    """EXAMPLE_SCORER_SHAPES_SIZE (64), EXAMPLE_SCORER_SEED (0), EXAMPLE_SCORER_SHAPES_LENGTH (the split's default),
+    EXAMPLE_SCORER_VERSION (SCORER_VERSION)."""
     length = os.environ.get("EXAMPLE_SCORER_SHAPES_LENGTH")
     return ExampleSettings(
         shapes_size=int(os.environ.get("EXAMPLE_SCORER_SHAPES_SIZE", "64")),
         shapes_length=int(length) if length else None,
         seed=int(os.environ.get("EXAMPLE_SCORER_SEED", "0")),
+        version=os.environ.get("EXAMPLE_SCORER_VERSION") or SCORER_VERSION,
     )
 
 
@@ -87,10 +91,11 @@ def score_labels(request: ExternalScoreRequest, label: torch.Tensor, num_classes
     if int(actions.max()) >= num_classes:
         raise RequestError(f"sample values must be class indices in [0, {num_classes})")
     rewards, _ = scoring.score_masks(actions, target, grid, request.level, num_classes, request.metric)
+    version = get_settings().version
     if request.level == "image":
-        return ExternalScoreResponse(rewards=rewards.tolist(), scorer_version=SCORER_VERSION)
+        return ExternalScoreResponse(rewards=rewards.tolist(), scorer_version=version)
     return ExternalScoreResponse(reward_maps=[encode_array(m.numpy().astype(np.float32)) for m in rewards],
-                                 scorer_version=SCORER_VERSION)
+                                 scorer_version=version)
 
 
 def score_request(request: ExternalScoreRequest) -> ExternalScoreResponse:

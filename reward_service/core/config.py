@@ -191,7 +191,8 @@ class Settings(BaseSettings):
                     "(422) and by the worker. The service's own address and Redis's are refused even when listed. "
                     "The default is examples/external_scorer's address; list your scorer's, e.g. "
                     "[\"http://scorer:9000/score\"], so a learner token cannot make the service call into its "
-                    "network (SSRF).")
+                    "network (SSRF). A run may also name an endpoint of its own allowlist in Redis, which only the "
+                    "operator writes (`rss scorer up --run`).")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -18,7 +18,7 @@ import math
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
@@ -37,6 +37,7 @@ BreakerState = Literal["closed", "open", "half_open"]
 MAX_BACKOFF_S = 30.0
 OFFLOAD_BYTES = 1 << 20  # answers larger than this are parsed in a thread, off the event loop
 REFUSAL_TTL_S = 60.0  # how long the worker trusts an endpoint's check (names resolve to other addresses)
+REFUSALS_KEPT = 4096  # endpoint checks cached per worker process
 JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
 
@@ -125,11 +126,12 @@ def forbidden_targets(settings: Settings) -> list[tuple[str, int, str]]:
     return targets
 
 
-def endpoint_refusal(endpoint: str, settings: Settings) -> str | None:
-    """Why a run may not name ``endpoint`` (None: it may): not in RSS_HTTP_ENDPOINT_ALLOW, or the service's
-    own or Redis's address, listed or not. Resolves names: call it off the event loop."""
-    if not endpoint_allowed(endpoint, settings.http_endpoint_allow):
-        return "is not allowed by RSS_HTTP_ENDPOINT_ALLOW"
+def endpoint_refusal(endpoint: str, settings: Settings, run_allow: Sequence[str] = ()) -> str | None:
+    """Why a run may not name ``endpoint`` (None: it may): in neither RSS_HTTP_ENDPOINT_ALLOW nor ``run_allow``
+    (the run's own entries, which only the operator writes: `rss scorer up --run`), or the service's own or
+    Redis's address, listed or not. Resolves names: call it off the event loop."""
+    if not endpoint_allowed(endpoint, [*settings.http_endpoint_allow, *run_allow]):
+        return "is not allowed by RSS_HTTP_ENDPOINT_ALLOW nor by the run's own allowlist (rss scorer up --run)"
     _, host, port, _ = _origin(endpoint)
     for target_host, target_port, what in forbidden_targets(settings):
         if port == target_port and same_host(host, target_host):
@@ -257,7 +259,8 @@ class HttpScorer:
         )
         self._breakers: dict[str, CircuitBreaker] = {}
         self.settings = settings  # None: no allowlist (a library caller that picks its own endpoints)
-        self._refusals: dict[str, tuple[str | None, float]] = {}  # endpoint -> (why refused, when checked)
+        # (endpoint, the run's own entries) -> (why refused, when checked)
+        self._refusals: dict[tuple[str, tuple[str, ...]], tuple[str | None, float]] = {}
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -278,9 +281,12 @@ class HttpScorer:
         """Endpoint URL -> ``closed`` / ``open`` / ``half_open``, for readiness and stats."""
         return {endpoint: b.state for endpoint, b in self._breakers.items()}
 
-    async def score(self, endpoint: str, request: ExternalScoreRequest) -> ExternalScoreResponse:
-        """The endpoint's checked answer for one episode; raises `ScorerError` (or a subclass) with the reason."""
-        refusal = await self.refusal(endpoint)  # a run registered before the allowlist was narrowed, say
+    async def score(self, endpoint: str, request: ExternalScoreRequest,
+                    run_allow: Sequence[str] = ()) -> ExternalScoreResponse:
+        """The endpoint's checked answer for one episode; raises `ScorerError` (or a subclass) with the reason.
+        ``run_allow``: the run's own allowlist entries, beside the settings' (`Store.run_endpoint_allow`)."""
+        # a run registered before the allowlist was narrowed, or its scorer container taken down, say
+        refusal = await self.refusal(endpoint, run_allow)
         if refusal is not None:
             raise Rejected(f"endpoint {refusal}; not called")
         breaker = self.breaker(endpoint)
@@ -300,14 +306,18 @@ class HttpScorer:
         finally:
             (verdict or breaker.release)()
 
-    async def refusal(self, endpoint: str) -> str | None:
-        """`endpoint_refusal` under this scorer's settings, checked again after REFUSAL_TTL_S (names resolve)."""
+    async def refusal(self, endpoint: str, run_allow: Sequence[str] = ()) -> str | None:
+        """`endpoint_refusal` under this scorer's settings and ``run_allow``, checked again after REFUSAL_TTL_S
+        (names resolve) and whenever ``run_allow`` differs (an entry removed is refused at once)."""
         if self.settings is None:
             return None
-        cached = self._refusals.get(endpoint)
+        key = (endpoint, tuple(sorted(run_allow)))
+        cached = self._refusals.get(key)
         if cached is None or self.clock() - cached[1] > REFUSAL_TTL_S:
-            cached = (await asyncio.to_thread(endpoint_refusal, endpoint, self.settings), self.clock())
-            self._refusals[endpoint] = cached
+            cached = (await asyncio.to_thread(endpoint_refusal, endpoint, self.settings, key[1]), self.clock())
+            if len(self._refusals) >= REFUSALS_KEPT:  # one key per endpoint and run entries: bounded
+                self._refusals.clear()
+            self._refusals[key] = cached
         return cached[0]
 
     async def _call(self, endpoint: str, request: ExternalScoreRequest) -> ExternalScoreResponse:

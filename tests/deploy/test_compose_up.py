@@ -25,7 +25,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -36,14 +35,13 @@ import httpx
 import pytest
 
 from rss_core import codec
-from tests.helpers import REPO
+from tests.helpers.docker import SWITCH, OfflineBuild, run
 from tests.helpers.factories import episode, label_of, noisy
 from tests.helpers.service import LEARNER_TOKEN, RATERS
 
 pytestmark = pytest.mark.compose
 
 PROJECT = "rsscomposetest"
-SWITCH = "RSS_COMPOSE_TEST"
 TRAIN_STEPS, BATCH, SAMPLES = 20, 8, 4
 REDIS_PASSWORD = "compose-test-redis-password"
 
@@ -60,68 +58,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def run(argv: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, **kwargs)
-    assert result.returncode == 0, f"`{' '.join(argv)}` exited {result.returncode}:\n{result.stdout[-3000:]}\n" \
-                                   f"{result.stderr[-3000:]}"
-    return result
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """A Docker SDK client to a running engine: the one that answers, else a `dockerd` started here (and
-    stopped at the end)."""
-    if os.environ.get(SWITCH, "").lower() in ("off", "0", "no"):
-        pytest.skip(f"{SWITCH}={os.environ[SWITCH]}: the compose test is switched off on this machine")
-    try:
-        import docker
-    except ImportError:
-        pytest.fail("the Docker SDK is not installed (pip install -e '.[dev]' installs `docker`)")
-    for tool in ("docker-compose", "debootstrap"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed (apt-get install docker.io docker-compose debootstrap; .ci/run "
-                        f"does this), or set {SWITCH}=off on a machine without an engine")
-    for tool in ("docker", "dockerd"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed (apt-get install docker.io; .ci/run does this), or set {SWITCH}=off "
-                        f"on a machine without an engine")
-
-    def answers() -> subprocess.CompletedProcess:
-        # the CLI asks (the SDK would leave a socket unclosed behind a failed first request)
-        return subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True,
-                              text=True, timeout=30)
-
-    started = None
-    probe = answers()
-    if probe.returncode != 0:
-        if os.geteuid() != 0:
-            pytest.fail(f"no Docker engine answers ({probe.stderr.strip()}) and dockerd needs root to start; set "
-                        f"{SWITCH}=off to skip the compose test on this machine")
-        log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-        with log.open("w") as out:  # the child keeps its own copy of the descriptor
-            started = subprocess.Popen([shutil.which("dockerd")], stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
-        deadline = time.monotonic() + 60
-        while answers().returncode != 0:
-            if started.poll() is not None or time.monotonic() > deadline:
-                started.terminate()
-                started.wait(timeout=30)
-                pytest.fail(f"dockerd did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
-    client = docker.from_env(timeout=300)
-    try:
-        yield client
-    finally:
-        client.close()
-        if started is not None:
-            started.terminate()
-            try:
-                started.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                started.kill()
-                started.wait(timeout=30)
 
 
 @dataclass
@@ -177,17 +113,15 @@ def write_env(path: Path, **values: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stack(engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(engine, offline_build_inputs: OfflineBuild, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The local base images and the wheelhouse, then `docker-compose up -d --build` with a test .env; at the end
     (or on failure) `down -v`, which removes the containers, the network and the volumes."""
-    start = time.monotonic()
-    run([str(REPO / "deploy" / "local-images.sh")], timeout=1200)
-    note("local base images (deploy/local-images.sh)", time.monotonic() - start)
-    start = time.monotonic()
-    run([str(REPO / "deploy" / "wheelhouse.sh")], timeout=600, env={**os.environ, "PYTHON": sys.executable})
-    note("wheelhouse (deploy/wheelhouse.sh)", time.monotonic() - start)
-    local = dict(line.split("=", 1) for line in run([str(REPO / "deploy" / "local-images.sh"), "--print-env"],
-                                                    timeout=30).stdout.split())
+    if shutil.which("docker-compose") is None:
+        pytest.fail(f"docker-compose is not installed (apt-get install docker-compose; .ci/run does this), or set "
+                    f"{SWITCH}=off on a machine without an engine")
+    for name, seconds in offline_build_inputs.timings.items():
+        note(name, seconds)
+    local = offline_build_inputs.env
     env_file = tmp_path_factory.mktemp("compose") / "env"
     port = free_port()
     values = write_env(

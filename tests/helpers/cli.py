@@ -14,9 +14,9 @@ SMALL = ["--dataset", "shapes", "--shapes-size", "32", "--train-size", "64", "--
          "--no-progress"]
 
 
-def run_rss(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the installed `rss` entry point in a subprocess, one torch thread."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def run_rss(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `rss` entry point in a subprocess, one torch thread; ``env`` adds variables."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "rss.cli", *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=timeout,

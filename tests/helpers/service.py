@@ -19,7 +19,7 @@ DATABASES = {"service": 0, "voc": 1, "ui": 2, "remote": 3, "honeypots": 4, "ddp"
              "faults_replicas": 7, "faults_endpoint": 8, "security_poison": 9, "security_voc": 10,
              "security_limited": 11, "fuzz": 12, "faults_poison": 13, "security_address": 14, "security_big": 15,
              "memory": 16, "human_amend": 17, "scenes": 18,
-             "faults_worker_restart": 19}
+             "faults_worker_restart": 19, "scorer_containers": 20}
 
 
 def service_env(redis_server: RedisProcess, **settings: object) -> dict[str, str]:

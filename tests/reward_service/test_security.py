@@ -25,9 +25,9 @@ from pydantic_core import from_json
 
 from reward_service.core.config import Settings
 from reward_service.main import create_app
-from reward_service.scorers.http import HttpScorer, Rejected, endpoint_allowed
+from reward_service.scorers.http import HttpScorer, Rejected, ScorerError, endpoint_allowed
 from rss.procs import RedisProcess, ServiceProcess
-from rss_core import codec
+from rss_core import codec, keys
 from rss_core.schemas import ExternalScoreRequest, Grid
 from tests.helpers import REPO
 from tests.helpers.client import client, rater, read_results, register, wait_status
@@ -346,6 +346,61 @@ def test_the_scorer_checks_the_allowlist_too() -> None:
 
     with pytest.raises(Rejected, match="RSS_HTTP_ENDPOINT_ALLOW"):
         asyncio.run(score())
+
+
+def test_a_runs_own_allowlist_admits_its_endpoint_for_that_run_only(limited) -> None:
+    """`rss scorer up --run` writes an entry for one run straight into Redis (no route writes one): that run may
+    name the endpoint, another run may not, and the service's own address stays refused even when an entry
+    names it. Nothing a token sends adds an entry: a refused registration leaves none."""
+    endpoint = "http://10.0.0.7:9000/score"
+    own = limited.url + "/v1/runs"
+    with client(limited.url, LEARNER_A) as learner:
+        def create(run_id: str, url: str) -> httpx.Response:
+            return learner.post("/v1/runs", json={"run_id": run_id, "dataset": "shapes", "level": "image",
+                                                  "scorer": "http", "endpoint": url})
+
+        refused = create("own-a", endpoint)
+        assert refused.status_code == 422 and "rss scorer up --run own-a" in refused.json()["detail"], refused.text
+        assert limited.r.keys("rss:v1:run:own-a*") == []
+        limited.r.sadd(keys.run_endpoint_allow("own-a"), endpoint, own)
+        assert create("own-a", endpoint).status_code == 201
+        other = create("own-b", endpoint)
+        assert other.status_code == 422 and "not allowed" in other.json()["detail"], other.text
+        limited.r.sadd(keys.run_endpoint_allow("own-c"), own)
+        itself = create("own-c", own)
+        assert itself.status_code == 422 and "own address" in itself.json()["detail"], itself.text
+    with rater(limited.url, "alice") as alice:  # a rater token cannot register a run, so cannot use an entry
+        assert alice.post("/v1/runs", json={"run_id": "own-a", "dataset": "shapes", "level": "image",
+                                            "scorer": "http", "endpoint": endpoint}).status_code == 403
+
+
+def test_the_scorer_checks_the_runs_own_allowlist_at_each_call() -> None:
+    """The worker passes the run's entries with each call: an entry removed (`rss scorer down`) is refused at once,
+    not after the minute the scorer trusts a check."""
+    scorer = HttpScorer(Settings(_env_file=None, http_endpoint_allow=[]), retries=0, timeout=2)
+    request = ExternalScoreRequest(episode_id="e", run_id="r", image_id=IMAGE, dataset="shapes", level="image",
+                                   metric="miou", grid=Grid(), samples=[codec.raw_mask(label_of())])
+    with socket.socket() as s:  # a port nothing listens on: an allowed call goes out and finds no one
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}/score"
+
+    async def score() -> list[str]:
+        reasons = []
+        async with scorer:
+            for run_allow in ([endpoint], [], [endpoint]):
+                try:
+                    await scorer.score(endpoint, request, run_allow)
+                except Rejected as exc:
+                    reasons.append(f"refused: {exc}")
+                except ScorerError as exc:
+                    reasons.append(f"called: {exc}")
+        return reasons
+
+    called, refused, again = asyncio.run(score())
+    assert called.startswith("called: endpoint unreachable"), called
+    assert refused.startswith("refused: endpoint is not allowed by RSS_HTTP_ENDPOINT_ALLOW nor by the run's own"), \
+        refused
+    assert again.startswith("called:"), again
 
 
 # --- JSON that Python's parser takes but the contract does not: never a 500 --------------------------------

@@ -44,7 +44,9 @@ def test_the_example_external_scorer_swaps_in_at_both_levels(learner, redis_clie
     expected = scoring.image_reward(np.stack(masks)[None], label[None, None], 4, "miou")[0]
     assert [r["reward"] for r in results] == pytest.approx(expected.tolist(), abs=1e-6)
     assert {r["source"] for r in results} == {"http"}
+    assert {r["scorer_version"] for r in results} == {"example-gt-1"}  # v1 entries say which scorer, as v2 do
     (pixel,) = read_results(redis_client, "ext-px", 1)
+    assert pixel["scorer_version"] == "example-gt-1"
     reward_map = codec.decode_array(codec.ArrayB64(**pixel["reward_map"]))
     np.testing.assert_array_equal(reward_map, (masks[1] == label).astype(np.float32))
 

@@ -52,11 +52,14 @@ async def create_run(_: Learner, body: Annotated[RunCreate, Depends(json_body(Ru
         raise HTTPException(422, detail=f"ratings_per_task {body.ratings_per_task} needs as many raters, and this "
                                         f"service has {raters} (RSS_RATER_TOKENS): ask for at most {raters}.")
     if body.scorer == "http":
-        refusal = await run_in_threadpool(endpoint_refusal, body.endpoint or "", services.settings)  # resolves
+        run_allow = await services.store.run_endpoint_allow(body.run_id)  # the operator's, for this run only
+        refusal = await run_in_threadpool(endpoint_refusal, body.endpoint or "", services.settings,
+                                          run_allow)  # resolves
         if refusal is not None:
-            allow = services.settings.http_endpoint_allow
+            allow = [*services.settings.http_endpoint_allow, *run_allow]
             raise HTTPException(422, detail=f"Endpoint {body.endpoint[:200]!r} {refusal} ({', '.join(allow)}); "
-                                            "ask the operator to list its scheme://host:port.")
+                                            "ask the operator to list its scheme://host:port, or to start it with "
+                                            f"`rss scorer up --run {body.run_id}`.")
     run = RunPublic(**body.model_dump(), num_classes=dataset.num_classes, class_names=dataset.class_names,
                     results_stream=keys.results(body.run_id), created_at=time.time())
     try:
