@@ -165,6 +165,9 @@ class TrainArgs:
     """--replay, pixel level: keep a confirmed pixel only where the mask shown has one class and nothing is
     painted wrong within this many pixels, and a wrong one only this far inside what is painted (a brush
     misses strips thinner than its stroke and spills past edges; learner/replay.py); 0: every pixel"""
+    replay_balance: bool = False
+    """--replay, pixel level: the confirmed and the ruled-out pixels of kept answers each take their own mean
+    (instead of one mean over both), so a class covering most pixels cannot drown the answers ruling it out"""
     replay_updates: int = 0
     """--replay: after each answered step, this many more updates on kept answers alone (answers arrive
     slowly; the learner keeps learning from what it has meanwhile)"""
@@ -325,6 +328,8 @@ class TrainArgs:
             raise ValueError(f"--points must be >= 0, got {self.points}")
         if self.points and not (self.objective == "rl" and self.reward == "pixel" and self.resolved_samples() == 1):
             raise ValueError("--points needs --reward pixel and --samples 1 (questions about the most likely mask)")
+        if self.replay_balance and (not self.replay or self.reward != "pixel"):
+            raise ValueError("--replay-balance weighs kept pixel answers: it needs --replay N and --reward pixel")
         if self.replay_margin and (self.points or self.reward != "pixel"):
             raise ValueError("--replay-margin trusts brush answers away from edges: it needs --reward pixel, and "
                              "not --points (a point answer is one pixel, which no margin would keep)")

@@ -16,7 +16,9 @@ policy sampled the masks, so neither needs behaviour log-probabilities however o
   shown, and spills past what it paints: with ``margin`` m > 0 (`--replay-margin`), a confirmed pixel
   is kept only where the mask shown has one class and nothing is painted wrong within m pixels, and a
   painted pixel only m pixels inside its stroke (`trusted`). Otherwise every missed strip is kept as a
-  label, and the policy learns its own mistakes along every edge.
+  label, and the policy learns its own mistakes along every edge. With ``balance``
+  (`--replay-balance`) the confirmed and the ruled-out pixels each take their own mean, so on data
+  where one class covers most pixels its confirmations do not drown the answers that rule it out.
 
 * **preferences between two masks** (`--reward image`, masks paired 0-1, 2-3, ...: a rater's pairwise
   answer, or two scores compared): the preferred mask w is better than the other l where they differ,
@@ -110,9 +112,9 @@ class AnswerReplay(Ring):
     fields = ("actions", "rewards")
     dtypes = (torch.uint8, torch.int8)
 
-    def __init__(self, capacity: int, device: torch.device, margin: int = 0) -> None:
+    def __init__(self, capacity: int, device: torch.device, margin: int = 0, balance: bool = False) -> None:
         super().__init__(capacity, device)
-        self.margin = margin
+        self.margin, self.balance = margin, balance
 
     @property
     def actions(self) -> torch.Tensor:
@@ -144,9 +146,13 @@ class AnswerReplay(Ring):
         confirmed, ruled_out = rewards > 0, rewards < 0
         # log(1 - pi(a)) from log pi(a), clamped away from log(0) where the policy is sure of a wrong class
         log_not = torch.log1p(-logp.exp().clamp(max=1 - 1e-6))
-        total = -(logp * confirmed).sum() - (log_not * ruled_out).sum()
         count = int(confirmed.sum() + ruled_out.sum())
-        return total / max(count, 1), {"replay_pixels": count / max(len(slots), 1)}
+        stats = {"replay_pixels": count / max(len(slots), 1)}
+        if self.balance:  # each kind of answer its own mean: a dominant confirmed class cannot drown the "no"s
+            return (-(logp * confirmed).sum() / confirmed.sum().clamp(min=1)
+                    - (log_not * ruled_out).sum() / ruled_out.sum().clamp(min=1)), stats
+        total = -(logp * confirmed).sum() - (log_not * ruled_out).sum()
+        return total / max(count, 1), stats
 
 
 def pair_loss(logits: torch.Tensor, winners: torch.Tensor, losers: torch.Tensor) -> tuple[torch.Tensor, int]:

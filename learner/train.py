@@ -250,7 +250,7 @@ def setup(args: TrainArgs, make_source: SourceFactory | None = None) -> Run:
     run = Run(args, rank, device, out, train_ds, val_ds, core, core, optimizer, schedule, source, labels, pipeline,
               use_psr=args.objective == "rl" and args.reward == "image" and args.psr,
               replay=(PairReplay(args.replay, device) if args.reward == "image"
-                      else AnswerReplay(args.replay, device, args.replay_margin)) if args.replay
+                      else AnswerReplay(args.replay, device, args.replay_margin, args.replay_balance)) if args.replay
               else None, ckpt_path=ckpt_path,
               loop_path=ckpt_path if rank == 0 else out / f"checkpoint.rank{rank}.pt", scaler=grad_scaler(args, device))
     if args.resume:

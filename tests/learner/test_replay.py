@@ -34,6 +34,21 @@ def test_a_confirmed_pixel_is_a_label_and_a_wrong_one_rules_its_class_out() -> N
     assert stats["replay_pixels"] == 2
 
 
+def test_a_balanced_replay_gives_the_ruled_out_pixels_their_own_mean() -> None:
+    # three confirmed pixels of class 0 and one ruled out: unbalanced, the "no" is a quarter of the loss;
+    # balanced, the mean of the confirmations plus the mean of the "no"s
+    actions = torch.zeros(1, 1, 2, 2, dtype=torch.long)
+    rewards = torch.tensor([[[[1.0, 1.0], [1.0, -1.0]]]])
+    logits = torch.zeros(1, 2, 2, 2)  # pi = 1/2 everywhere
+    losses = []
+    for balance in (False, True):
+        replay = AnswerReplay(4, torch.device("cpu"), balance=balance)
+        replay.add(torch.tensor([0]), actions, rewards, torch.ones(1, 2, 2, dtype=torch.bool), ActionGrid(0))
+        losses.append(float(replay.loss(logits, torch.tensor([0]))[0]))
+    assert losses[0] == pytest.approx(math.log(2), rel=1e-5)  # (3 log 2 + log 2) / 4
+    assert losses[1] == pytest.approx(2 * math.log(2), rel=1e-5)  # log 2 + log 2
+
+
 def test_a_brush_answer_is_trusted_away_from_the_edges_of_the_mask_and_of_the_strokes() -> None:
     # the mask shown: class 1 in a 4x4 square; the rater painted columns 6 and 7 wrong (a stroke whose
     # left column spilled onto right pixels) and missed the thin strip of errors along the square's edge
@@ -246,6 +261,7 @@ def test_replay_updates_learn_more_from_the_same_answers(tmp_path) -> None:
     ({"replay_batch": 0}, "--replay-batch >= 1"),
     ({"replay_margin": -1}, "--replay-margin must be >= 0"),
     ({"replay_margin": 1, "points": 4}, "--replay-margin trusts brush answers"),
+    ({"replay_balance": True, "reward": "image", "samples": 2, "psr": False}, "--replay-balance weighs"),
     ({"replay_margin": 1, "reward": "image", "samples": 2, "psr": False}, "it needs --reward pixel"),
     ({"replay": 0, "replay_updates": 2}, "--replay-updates needs --replay"),
     ({"reward": "image", "samples": 2, "psr": False, "first_mask": "mode"}, "--first-mask mode needs --reward pixel"),
