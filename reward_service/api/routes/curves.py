@@ -11,8 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from reward_service.api.deps import Learner, ServicesDep, json_body, json_body_openapi
 from reward_service.api.errors import AUTH, JSON_BODY, errors
+from reward_service.api.routes.episodes import require_image
 from reward_service.api.routes.ops import median_seconds, service_stats
-from reward_service.datasets import ImageIdError, ServedDataset, UnknownImage
+from reward_service.datasets import ServedDataset
 from reward_service.services import Services
 from reward_service.store import CURVE_POINTS
 from rss_core import codec, keys
@@ -45,12 +46,7 @@ def checked_gallery(dataset: ServedDataset, run: RunPublic, body: RunMetricsCrea
     items = []
     for i, item in enumerate(body.gallery):
         where = f"gallery[{i}]"
-        try:
-            dataset.require(item.image_id)
-        except ImageIdError as exc:
-            raise HTTPException(400, detail=f"{where}: {exc}.") from exc
-        except UnknownImage as exc:
-            raise HTTPException(404, detail=f"{where}: {exc}.") from exc
+        require_image(dataset, item.image_id, f"{where}: ")
         masks = {}
         for name in ("argmax", "sampled"):
             try:

@@ -73,18 +73,24 @@ def check_episode(body: EpisodeCreate | EpisodeHeader, run: RunPublic | None, se
     return run
 
 
+def require_image(dataset: ServedDataset, image_id: str, where: str = "") -> None:
+    """That the dataset serves ``image_id``, or an HTTPException: 400 for a malformed id, 404 for an unknown one
+    (``where`` prefixes the detail)."""
+    try:
+        dataset.require(image_id)
+    except ImageIdError as exc:
+        raise HTTPException(400, detail=f"{where}{exc}.") from exc
+    except UnknownImage as exc:
+        raise HTTPException(404, detail=f"{where}{exc}.") from exc
+
+
 def decode_samples(dataset: ServedDataset, body: EpisodeCreate | EpisodeHeader, run: RunPublic, max_pixels: int,
                    where: str = "", request: tuple[int, int] | None = None,
                    masks: np.ndarray | None = None) -> np.ndarray:
     """The (K, h, w) uint8 masks, or an HTTPException naming what is wrong (``request``: the mask pixels the
     request may still decode, and its limit). v1 decodes ``body.samples``; v2 passes the episode's ``masks``,
     as the body carried them, and they must have the shape the dataset says. CPU work: call in a thread."""
-    try:
-        dataset.require(body.image_id)
-    except ImageIdError as exc:
-        raise HTTPException(400, detail=f"{where}{exc}.") from exc
-    except UnknownImage as exc:
-        raise HTTPException(404, detail=f"{where}{exc}.") from exc
+    require_image(dataset, body.image_id, where)
     try:
         shape = dataset.mask_shape(body.image_id, run.image_size, body.grid, body.view)
     except ValueError as exc:
