@@ -105,6 +105,17 @@ def trusted(actions: torch.Tensor, signs: torch.Tensor, margin: int) -> torch.Te
     return (confirmed.to(signs.dtype) - inside_wrong.to(signs.dtype)).squeeze(1)
 
 
+def relabel(actions: torch.Tensor, signs: torch.Tensor, named: torch.Tensor, margin: int
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a trusted answer rules the mask's class out (``signs`` -1) and a class brush named one class
+    (``named`` < 255) at every pixel within ``margin``, that class is the label: the pixel's action becomes
+    it and its sign +1."""
+    n = named.unsqueeze(1).float()
+    one_class = _dilate(n, margin) == -_dilate(-n, margin) if margin else torch.ones_like(n, dtype=torch.bool)
+    label = (signs < 0) & (named < 255) & one_class.squeeze(1)
+    return torch.where(label, named.to(actions.dtype), actions), torch.where(label, torch.ones_like(signs), signs)
+
+
 class AnswerReplay(Ring):
     """Pixel-level answers: per kept sample, its classes and the sign of each pixel's reward (``margin``:
     only where a brush answer can be trusted, `trusted`)."""
@@ -125,17 +136,21 @@ class AnswerReplay(Ring):
         return self.maps[1]
 
     def add(self, indices: torch.Tensor, actions: torch.Tensor, pixel_rewards: torch.Tensor, valid: torch.Tensor,
-            grid: ActionGrid, keep: torch.Tensor | None = None) -> None:
+            grid: ActionGrid, keep: torch.Tensor | None = None, named: torch.Tensor | None = None) -> None:
         """Keep each sample of a step's pixel-level answers: ``actions`` and ``pixel_rewards`` (B, K, h, w),
-        ``valid`` (B, h, w); ``keep`` (B,): the images whose answers all arrived (None: all)."""
+        ``valid`` (B, h, w); ``keep`` (B,): the images whose answers all arrived (None: all); ``named``
+        (B, K, h, w) uint8: a class brush's class at each painted pixel (255: none), kept as a label where
+        the answer is trusted (`trusted`, and one class named all around)."""
         if grid.scale != 0:
             raise ValueError("--replay keeps full-resolution pixel answers (--reward pixel, no PSR grid)")
         rows = torch.arange(len(indices)) if keep is None else keep.cpu().nonzero().flatten()
         on = rows.to(actions.device)
         signs = torch.sign(pixel_rewards[on]) * valid.to(pixel_rewards.device)[on].unsqueeze(1)
-        kept = actions[on].flatten(0, 1)
-        self._put(indices.cpu()[rows].repeat_interleave(actions.shape[1]), kept,
-                  trusted(kept.to(signs.device), signs.flatten(0, 1), self.margin))
+        kept = actions[on].flatten(0, 1).to(signs.device)
+        signs = trusted(kept, signs.flatten(0, 1), self.margin)
+        if named is not None:
+            kept, signs = relabel(kept, signs, named[on].flatten(0, 1).to(signs.device), self.margin)
+        self._put(indices.cpu()[rows].repeat_interleave(actions.shape[1]), kept, signs)
 
     def loss(self, logits: torch.Tensor, slots: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """The supervised term over the answered pixels of ``slots``, given the policy's ``logits`` (n, C, H, W)

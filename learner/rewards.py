@@ -47,6 +47,7 @@ class Rewards:
     pixel: torch.Tensor | None = None
     valid: torch.Tensor | None = None
     keep: torch.Tensor | None = None
+    named: torch.Tensor | None = None  # pixel level, a class brush: (B, K, h, w) uint8 class painted, 255 none
 
 
 class RewardSource(Protocol):

@@ -155,7 +155,7 @@ def rl_loss(
         rewards.pixel = rewards.pixel * rewards.valid.unsqueeze(1)
     if isinstance(replay, AnswerReplay):
         assert rewards.pixel is not None and rewards.valid is not None
-        replay.add(indices, actions, rewards.pixel, rewards.valid, grid, rewards.keep)
+        replay.add(indices, actions, rewards.pixel, rewards.valid, grid, rewards.keep, rewards.named)
     elif isinstance(replay, PairReplay):
         assert rewards.image is not None
         replay.add(indices, actions, rewards.image, grid, rewards.keep, best=args.human_task == "best")

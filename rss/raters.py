@@ -6,7 +6,9 @@
 * a score is the mask's reward plus Gaussian ``jitter``, clipped to [0, 1];
 * a brush answer paints what is wrong with strokes ``brush_width`` pixels wide, so a wrong region
   thinner than that is missed (a morphological opening), and spilling ``brush_spill`` pixels over
-  its edges onto right pixels (a dilation); everything not painted is confirmed correct;
+  its edges onto right pixels (a dilation); everything not painted is confirmed correct; a class brush
+  (`name_classes`) paints each stroke in the class that belongs there, and its spill carries the class
+  of the region it spilled from;
 * a point answer ("is this <class>?", yes or no) is wrong with probability ``point_error``.
 """
 
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rss_core.answers import CORRECT, UNMARKED, WRONG
+from rss_core.answers import CORRECT, LABEL_NONE, UNMARKED, WRONG
 
 
 @dataclass(frozen=True)
@@ -88,3 +90,22 @@ def verify(correct: torch.Tensor, noise: Imperfection, generator: torch.Generato
     wrong with probability ``point_error``."""
     wrong = torch.rand(correct.shape, generator=generator, device=correct.device) < noise.point_error
     return correct.bool() ^ wrong
+
+
+def name_classes(painted: torch.Tensor, correct: torch.Tensor, labels: torch.Tensor,
+                 noise: Imperfection) -> torch.Tensor:
+    """The class a class brush paints each pixel of ``painted`` answers (..., h, w; 2 wrong) in, for masks
+    whose per-pixel correctness is ``correct``: the true label (``labels``, broadcast) where the mask is
+    wrong, and where a stroke spilled over a right pixel, the class of a wrong pixel within ``brush_spill``
+    of it (the stroke it spilled from; the largest such class where strokes of two classes meet);
+    ``LABEL_NONE`` (255) where nothing is painted."""
+    shape = painted.shape
+    labels = labels.broadcast_to(shape).long()
+    painted_wrong = painted == WRONG
+    truly_wrong = painted_wrong & ~correct.bool().broadcast_to(shape) & (labels < LABEL_NONE)
+    named = torch.where(truly_wrong, labels, torch.full_like(labels, -1))
+    if noise.brush_spill:
+        near = _dilate((named + 1).reshape(-1, 1, *shape[-2:]).float(), 2 * noise.brush_spill + 1)
+        named = torch.where(truly_wrong, named, near.reshape(shape).long() - 1)
+    keep = painted_wrong & (named >= 0)
+    return torch.where(keep, named, torch.full_like(named, LABEL_NONE)).to(torch.uint8)

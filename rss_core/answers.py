@@ -16,4 +16,5 @@ import numpy as np
 PREFERENCE = {"a": (1.0, 0.0), "b": (0.0, 1.0), "tie": (0.5, 0.5)}
 PIXEL_REWARD = np.array([0.0, 1.0, -1.0], np.float32)  # painted 0 unmarked, 1 correct, 2 wrong -> reward
 UNMARKED, CORRECT, WRONG = 0, 1, 2
+LABEL_NONE = 255  # a class brush answer names no class at this pixel (the ignore label)
 VERDICT_REWARD = {"yes": 1.0, "no": -1.0, "unsure": float("nan")}

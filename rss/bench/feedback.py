@@ -39,11 +39,14 @@ from learner.remote import read_jsonl
 from learner.rewards import Episodes, LocalRewardSource, Rewards
 from learner.train import train
 from rss.bench.args import BenchArgs, parse
-from rss.raters import Imperfection, brush, choose_best, prefer, score, verify
-from rss_core.answers import PIXEL_REWARD, PREFERENCE
+from rss.raters import Imperfection, brush, choose_best, name_classes, prefer, score, verify
+from rss_core.answers import PIXEL_REWARD, PREFERENCE, WRONG
 from rss_core.data import PROCEDURAL, SegDataset
 
 log = logging.getLogger(__name__)
+
+
+PIXEL_ANSWERS = ("brush", "class_brush", "points")
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,10 @@ class Config:
 
     @property
     def reward(self) -> str:
-        return "pixel" if self.kind in ("brush", "points") else "image"
+        return "pixel" if self.kind in PIXEL_ANSWERS else "image"
 
     def samples(self, best_of: int) -> int:
-        return 1 if self.kind in ("brush", "points") else best_of if self.kind == "best" else 2
+        return 1 if self.kind in PIXEL_ANSWERS else best_of if self.kind == "best" else 2
 
     def answers_per_image(self, points: int) -> int:
         """Answers one image's K samples take: one per pair, one per mask, one per point, or one choice."""
@@ -83,6 +86,7 @@ for _warm in (False, True):
     _w = "_warm" if _warm else ""
     CONFIGS[f"brush{_w}_reuse"] = Config("brush", _warm, replay=True, reuse=True)
     CONFIGS[f"brush{_w}_trust"] = Config("brush", _warm, replay=True, reuse=True, margin=1)
+    CONFIGS[f"class_brush{_w}"] = Config("class_brush", _warm, replay=True, reuse=True, margin=1)
     CONFIGS[f"pairwise{_w}_reuse"] = Config("pairwise", _warm, replay=True, reuse=True)
     CONFIGS[f"pairwise{_w}_region"] = Config("pairwise", _warm, replay=True, reuse=True, region=True)
     CONFIGS[f"best{_w}_reuse"] = Config("best", _warm, replay=True, reuse=True)
@@ -106,7 +110,9 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     `*_reuse` also learn from kept answers between answers (--reuse-updates; brush raters see the policy's
     most likely mask; pairwise ones full-resolution sampled pairs); `brush_trust`, `brush_warm_trust` are
     `brush_reuse` trusting each answer only 1 pixel away from the edges of the mask shown and of the strokes
-    (--replay-margin 1: a brush misses thin errors along edges and spills past them); `pairwise_region`,
+    (--replay-margin 1: a brush misses thin errors along edges and spills past them); `class_brush`,
+    `class_brush_warm` are `brush_trust` with each stroke painted in the class that belongs there (a
+    trusted painted pixel is a label, not only a class ruled out); `pairwise_region`,
     `pairwise_warm_region` ask about one region where the policy hesitates (--pairs region); `points`,
     `points_warm` verify --points-per-image pixels where the policy hesitates (`_random`: anywhere), every
     answer kept and reused; `best_reuse`, `best_warm_reuse` pick the best of --best-of sampled masks, kept as
@@ -128,6 +134,9 @@ class FeedbackArgs(BenchArgs, TrainArgs):
     """human seconds per score (assumption)"""
     seconds_brush: float = 10.0
     """human seconds per brush answer: strokes over what is wrong, the rest confirmed (assumption)"""
+    seconds_class_brush: float = 15.0
+    """human seconds per class brush answer: a brush answer whose strokes are each painted in the class
+    that belongs there, picked by hotkey (assumption: the brush's 10 s and a few classes picked)"""
     seconds_point: float = 1.5
     """human seconds per point answer, yes or no (an assumption until measured, in the
     range Benenson and Ferrari, 2022, report for point-wise annotation)"""
@@ -170,7 +179,8 @@ class FeedbackArgs(BenchArgs, TrainArgs):
 
     def seconds(self, kind: str) -> float:
         return {"pairwise": self.seconds_pairwise, "score": self.seconds_score, "brush": self.seconds_brush,
-                "points": self.seconds_point, "best": self.seconds_best or 2.0 + self.best_of}[kind]
+                "class_brush": self.seconds_class_brush, "points": self.seconds_point,
+                "best": self.seconds_best or 2.0 + self.best_of}[kind]
 
     def validate(self) -> None:
         super().validate()
@@ -188,7 +198,8 @@ class FeedbackArgs(BenchArgs, TrainArgs):
             raise ValueError(f"--seconds-best must be positive, got {self.seconds_best}")
         if self.points_per_image < 1:
             raise ValueError(f"--points-per-image must be >= 1, got {self.points_per_image}")
-        for name in ("seconds_pairwise", "seconds_score", "seconds_brush", "seconds_point", "seconds_label"):
+        for name in ("seconds_pairwise", "seconds_score", "seconds_brush", "seconds_class_brush", "seconds_point",
+                     "seconds_label"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.ce_steps < 1 or self.eval_points < 1 or self.warm_images < 1 or self.jobs < 1:
@@ -205,6 +216,7 @@ class SimulatedRaters(LocalRewardSource):
                  seed: int) -> None:
         super().__init__(dataset, device, metric)
         self.kind, self.noise, self.rng, self.answers = kind, noise, np.random.default_rng(seed), 0
+        self.painted = 0.0  # brush answers: the sum of the fractions of their masks painted wrong
         self.generator = torch.Generator(device).manual_seed(seed)
 
     def score(self, episodes: Episodes) -> Rewards:
@@ -215,12 +227,17 @@ class SimulatedRaters(LocalRewardSource):
             yes = verify(truth.pixel > 0, self.noise, self.generator)
             self.answers += int(asked.sum())
             return Rewards(pixel=torch.where(yes, 1.0, -1.0) * asked, valid=truth.valid)
-        if self.kind == "brush":
+        if self.kind in ("brush", "class_brush"):
             assert truth.pixel is not None and truth.valid is not None
             painted = brush(truth.pixel > 0, truth.valid.unsqueeze(1), self.noise)
             self.answers += painted.shape[0] * painted.shape[1]
+            self.painted += float((painted == WRONG).float().mean(dim=(-2, -1)).sum())
             pixel = torch.from_numpy(PIXEL_REWARD).to(painted.device)[painted.long()]
-            return Rewards(pixel=pixel, valid=truth.valid)
+            named = None
+            if self.kind == "class_brush":
+                labels = episodes.labels if episodes.labels is not None else self.labels(episodes.indices)
+                named = name_classes(painted, truth.pixel > 0, labels.to(painted.device).unsqueeze(1), self.noise)
+            return Rewards(pixel=pixel, valid=truth.valid, named=named)
         assert truth.image is not None
         true = truth.image.cpu().numpy()
         answered = np.zeros_like(true)
@@ -239,7 +256,10 @@ class SimulatedRaters(LocalRewardSource):
         return Rewards(image=torch.from_numpy(answered).to(truth.image.device))
 
     def stats(self) -> dict[str, float]:
-        return {"answers": self.answers}
+        stats: dict[str, float] = {"answers": self.answers}
+        if self.kind in ("brush", "class_brush"):
+            stats["painted_fraction"] = self.painted / max(self.answers, 1)
+        return stats
 
 
 def evaluations(out: Path) -> list[dict]:
@@ -316,7 +336,7 @@ def run_config(args: FeedbackArgs, name: str, warm: tuple[float, Path] | None) -
                                                 / (args.batch_size * args.seconds_brush))) if config.reuse else 0,
                     points=args.points_per_image if config.kind == "points" else 0,
                     point_query="random" if config.random_points else "uncertain",
-                    first_mask="mode" if config.reuse and config.kind == "brush" else "sample",
+                    first_mask="mode" if config.reuse and config.kind in ("brush", "class_brush") else "sample",
                     pairs="region" if config.region else "sample", image_pool=config.image_pool,
                     psr=args.psr and not (config.replay and config.reward == "image"))
     log.info("bench feedback: %s, %d steps of %d answers (%.0f s each)", name, steps, per_step, cost)
@@ -368,7 +388,8 @@ def feedback(args: FeedbackArgs) -> dict:
     report = {
         "budgets_h": list(args.budgets_h), "ce_on_labels": ce, "configs": configs,
         "costs_s": {"pairwise": args.seconds_pairwise, "score": args.seconds_score, "brush": args.seconds_brush,
-                    "points": args.seconds_point, "best": args.seconds("best"), "label": args.seconds_label},
+                    "class_brush": args.seconds_class_brush, "points": args.seconds_point, "best": args.seconds("best"),
+                    "label": args.seconds_label},
         "imperfection": {"flip": args.flip, "jitter": args.jitter, "brush_width": args.brush_width,
                          "brush_spill": args.brush_spill, "point_error": args.point_error},
     }

@@ -69,6 +69,27 @@ def test_a_brush_answer_is_trusted_away_from_the_edges_of_the_mask_and_of_the_st
     assert torch.equal(replay.rewards[0], kept)
 
 
+def test_a_class_brush_answer_is_a_label_inside_its_strokes() -> None:
+    # the mask shown says background (0) everywhere; the rater painted columns 2..7 wrong, naming class 3
+    # in columns 2..4 and class 5 in columns 5..7; row 0 was painted with no class named (an old answer)
+    mask = torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+    signs = torch.ones(1, 1, 8, 8)
+    signs[..., 2:] = -1
+    named = torch.full((1, 1, 8, 8), 255, dtype=torch.uint8)
+    named[..., 1:, 2:5] = 3
+    named[..., 1:, 5:] = 5
+    replay = AnswerReplay(2, torch.device("cpu"), margin=1)
+    replay.add(torch.tensor([0]), mask, signs, torch.ones(1, 8, 8, dtype=torch.bool), ActionGrid(0), named=named)
+    actions, rewards = replay.actions[0], replay.rewards[0]
+    assert rewards[4, 3] == 1 and actions[4, 3] == 3  # inside a stroke of one class: that class is the label
+    assert rewards[4, 6] == 1 and actions[4, 6] == 5
+    # where two named classes meet, neither is a label; background is still ruled out there
+    assert rewards[4, 4] == rewards[4, 5] == -1 and actions[4, 4] == actions[4, 5] == 0
+    assert rewards[4, 2] == 0 and rewards[4, 1] == 0  # the stroke's edge, and a confirmed pixel beside it
+    assert rewards[0, 4] == -1 and actions[0, 4] == 0  # no class named: only background ruled out
+    assert rewards[4, 0] == 1 and actions[4, 0] == 0  # far from every stroke: background confirmed
+
+
 def test_the_ring_keeps_the_newest_answers() -> None:
     replay = AnswerReplay(3, torch.device("cpu"))
     for i in range(5):

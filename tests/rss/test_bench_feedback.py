@@ -11,7 +11,7 @@ import torch
 
 from learner.rewards import Episodes
 from rss.bench.feedback import CONFIGS, FeedbackArgs, SimulatedRaters, best_within, feedback, table
-from rss.raters import Imperfection, brush, choose_best, prefer, verify
+from rss.raters import Imperfection, brush, choose_best, name_classes, prefer, verify
 from rss_core.answers import CORRECT, UNMARKED, WRONG
 from rss_core.data import build_dataset
 from rss_core.grid import ActionGrid
@@ -30,6 +30,22 @@ def test_a_brush_misses_what_is_thinner_than_its_stroke_and_spills_over_edges() 
     assert (painted[0] == UNMARKED).all()
     exact = brush(correct, valid, Imperfection(brush_width=1, brush_spill=0))
     assert torch.equal(exact[1:] == WRONG, ~correct[1:])  # a perfect brush paints exactly the wrong pixels
+
+
+def test_a_class_brush_paints_each_stroke_in_the_class_that_belongs_there() -> None:
+    labels = torch.zeros(12, 12, dtype=torch.long)
+    labels[5:10, 5:7] = 2  # a wrong region of two true classes, side by side
+    labels[5:10, 7:10] = 4
+    labels[0, 0] = 255  # ignored: never painted, never named
+    correct = labels == 0  # the mask shown: all background
+    valid = labels != 255
+    noise = Imperfection(brush_width=3, brush_spill=1)
+    painted = brush(correct, valid, noise)
+    named = name_classes(painted, correct, labels, noise)
+    assert (named[5:10, 5:7] == 2).all() and (named[5:10, 7:10] == 4).all()  # the true class where wrong
+    assert named[4, 5] == 2 and named[10, 9] == 4 and named[4, 7] == 4  # spill: the class it spilled from
+    assert ((named == 255) == (painted != WRONG)).all()  # a class wherever painted, nowhere else
+    assert named[0, 0] == 255
 
 
 def test_a_preference_is_wrong_at_the_flip_rate_and_a_tie_stays() -> None:
